@@ -1,0 +1,1 @@
+"""Standard PC devices at their usual ports, written against cpu.board.BoardContext."""

@@ -1,0 +1,66 @@
+"""Deadlines in virtual time (icount) that end executor slices exactly where a device needs them."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+
+class Timer:
+    """One device deadline. `arm(icount)` schedules the callback, `cancel()` forgets it."""
+
+    __slots__ = ("queue", "callback", "deadline", "name")
+
+    def __init__(self, queue: "TimerQueue", name: str, callback: Callable[[int], None]) -> None:
+        self.queue = queue
+        self.name = name
+        self.callback = callback
+        self.deadline: Optional[int] = None
+
+    def arm(self, icount: int) -> None:
+        """Fire the callback when virtual time reaches `icount` (never earlier than now)."""
+        self.deadline = max(icount, self.queue.now())
+        self.queue.changed(self.deadline)
+
+    def cancel(self) -> None:
+        self.deadline = None
+
+
+class TimerQueue:
+    """All device timers. The executor asks for the next deadline and fires what is due.
+
+    A timer armed mid-slice before the slice's planned end calls `kick` so the executor stops the
+    slice early (its exact position is known from the instruction counter)."""
+
+    def __init__(self, now: Callable[[], int]) -> None:
+        self.now = now
+        self.timers: list[Timer] = []
+        self.kick: Callable[[], None] = lambda: None
+        self.slice_end: Optional[int] = None
+
+    def new(self, name: str, callback: Callable[[int], None]) -> Timer:
+        """Create a timer; names must be unique per board (they key snapshot state)."""
+        timer = Timer(self, name, callback)
+        self.timers.append(timer)
+        return timer
+
+    def changed(self, deadline: int) -> None:
+        if self.slice_end is not None and deadline < self.slice_end:
+            self.kick()
+
+    def next_deadline(self) -> Optional[int]:
+        best = None
+        for t in self.timers:
+            d = t.deadline
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def fire_due(self, icount: int) -> None:
+        """Run every callback whose deadline is at or before `icount`, in deadline then creation order."""
+        while True:
+            due = [t for t in self.timers if t.deadline is not None and t.deadline <= icount]
+            if not due:
+                return
+            t = min(due, key=lambda t: t.deadline)
+            when = t.deadline
+            t.deadline = None
+            t.callback(when)
