@@ -1,0 +1,76 @@
+"""Character-device input: bytes typed or piped into the serial port.
+
+Host bytes arrive on a reader thread at host-determined times; the executor takes them only
+between slices, through `poll()`, which logs them at that icount. Replay hands the logged bytes
+over at the same icounts and never reads the host."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Optional
+
+from replay import log as L
+
+
+class HostInput:
+    """Reads a host file descriptor (stdin, a file, a pipe) on a daemon thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        self.eof = False
+        self.thread = threading.Thread(target=self._pump, name="urr-serial-input", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:
+                data = b""
+            self.queue.put(data or None)
+            if not data:
+                return
+
+    def take(self, timeout: Optional[float] = None) -> bytes:
+        """Whatever has arrived (waiting up to `timeout` seconds for something, if given)."""
+        out = bytearray()
+        try:
+            item = self.queue.get(timeout=timeout) if timeout is not None else self.queue.get_nowait()
+            while True:
+                if item is None:
+                    self.eof = True
+                    break
+                out += item
+                item = self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        return bytes(out)
+
+
+class CharInputs:
+    def __init__(self, core) -> None:
+        self.core = core
+        self.host: Optional[HostInput] = None
+
+    def attach(self, host: HostInput) -> None:
+        self.host = host
+
+    @property
+    def live(self) -> bool:
+        """Whether more host input may still come (a halted guest may wait for it)."""
+        return not self.core.replaying and self.host is not None and not self.host.eof
+
+    def poll(self, timeout: Optional[float] = None) -> bytes:
+        """Host bytes that arrived since the last poll, logged at the current icount."""
+        if self.host is None or self.core.replaying:
+            return b""
+        data = self.host.take(timeout)
+        if data:
+            self.core.log(L.CHAR, data)
+        return data
+
+    def logged(self) -> bytes:
+        """Replay: the bytes the recording received at the current icount."""
+        return self.core.take(L.CHAR).fields[0]

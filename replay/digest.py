@@ -1,0 +1,67 @@
+"""Periodic state digests: how replay notices a divergence the moment it can be seen.
+
+Each digest carries the general registers in full (so a mismatch names them), a hash of all other
+registers, a hash of all RAM, and the pages written since the previous digest with their hashes
+(so a mismatch names the pages)."""
+from __future__ import annotations
+
+import struct
+
+from replay import log as L
+from replay.player import Divergence
+
+GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+             "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
+_PAGE = struct.Struct("<IQ")
+
+
+def _pack_gprs(regs: dict[str, int]) -> bytes:
+    out = bytearray()
+    for name in GPR_NAMES:
+        L._put_varint(out, regs[name])
+    return bytes(out)
+
+
+def _unpack_gprs(data: bytes) -> dict[str, int]:
+    out, pos = {}, 0
+    for name in GPR_NAMES:
+        out[name], pos = L._get_varint(data, pos)
+    return out
+
+
+def pack_pages(pages: list[tuple[int, int]]) -> bytes:
+    return b"".join(_PAGE.pack(i, h) for i, h in pages)
+
+
+def unpack_pages(data: bytes) -> dict[int, int]:
+    return {i: h for i, h in _PAGE.iter_unpack(data)}
+
+
+class DigestCheck:
+    def __init__(self, core) -> None:
+        self.core = core
+
+    def check(self, regs: dict[str, int], other_hash: bytes, ram_hash: bytes,
+              changed: list[tuple[int, int]], page_hash: dict[int, int]) -> None:
+        """Record: log the digest. Replay: compare with the logged one; raise Divergence naming
+        the registers and pages that differ. `page_hash` is the replay's page -> hash map."""
+        gprs = _pack_gprs(regs)
+        if not self.core.replaying:
+            self.core.log(L.DIGEST, gprs, other_hash, ram_hash, pack_pages(changed))
+            return
+        rec = self.core.take(L.DIGEST)
+        logged_gprs, logged_other, logged_ram, logged_pages = rec.fields
+        if (logged_gprs, logged_other, logged_ram) == (gprs, other_hash, ram_hash):
+            return
+        then = _unpack_gprs(logged_gprs)
+        what = [f"{n} {then[n]:#x} -> {regs[n]:#x}" for n in GPR_NAMES if then[n] != regs[n]]
+        if logged_other != other_hash:
+            what.append("other registers (segment, control, x87/SSE or MSR state)")
+        if logged_ram != ram_hash:
+            recorded = unpack_pages(logged_pages)
+            ours = dict(changed)
+            pages = sorted(p for p in set(recorded) | set(ours)
+                           if recorded.get(p, -1) != page_hash.get(p, 0))
+            shown = ", ".join(f"{p * 4096:#x}" for p in pages[:16]) + (" ..." if len(pages) > 16 else "")
+            what.append(f"RAM pages {shown}" if pages else "RAM (pages written before the last snapshot)")
+        raise Divergence(self.core.now(), "; ".join(what))
