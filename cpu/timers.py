@@ -27,13 +27,13 @@ class Timer:
 class TimerQueue:
     """All device timers. The executor asks for the next deadline and fires what is due.
 
-    A timer armed mid-slice before the slice's planned end calls `kick` so the executor stops the
-    slice early (its exact position is known from the instruction counter)."""
+    A timer armed mid-slice before the slice's planned end calls `kick(deadline)` so the executor
+    ends the running slice exactly at the new deadline."""
 
     def __init__(self, now: Callable[[], int]) -> None:
         self.now = now
         self.timers: list[Timer] = []
-        self.kick: Callable[[], None] = lambda: None
+        self.kick: Callable[[int], None] = lambda deadline: None
         self.slice_end: Optional[int] = None
 
     def new(self, name: str, callback: Callable[[int], None]) -> Timer:
@@ -44,7 +44,7 @@ class TimerQueue:
 
     def changed(self, deadline: int) -> None:
         if self.slice_end is not None and deadline < self.slice_end:
-            self.kick()
+            self.kick(deadline)
 
     def next_deadline(self) -> Optional[int]:
         best = None

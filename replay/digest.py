@@ -6,6 +6,7 @@ registers, a hash of all RAM, and the pages written since the previous digest wi
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 from replay import log as L
 from replay.player import Divergence
@@ -42,9 +43,9 @@ class DigestCheck:
         self.core = core
 
     def check(self, regs: dict[str, int], other_hash: bytes, ram_hash: bytes,
-              changed: list[tuple[int, int]], page_hash: dict[int, int]) -> None:
+              changed: list[tuple[int, int]], page_hash: Callable[[int], int]) -> None:
         """Record: log the digest. Replay: compare with the logged one; raise Divergence naming
-        the registers and pages that differ. `page_hash` is the replay's page -> hash map."""
+        the registers and pages that differ. `page_hash(page)` is the replay's 64-bit page hash."""
         gprs = _pack_gprs(regs)
         if not self.core.replaying:
             self.core.log(L.DIGEST, gprs, other_hash, ram_hash, pack_pages(changed))
@@ -61,7 +62,7 @@ class DigestCheck:
             recorded = unpack_pages(logged_pages)
             ours = dict(changed)
             pages = sorted(p for p in set(recorded) | set(ours)
-                           if recorded.get(p, -1) != page_hash.get(p, 0))
+                           if recorded.get(p, -1) != page_hash(p))
             shown = ", ".join(f"{p * 4096:#x}" for p in pages[:16]) + (" ..." if len(pages) > 16 else "")
             what.append(f"RAM pages {shown}" if pages else "RAM (pages written before the last snapshot)")
         raise Divergence(self.core.now(), "; ".join(what))

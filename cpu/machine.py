@@ -1,0 +1,429 @@
+"""The machine: a Unicorn x86-64 CPU, RAM and the PC board, run in icount slices.
+
+Time is the instruction count. The executor runs the CPU with `emu_start(count=N)`, each slice
+ending exactly at the next device deadline (or earlier, exactly, when a device changes its mind
+mid-slice), so interrupts land on exact instruction counts. A halted CPU idles: the icount jumps
+to the next deadline (virtual time keeps going, as QEMU's icount with sleep=off does).
+
+Every input that does not follow from the instruction stream goes through `self.seam`; in replay
+the executor takes interrupts, wake-ups and input bytes from the log instead of the devices."""
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import capstone
+import xxhash
+from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_INVALID,
+                     UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uccallback
+
+from cpu import cpustate
+from cpu.board import Board, BoardContext
+from cpu.devices.ata import AtaDisk
+from cpu.devices.debugport import DebugCon, DebugExit
+from cpu.devices.pic import Pic8259Pair
+from cpu.devices.pit import Pit8254
+from cpu.devices.rtc import Rtc146818
+from cpu.devices.uart import Uart16550
+from cpu.disk import DiskImage
+from cpu.icount import SliceCounter
+from cpu.interrupts import IF, InterruptDelivery, InterruptError
+from cpu.loader import Kernel
+from cpu.pagetrack import PageTracker
+from cpu.ram import Ram
+from cpu.timers import TimerQueue
+from replay import log as L
+from replay.player import Divergence
+from replay.seam import Seam
+
+MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
+POLL_SLICE = 512  # slice length while an interrupt waits for the guest to set IF
+DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
+GDT_BASE = 0x800  # the boot GDT: null, 64-bit code (0x08), data (0x10)
+GDT = (0, 0x00209A0000000000, 0x0000920000000000)
+END_ADDRESS = (1 << 64) - 1  # never reached: slices end by count only
+EXCEPTIONS = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (int3)", 4: "#OF overflow",
+              5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM device not available",
+              8: "#DF double fault", 10: "#TS invalid TSS", 11: "#NP segment not present",
+              12: "#SS stack fault", 13: "#GP general protection", 14: "#PF page fault",
+              16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
+              19: "#XM SIMD exception"}
+
+
+class GuestError(RuntimeError):
+    """The guest did something the machine cannot continue from (a fault, a halt forever)."""
+
+    def __init__(self, message: str, icount: int, rip: int) -> None:
+        super().__init__(f"{message} (icount {icount}, rip {rip:#x})")
+        self.icount = icount
+        self.rip = rip
+
+
+@dataclass
+class Stop:
+    """Why `Machine.run` returned."""
+
+    reason: str  # "exit" | "limit" | "breakpoint" | "end" | "halted"
+    icount: int
+    status: Optional[int] = None  # the guest's exit status, for "exit"
+    message: str = ""
+
+
+class Machine:
+    def __init__(self, kernel: Kernel, ram_size: int, shift: int, seam: Seam,
+                 disk: Optional[DiskImage] = None,
+                 serial_out: Callable[[bytes], None] = lambda b: None,
+                 debugcon_out: Callable[[bytes], None] = lambda b: None,
+                 sleep: bool = False) -> None:
+        self.kernel = kernel
+        self.shift = shift
+        self.sleep = sleep
+        self.seam = seam
+        seam.core.now = self.now
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.ctl_set_cpu_model(X.UC_CPU_X86_WESTMERE)  # no RDRAND: it traps and is logged
+        self.ram = Ram(ram_size)
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.ram.address)
+        self.pages = PageTracker(self.ram)
+        self.counter = SliceCounter(self.uc)
+        self.rip_reg = cpustate.RegisterBatch(self.uc, ("rip",))
+        self.flags_reg = cpustate.RegisterBatch(self.uc, ("rflags",))
+        self.registers = cpustate.RegisterReader(self.uc)
+        self.interrupts = InterruptDelivery(self.uc, self.ram)
+
+        self.icount = 0
+        self.in_slice = False
+        self.slice_base = 0
+        self.halted = False
+        self.exit_status: Optional[int] = None
+        self.stop_before: Optional[str] = None  # set by a hook that stops before an instruction
+        self._fault: Optional[str] = None
+        self._host_t0 = time.monotonic_ns()
+        self._tsc_last = 0
+
+        self.timers = TimerQueue(self.now)
+        self.timers.kick = self._end_slice_at
+        ctx = BoardContext(now=self.now, shift=shift, timers=self.timers, rr=seam,
+                           kick=self._end_slice_now)
+        self.board = Board()
+        self.pic = self.board.add(Pic8259Pair(ctx))
+        ctx.set_irq = self.pic.set_irq
+        self.pit = self.board.add(Pit8254(ctx))
+        self.uart = self.board.add(Uart16550(ctx, serial_out))
+        self.rtc = self.board.add(Rtc146818(ctx))
+        self.disk = disk
+        self.ata = self.board.add(AtaDisk(ctx, disk))
+        self.board.add(DebugExit(ctx, self._guest_exit))
+        self.board.add(DebugCon(ctx, debugcon_out))
+        self.digest_timer = self.timers.new("digest", self._digest)
+        if seam.mode != "plain":
+            self.digest_timer.arm(DIGEST_INTERVAL)
+        self._install_hooks()
+        self._boot()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def now(self) -> int:
+        """The exact icount, also from inside a hook in the middle of a slice."""
+        if self.in_slice:
+            return self.slice_base + self.counter.counter.value - 1
+        return self.icount
+
+    def vtime_ns(self, icount: Optional[int] = None) -> int:
+        return (self.icount if icount is None else icount) << self.shift
+
+    def _end_slice_at(self, deadline: int) -> None:
+        if self.in_slice:
+            self.counter.end_after_current(max(0, deadline - self.now() - 1))
+
+    def _end_slice_now(self) -> None:
+        if self.in_slice:
+            self.counter.end_after_current(0)
+
+    # -- boot ---------------------------------------------------------------------------------
+
+    def _boot(self) -> None:
+        """The boot contract: segments loaded, long mode, GDT, IF=0, RSP at the top of RAM."""
+        for seg in self.kernel.segments:
+            self.ram.write(seg.paddr, seg.data + bytes(seg.memsz - len(seg.data)))
+        self.ram.write(GDT_BASE, b"".join(d.to_bytes(8, "little") for d in GDT))
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_BASE, len(GDT) * 8 - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CS, 0x08)
+        for reg in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES):
+            uc.reg_write(reg, 0x10)
+        uc.reg_write(X.UC_X86_REG_RFLAGS, 0x2)
+        uc.reg_write(X.UC_X86_REG_RSP, self.ram.size)
+        uc.reg_write(X.UC_X86_REG_RDI, self.ram.size)
+        uc.reg_write(X.UC_X86_REG_RIP, self.kernel.entry)
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def _install_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._bad_memory)
+        # The binding refuses RDTSC hooks; the core takes them with the CPUID callback type.
+        tsc = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(self._rdtsc)
+        for insn in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
+            uc._Uc__do_hook_add(UC_HOOK_INSN, tsc, 1, 0, ctypes.c_int(insn))
+
+    def _in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
+        return self.board.io_read(port, size) & ((1 << (8 * size)) - 1)
+
+    def _out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
+        self.board.io_write(port, size, value & ((1 << (8 * size)) - 1))
+
+    def _host_tsc(self) -> int:
+        """A monotonic host-derived TSC (1 GHz): only ever reached through the seam."""
+        value = max(time.monotonic_ns() - self._host_t0, self._tsc_last + 1)
+        self._tsc_last = value
+        return value
+
+    def _rdtsc(self, uc: Uc, _ud: object) -> int:
+        value = self.seam.time.read("tsc", self._host_tsc)
+        uc.reg_write(X.UC_X86_REG_RAX, value & 0xFFFFFFFF)
+        uc.reg_write(X.UC_X86_REG_RDX, (value >> 32) & 0xFFFFFFFF)
+        if uc.mem_read(self.rip_reg.read()[0], 3) == b"\x0f\x01\xf9":  # rdtscp also gives TSC_AUX
+            uc.reg_write(X.UC_X86_REG_RCX, uc.msr_read(0xC0000103) & 0xFFFFFFFF)
+        return 1
+
+    def _intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        name = EXCEPTIONS.get(intno, f"int {intno:#x}")
+        self._fault = f"unhandled exception {name}"
+        self.stop_before = "fault"
+        self._end_slice_now()
+
+    def _bad_memory(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        kind = {19: "read", 20: "write", 21: "fetch"}.get(access, "access")
+        self._fault = f"guest {kind} of unmapped memory at {address:#x}"
+        return False
+
+    def _guest_exit(self, status: int) -> None:
+        self.exit_status = status
+        self._end_slice_now()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def rip(self) -> int:
+        return self.rip_reg.read()[0]
+
+    def if_set(self) -> bool:
+        return bool(self.flags_reg.read()[0] & IF)
+
+    def run(self, until: Optional[int] = None) -> Stop:
+        """Run until the guest exits, `until` is reached, a breakpoint hook stops it, or (replay)
+        the recording ends."""
+        replaying = self.seam.core.replaying
+        while True:
+            if self.exit_status is not None:
+                return Stop("exit", self.icount, self.exit_status)
+            self.timers.fire_due(self.icount)
+            if replaying:
+                end = self._replay_events()
+                if end is not None:
+                    return end
+            else:
+                self._take_host_input()
+                if self.pic.pending() and self.if_set():
+                    self._interrupt(self.pic.acknowledge())
+            if until is not None and self.icount >= until:
+                return Stop("limit", self.icount)
+            if self.halted:
+                if replaying:
+                    raise Divergence(self.icount, "the guest halted where the recording did not")
+                self._idle(until)
+                continue
+            target = self.icount + MAX_SLICE
+            deadline = self.timers.next_deadline()
+            if deadline is not None and deadline < target:
+                target = deadline
+            if replaying:
+                ev = self.seam.events.next()
+                limit = self.seam.core.player.end_icount
+                if ev is not None and ev.icount < target:
+                    target = ev.icount
+                if limit < target:
+                    target = limit
+            elif self.pic.pending():
+                target = min(target, self.icount + POLL_SLICE)
+            if until is not None and until < target:
+                target = until
+            stopped = self._slice(target - self.icount)
+            if stopped is not None:
+                return stopped
+
+    def _slice(self, n: int) -> Optional[Stop]:
+        if n <= 0:
+            return None
+        self.slice_base = self.icount
+        self.timers.slice_end = self.icount + n
+        self.in_slice = True
+        self.stop_before = None
+        self._fault = None
+        err: Optional[UcError] = None
+        try:
+            self.uc.emu_start(self.rip(), END_ADDRESS, 0, n)
+        except UcError as e:
+            err = e
+        finally:
+            self.in_slice = False
+            self.timers.slice_end = None
+        counted, budget = self.counter.counter.value, self.counter.budget.value
+        if err is not None or self.stop_before is not None or counted > budget:
+            self.icount += counted - 1  # the last counted instruction did not run
+        else:
+            self.icount += counted  # HLT: the only other way a slice ends, and it ran
+        if err is not None:
+            return self._error(err)
+        if self.stop_before == "fault":
+            raise GuestError(self._fault or "guest fault", self.icount, self.rip())
+        if self.stop_before is not None:
+            return Stop(self.stop_before, self.icount)
+        if counted <= budget:
+            self.halted = True
+        return None
+
+    def _error(self, err: UcError) -> Optional[Stop]:
+        rip = self.rip()
+        if err.errno == UC_ERR_INSN_INVALID and self._emulate_random(rip):
+            return None
+        if err.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED):
+            raise GuestError(self._fault or f"guest touched unmapped memory ({err})", self.icount, rip)
+        if err.errno == UC_ERR_INSN_INVALID:
+            raise GuestError("unhandled exception #UD invalid opcode", self.icount, rip)
+        raise GuestError(f"CPU error: {err}", self.icount, rip)
+
+    def _emulate_random(self, rip: int) -> bool:
+        """RDRAND/RDSEED trap (the CPU model lacks them): supply a logged value, set CF."""
+        insn = next(_DISASM.disasm(bytes(self.uc.mem_read(rip, 16)), rip, 1), None)
+        if insn is None or insn.mnemonic not in ("rdrand", "rdseed"):
+            return False
+        op = insn.operands[0]
+        name = insn.reg_name(op.reg)
+        value = self.seam.entropy.read() & ((1 << (8 * op.size)) - 1)
+        if op.size == 4:  # a 32-bit destination zero-extends into the full register
+            name = "r" + name[1:] if name.startswith("e") else name[:-1]
+        self.uc.reg_write(getattr(X, f"UC_X86_REG_{name.upper()}"), value)
+        flags = self.flags_reg.read()[0]
+        self.flags_reg.write([(flags | 1) & ~0x8D4])  # CF=1; OF SF ZF AF PF = 0
+        self.rip_reg.write([rip + insn.size])
+        self.icount += 1
+        return True
+
+    def _interrupt(self, vector: int) -> None:
+        self.seam.events.irq(vector)
+        try:
+            self.interrupts.deliver(vector)
+        except InterruptError as e:
+            raise GuestError(str(e), self.icount, self.rip()) from None
+        self.halted = False
+
+    def _take_host_input(self) -> None:
+        data = self.seam.char.poll()
+        if data:
+            self.uart.receive(data)
+
+    def _idle(self, until: Optional[int]) -> None:
+        """A halted CPU: jump virtual time to the next deadline (or wait for the host clock)."""
+        deadline = self.timers.next_deadline()
+        live_input = self.seam.char.live
+        if not self.if_set() and not live_input:
+            raise GuestError("the guest halted with interrupts disabled and nothing pending",
+                             self.icount, self.rip())
+        if deadline is None and not live_input:
+            raise GuestError("the guest halted and nothing can wake it (no timer, no input)",
+                             self.icount, self.rip())
+        target = self._wait_host(deadline) if self.sleep or deadline is None else deadline
+        if until is not None and until < target:
+            target = until
+        self.seam.events.wake(target)
+        self.icount = target
+
+    def _wait_host(self, deadline: Optional[int]) -> int:
+        """Sleep until the host clock reaches `deadline`'s virtual time or host input arrives."""
+        start_ns = time.monotonic_ns()
+        while True:
+            elapsed = time.monotonic_ns() - start_ns
+            reached = self.icount + (elapsed >> self.shift)
+            if deadline is not None and reached >= deadline:
+                return deadline
+            remaining = None if deadline is None else ((deadline - reached) << self.shift) / 1e9
+            data = self.seam.char.host.take(timeout=min(remaining or 0.5, 0.5)) if self.seam.char.host else b""
+            if data:
+                self.seam.char.host.queue.put(data)  # hand it to the next poll, at the wake icount
+                return max(self.icount, self.icount + ((time.monotonic_ns() - start_ns) >> self.shift))
+            if deadline is None and not self.seam.char.live:
+                raise GuestError("the guest halted and its input ended", self.icount, self.rip())
+
+    def _replay_events(self) -> Optional[Stop]:
+        """Do what the recording did at this icount: deliver, wake, feed input, or end."""
+        player = self.seam.core.player
+        while True:
+            rec = player.peek()
+            if rec is not None and rec.icount < self.icount:
+                raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} at icount "
+                                              f"{rec.icount} was never reached")
+            if rec is None or rec.icount != self.icount or rec.kind not in L.ASYNC:
+                break
+            if rec.kind == L.IRQ:
+                player.take(L.IRQ, self.icount)
+                if not self.pic.pending():
+                    raise Divergence(self.icount, f"the recording delivered vector {rec.fields[0]:#x} "
+                                                  "but no interrupt is pending")
+                vector = self.pic.acknowledge()
+                if vector != rec.fields[0]:
+                    raise Divergence(self.icount, f"interrupt vector {vector:#x} where the recording "
+                                                  f"delivered {rec.fields[0]:#x}")
+                self._interrupt(vector)
+            elif rec.kind == L.WAKE:
+                if not self.halted:
+                    raise Divergence(self.icount, "the recording woke a halted CPU here; this one runs")
+                player.take(L.WAKE, self.icount)
+                self.icount += rec.fields[0]  # still halted until an interrupt is delivered
+                self.timers.fire_due(self.icount)
+            elif rec.kind == L.CHAR:
+                self.uart.receive(self.seam.char.logged())
+            else:  # END
+                player.take(L.END, self.icount)
+                status = rec.fields[0]
+                return Stop("exit" if status >= 0 else "end", self.icount,
+                            status if status >= 0 else None, rec.fields[1].decode(errors="replace"))
+        if self.icount >= player.end_icount and not player.finished:
+            return Stop("end", self.icount, None, "the recording ends here (log truncated)")
+        return None
+
+    def _digest(self, when: int) -> None:
+        """Log (record) or check (replay) the state digest, then schedule the next one."""
+        self.pages.update()
+        regs = self.registers.read()
+        other = {k: v for k, v in regs.items() if k not in _DIGEST_GPRS}
+        other_hash = _hash_repr(other)
+        self.seam.digest.check(regs, other_hash, self.pages.ram_hash.to_bytes(8, "little"),
+                               self.pages.take_digest_changes(), self.pages.hash64)
+        self.digest_timer.arm(when + DIGEST_INTERVAL)
+
+    def finish(self, status: Optional[int], reason: str) -> None:
+        """Record the machine's end in the log (nothing in other modes)."""
+        if self.seam.core.recording:
+            self.seam.events.end(status, reason)
+
+
+_DIGEST_GPRS = frozenset(("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+                          "r11", "r12", "r13", "r14", "r15", "rip", "rflags"))
+
+
+_DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+_DISASM.detail = True
+
+
+def _hash_repr(values: dict) -> bytes:
+    return xxhash.xxh3_64_digest(repr(sorted(values.items())).encode())

@@ -1,0 +1,65 @@
+"""Content hashes of every RAM page, kept current at the cost of the pages that changed.
+
+Digests (divergence detection) and snapshots both need "what is in RAM now" by content. The
+tracker asks the RAM for the pages written since the last look (cpu.ram's pagemap tracking),
+rehashes only those, and keeps an order-independent hash of the whole RAM (XOR of per-page
+hashes that fold in the page number) so a full-RAM digest costs nothing extra."""
+from __future__ import annotations
+
+import xxhash
+
+from cpu.ram import ZERO_PAGE, Ram
+
+
+def page_digest(data: bytes) -> bytes:
+    """The 16-byte content hash used everywhere a page is named by content."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def _fold(index: int, digest: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(digest, seed=index)
+
+
+class PageTracker:
+    def __init__(self, ram: Ram) -> None:
+        self.ram = ram
+        self.hashes: dict[int, bytes] = {}  # non-zero pages only
+        self.ram_hash = 0
+        self.since_digest: dict[int, bytes] = {}
+        self.new_content: dict[bytes, bytes] = {}  # for the snapshot writer, cleared by it
+
+    def update(self) -> None:
+        """Rehash the pages written since the last update."""
+        for index, data in self.ram.sync():
+            old = self.hashes.get(index)
+            new = None if data == ZERO_PAGE else page_digest(data)
+            if old == new:
+                continue
+            if old is not None:
+                self.ram_hash ^= _fold(index, old)
+                del self.hashes[index]
+            if new is not None:
+                self.ram_hash ^= _fold(index, new)
+                self.hashes[index] = new
+                self.new_content[new] = data
+            self.since_digest[index] = new or b""
+
+    def take_digest_changes(self) -> list[tuple[int, int]]:
+        """(page, 64-bit hash) of pages changed since the last call; 0 stands for a zero page."""
+        out = [(i, int.from_bytes(h[:8], "little") if h else 0)
+               for i, h in sorted(self.since_digest.items())]
+        self.since_digest.clear()
+        return out
+
+    def hash64(self, index: int) -> int:
+        h = self.hashes.get(index)
+        return int.from_bytes(h[:8], "little") if h else 0
+
+    def load(self, pages: dict[int, bytes], contents: dict[bytes, bytes]) -> None:
+        """Replace RAM with snapshot pages (page -> digest, digest -> content) and rebuild hashes."""
+        self.ram.load_pages({i: contents[h] for i, h in pages.items()})
+        self.hashes = dict(pages)
+        self.ram_hash = 0
+        for i, h in pages.items():
+            self.ram_hash ^= _fold(i, h)
+        self.since_digest.clear()

@@ -1,0 +1,3 @@
+from urr.cli import main
+
+raise SystemExit(main())

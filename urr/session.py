@@ -1,0 +1,141 @@
+"""A run of the machine in one mode: plain, record or replay, from the launcher's options.
+
+The session owns what sits around the machine: the event log (written or read), the recording's
+fingerprint and its check, the host's serial input, the snapshot catalog, and the end of the run."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from typing import BinaryIO, Callable, Optional
+
+import xxhash
+
+from cpu.disk import DiskImage
+from cpu.loader import load_kernel
+from cpu.machine import Machine, Stop
+from replay import log as L
+from replay.char import HostInput
+from replay.player import Player
+from replay.seam import Seam, SeamCore
+from urr.options import Options
+
+FLUSH_CHECK = 1 << 20  # icounts between checks whether the log should be flushed
+FLUSH_HOST_SECONDS = 1.0  # a recording killed loses at most about this much host time of log
+FLUSH_BYTES = 1 << 16
+
+
+class SessionError(ValueError):
+    """Bad input to a session (files, a mismatched recording); one line for the user."""
+
+
+def recording_config(opts: Options, kernel_sha256: str, disk: Optional[DiskImage]) -> dict:
+    """The fingerprint a replay must match, plus an id that ties catalogs to this recording."""
+    return {
+        "urr_log": L.VERSION,
+        "recording_id": uuid.uuid4().hex,  # host randomness that only names the file, never the guest
+        "kernel_sha256": kernel_sha256,
+        "kernel": os.path.basename(opts.kernel),
+        "ram_size": opts.ram_size,
+        "shift": opts.shift,
+        "cpu_model": "westmere",
+        "disk": None if disk is None else {"sectors": disk.sectors, **disk.identity()},
+    }
+
+
+def check_replay_config(config: dict, opts: Options, kernel_sha256: str) -> None:
+    """Refuse a replay whose kernel, RAM size or shift differ from the recording's."""
+    problems = []
+    if config.get("kernel_sha256") != kernel_sha256:
+        problems.append(f"kernel differs from the recorded {config.get('kernel', '?')} (sha256 mismatch)")
+    if config.get("ram_size") != opts.ram_size:
+        problems.append(f"RAM size {opts.ram_size >> 20}M differs from the recorded "
+                        f"{int(config.get('ram_size', 0)) >> 20}M")
+    if config.get("shift") != opts.shift:
+        problems.append(f"icount shift {opts.shift} differs from the recorded {config.get('shift')}")
+    if problems:
+        raise SessionError(f"cannot replay {opts.rrfile}: " + "; ".join(problems))
+
+
+class Session:
+    def __init__(self, opts: Options, out: Optional[BinaryIO] = None, stdin_fd: Optional[int] = 0) -> None:
+        self.opts = opts
+        self.out = out if out is not None else sys.stdout.buffer
+        kernel = load_kernel(opts.kernel, opts.ram_size)
+        self.writer: Optional[L.LogWriter] = None
+        self.player: Optional[Player] = None
+        disk = DiskImage(opts.drive) if opts.drive else None
+        if opts.rr == "replay":
+            self.player = Player(L.LogReader(opts.rrfile))
+            self.config = self.player.reader.config
+            check_replay_config(self.config, opts, kernel.sha256)
+            recorded_disk = self.config.get("disk")
+            if recorded_disk is not None:
+                if disk is not None and disk.identity().get("sha256") != recorded_disk.get("sha256"):
+                    raise SessionError(f"cannot replay {opts.rrfile}: -drive {opts.drive} is not the recorded disk")
+                disk = DiskImage.without_base(int(recorded_disk["sectors"]))
+        elif opts.rr == "record":
+            self.config = recording_config(opts, kernel.sha256, disk)
+            self.writer = L.LogWriter(opts.rrfile, self.config)
+        else:
+            self.config = {}
+        self.seam = Seam(SeamCore(opts.rr, lambda: 0, self.writer, self.player))
+        self.serial_file: Optional[BinaryIO] = None
+        self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
+                               serial_out=self._serial_sink(), debugcon_out=self._write_out,
+                               sleep=opts.sleep and opts.rr != "replay")
+        if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
+            self.seam.char.attach(HostInput(stdin_fd))
+        if self.writer is not None:
+            self._last_flush = time.monotonic()
+            self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush)
+            self.flush_timer.arm(FLUSH_CHECK)
+
+    def _write_out(self, data: bytes) -> None:
+        self.out.write(data)
+        self.out.flush()
+
+    def _serial_sink(self) -> Callable[[bytes], None]:
+        serial = self.opts.serial
+        if serial == "stdio":
+            return self._write_out
+        if serial.startswith("file:"):
+            try:
+                self.serial_file = open(serial[5:], "wb")
+            except OSError as e:
+                raise SessionError(f"cannot open serial output {serial[5:]}: {e.strerror}") from None
+            f = self.serial_file
+
+            def to_file(data: bytes) -> None:
+                f.write(data)
+                f.flush()
+            return to_file
+        return lambda data: None
+
+    def _maybe_flush(self, when: int) -> None:
+        assert self.writer is not None
+        if len(self.writer.buf) > FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_HOST_SECONDS:
+            self.writer.flush(self.machine.icount)
+            self._last_flush = time.monotonic()
+        self.flush_timer.arm(when + FLUSH_CHECK)
+
+    def run(self, until: Optional[int] = None) -> Stop:
+        return self.machine.run(until)
+
+    def state_hash(self) -> str:
+        """A hash of the final machine state: registers and all of RAM."""
+        m = self.machine
+        h = xxhash.xxh3_128()
+        h.update(repr(sorted(m.registers.read().items())).encode())
+        h.update(m.ram.view)
+        return h.hexdigest()
+
+    def close(self, status: Optional[int], reason: str) -> None:
+        """End the run: the recording gets its end record and its last chunk."""
+        if self.writer is not None:
+            self.machine.finish(status, reason)
+            self.writer.close(self.machine.icount)
+            self.writer = None
+        if self.serial_file is not None:
+            self.serial_file.close()
