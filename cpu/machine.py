@@ -69,7 +69,7 @@ class GuestError(RuntimeError):
 class Stop:
     """Why `Machine.run` returned."""
 
-    reason: str  # "exit" | "limit" | "breakpoint" | "end" | "halted"
+    reason: str  # "exit" | "limit" | "end", or what a debugger hook asked for ("breakpoint", ...)
     icount: int
     status: Optional[int] = None  # the guest's exit status, for "exit"
     message: str = ""
@@ -103,6 +103,7 @@ class Machine:
         self.halted = False
         self.exit_status: Optional[int] = None
         self.stop_before: Optional[str] = None  # set by a hook that stops before an instruction
+        self.stop_after: Optional[str] = None  # set by a hook that stops after the current one
         self._fault: Optional[str] = None
         self._host_t0 = time.monotonic_ns()
         self._tsc_last = 0
@@ -268,6 +269,7 @@ class Machine:
         self.timers.slice_end = self.icount + n
         self.in_slice = True
         self.stop_before = None
+        self.stop_after = None
         self._fault = None
         err: Optional[UcError] = None
         try:
@@ -288,6 +290,8 @@ class Machine:
             raise GuestError(self._fault or "guest fault", self.icount, self.rip())
         if self.stop_before is not None:
             return Stop(self.stop_before, self.icount)
+        if self.stop_after is not None:
+            return Stop(self.stop_after, self.icount)
         if counted <= budget:
             self.halted = True
         return None

@@ -19,6 +19,8 @@ from replay import log as L
 from replay.char import HostInput
 from replay.player import Player
 from replay.seam import Seam, SeamCore
+from snapshots.catalog import CatalogError
+from snapshots.manager import SnapshotManager, parse_tiers
 from urr.options import Options
 
 FLUSH_CHECK = 1 << 20  # icounts between checks whether the log should be flushed
@@ -87,10 +89,43 @@ class Session:
                                sleep=opts.sleep and opts.rr != "replay")
         if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
             self.seam.char.attach(HostInput(stdin_fd))
+        self.snapshots: Optional[SnapshotManager] = None
+        if opts.rr != "plain" and (opts.snapshots != "off" or opts.rrsnapshot or opts.loadvm
+                                   or opts.gdb or opts.debugger):
+            self._open_catalog()
         if self.writer is not None:
             self._last_flush = time.monotonic()
             self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush)
             self.flush_timer.arm(FLUSH_CHECK)
+
+    @property
+    def catalog_path(self) -> str:
+        return f"{self.opts.rrfile}.db"
+
+    def _open_catalog(self) -> None:
+        """The snapshot catalog beside the rrfile: made afresh when recording, reused in replay."""
+        opts = self.opts
+        try:
+            tiers = None if opts.snapshots == "off" else parse_tiers(opts.snapshots)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
+        recording = opts.rr == "record"
+        if recording:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.catalog_path + suffix):
+                    os.remove(self.catalog_path + suffix)
+        try:
+            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"],
+                                             tiers, create=True)
+        except CatalogError as e:
+            raise SessionError(str(e)) from None
+        if recording and opts.rrsnapshot:
+            self.snapshots.take(opts.rrsnapshot, "initial")
+        start = opts.loadvm or (opts.rrsnapshot if not recording else None)
+        if start:
+            if start not in self.snapshots.infos:
+                raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
+            self.snapshots.restore(start)
 
     def _write_out(self, data: bytes) -> None:
         self.out.write(data)
@@ -137,5 +172,8 @@ class Session:
             self.machine.finish(status, reason)
             self.writer.close(self.machine.icount)
             self.writer = None
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = None
         if self.serial_file is not None:
             self.serial_file.close()
