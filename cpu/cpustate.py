@@ -41,6 +41,30 @@ def reg_id(name: str) -> int:
 _U64 = GPRS + SELECTORS + CONTROL + BASES + FPU_CTRL + ("mxcsr",)
 
 
+class RegisterBatch:
+    """A few 64-bit registers read or written in one prepared ctypes call (the executor's hot path)."""
+
+    def __init__(self, uc: Uc, names: tuple[str, ...]) -> None:
+        self.uc = uc
+        self.count = len(names)
+        self.ids = (ctypes.c_int32 * self.count)(*[reg_id(n) for n in names])
+        self.values = (ctypes.c_uint64 * self.count)()
+        self.ptrs = (ctypes.c_void_p * self.count)(
+            *[ctypes.addressof(self.values) + 8 * i for i in range(self.count)])
+
+    def read(self) -> list[int]:
+        err = uclib.uc_reg_read_batch(self.uc._uch, self.ids, self.ptrs, self.count)
+        if err:
+            raise UcError(err)
+        return self.values[:]
+
+    def write(self, values: list[int]) -> None:
+        self.values[:] = values
+        err = uclib.uc_reg_write_batch(self.uc._uch, self.ids, self.ptrs, self.count)
+        if err:
+            raise UcError(err)
+
+
 class RegisterReader:
     """Reads every register of `capture` in ONE `uc_reg_read_batch` call into raw buffers.
 
