@@ -1,0 +1,241 @@
+"""urr's benchmark: every figure is a ratio or a median measured in this one run, on this machine.
+
+    python bench/run.py          # a readable table
+    python bench/run.py --json   # one JSON object with the same figures
+
+Figures (targets in docs/replay.md):
+  raw_mips, urr_mips, urr_vs_raw      bare Unicorn slices vs urr, same CPU-bound guest (spin)
+  record_vs_plain, replay_vs_record   PIT-driven CPU-bound guest (cpuloop), 1 kHz, shift=7
+  log_bytes_per_kinstr                event log size of that recording
+  snapshot_overhead_record            record with the default snapshot policy vs without
+  snapshot_overhead_replay            replay with dense snapshots vs without
+  restore_ms_median                   restoring a snapshot
+  catalog_bytes_per_snapshot          median catalog growth per periodic snapshot
+  reverse_stepi_ms_median/_max        reverse-stepi at random positions of a >=100M-instruction replay
+  reverse_continue_vs_forward         reverse-continue across N instructions / replaying them forward
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import io
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc  # noqa: E402
+from unicorn import x86_const as X  # noqa: E402
+
+from cpu.icount import SliceCounter  # noqa: E402
+from cpu.loader import load_kernel  # noqa: E402
+from urr.options import parse_args  # noqa: E402
+from urr.session import Session  # noqa: E402
+
+GUESTS = os.path.join(ROOT, "guests", "build")
+SLICE = 78125  # 10 ms of virtual time at shift=7
+
+
+def build_guests() -> None:
+    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "guests")], check=True)
+
+
+def guest(name: str) -> str:
+    return os.path.join(GUESTS, f"{name}.elf")
+
+
+def raw_unicorn(path: str) -> tuple[int, float]:
+    """The bare loop urr is compared with: load the ELF, run count-limited slices, stop at 0xF4."""
+    kernel = load_kernel(path, 16 << 20)
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    buf = (ctypes.c_char * (16 << 20))()
+    uc.mem_map_ptr(0, 16 << 20, UC_PROT_ALL, ctypes.addressof(buf))
+    for seg in kernel.segments:
+        uc.mem_write(seg.paddr, seg.data)
+    uc.reg_write(X.UC_X86_REG_RSP, 16 << 20)
+    uc.reg_write(X.UC_X86_REG_RDI, 16 << 20)
+    done = [False]
+
+    def out(uc, port, size, value, ud):
+        if port == 0xF4:
+            done[0] = True
+            uc.emu_stop()
+    uc.hook_add(UC_HOOK_INSN, out, None, 1, 0, X.UC_X86_INS_OUT)
+    uc.hook_add(UC_HOOK_INSN, lambda uc, port, size, ud: 0, None, 1, 0, X.UC_X86_INS_IN)
+    counter = SliceCounter(uc)
+    rip, total = kernel.entry, 0
+    t0 = time.perf_counter()
+    while not done[0]:
+        uc.emu_start(rip, (1 << 64) - 1, 0, SLICE)
+        total += counter.executed()
+        rip = uc.reg_read(X.UC_X86_REG_RIP)
+    return total, time.perf_counter() - t0
+
+
+def run_urr(path: str, *options: str, until: int | None = None) -> tuple[Session, float]:
+    opts = parse_args(["-kernel", path, "-serial", "none", "-display", "none", *options])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    t0 = time.perf_counter()
+    stop = session.run(until)
+    elapsed = time.perf_counter() - t0
+    session.close(stop.status, stop.reason)
+    return session, elapsed
+
+
+def median_of(runs: int, fn):
+    return statistics.median(fn() for _ in range(runs))
+
+
+def bench_cpu(runs: int) -> dict:
+    path = guest("spin")
+    raw_n, _ = raw_unicorn(path)
+    raw = median_of(runs, lambda: raw_unicorn(path)[1])
+    session, _ = run_urr(path)
+    urr_n = session.machine.icount
+    ours = median_of(runs, lambda: run_urr(path)[1])
+    raw_mips, urr_mips = raw_n / raw / 1e6, urr_n / ours / 1e6
+    return {"raw_mips": round(raw_mips, 2), "urr_mips": round(urr_mips, 2),
+            "urr_vs_raw": round(urr_mips / raw_mips, 3)}
+
+
+def bench_record_replay(runs: int, tmp: str) -> dict:
+    path = guest("cpuloop")
+    rr = os.path.join(tmp, "cpuloop.rr")
+    plain = median_of(runs, lambda: run_urr(path, "-icount", "shift=7")[1])
+    record = median_of(runs, lambda: run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr}",
+                                             "-snapshots", "off")[1])
+    session, _ = run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    icount = session.machine.icount
+    log_bytes = os.path.getsize(rr)
+    replay = median_of(runs, lambda: run_urr(path, "-icount", f"shift=7,rr=replay,rrfile={rr}",
+                                             "-snapshots", "off")[1])
+    return {"guest_instructions": icount, "record_vs_plain": round(record / plain, 3),
+            "replay_vs_record": round(replay / record, 3),
+            "log_bytes_per_kinstr": round(log_bytes / (icount / 1000), 4)}
+
+
+def bench_snapshots(runs: int, tmp: str) -> dict:
+    path = guest("cpuloop")
+    rr = os.path.join(tmp, "snap.rr")
+    rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+    without = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "off")[1])
+    with_default = median_of(runs, lambda: run_urr(path, *rec)[1])
+    rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
+    replay_plain = median_of(runs, lambda: run_urr(path, *rep, "-snapshots", "off")[1])
+
+    def dense_replay() -> float:
+        run_urr(path, *rec, "-snapshots", "off")  # a fresh catalog with only the initial snapshot
+        return run_urr(path, *rep, "-snapshots", "10ms:100s,100ms")[1]
+    replay_dense = median_of(runs, dense_replay)
+
+    # Catalog growth per periodic snapshot and restore time, from a dense recording.
+    session, _ = run_urr(path, *rec, "-snapshots", "10ms:100s,100ms")
+    db = sqlite3.connect(f"{rr}.db")
+    sizes = _catalog_growth(db)
+    db.close()
+    session, _ = run_urr(path, *rep, "-snapshots", "off", until=1)
+    names = sorted(session.snapshots_names if hasattr(session, "snapshots_names") else [])
+    restore_ms = _restore_times(path, rr)
+    return {"snapshot_overhead_record": round(with_default / without, 3),
+            "snapshot_overhead_replay": round(replay_dense / replay_plain, 3),
+            "restore_ms_median": round(statistics.median(restore_ms), 2),
+            "catalog_bytes_per_snapshot": int(statistics.median(sizes)) if sizes else None}
+
+
+def _catalog_growth(db: sqlite3.Connection) -> list[int]:
+    """Per periodic snapshot: its row and page map plus the blobs it introduced."""
+    from snapshots.catalog import Catalog  # noqa: F401  (schema documented there)
+    rows = db.execute("SELECT name FROM snapshots WHERE kind = 'periodic' ORDER BY icount").fetchall()
+    return [int(r[0]) for r in db.execute(
+        "SELECT added_bytes FROM snapshots WHERE kind = 'periodic' ORDER BY icount")] if rows else []
+
+
+def _restore_times(path: str, rr: str, samples: int = 15) -> list[float]:
+    opts = parse_args(["-kernel", path, "-serial", "none", "-icount",
+                       f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    names = sorted(session.snapshots.infos)
+    rng = random.Random(7)
+    times = []
+    for name in rng.sample(names, min(samples, len(names))):
+        t0 = time.perf_counter()
+        session.snapshots.restore(name)
+        times.append((time.perf_counter() - t0) * 1000)
+    session.close(None, "bench")
+    return times
+
+
+def bench_reverse(tmp: str) -> dict:
+    from debugger.timeline import Timeline
+    path = guest("longloop")
+    rr = os.path.join(tmp, "long.rr")
+    run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init")
+    opts = parse_args(["-kernel", path, "-serial", "none", "-icount",
+                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    tl = Timeline(session.machine, session.snapshots, True)
+    t0 = time.perf_counter()
+    end = tl.cont()
+    forward_all = time.perf_counter() - t0
+    total = end.icount
+    rng = random.Random(11)
+    times = []
+    for _ in range(30):
+        tl.seek(rng.randrange(total // 10, total))
+        t0 = time.perf_counter()
+        tl.reverse_stepi()
+        times.append((time.perf_counter() - t0) * 1000)
+    # reverse-continue across N instructions vs replaying them forward
+    span = total // 4
+    tl.seek(total - span)
+    tl.add_breakpoint(tl.pc())
+    tl.seek(total - 1)
+    t0 = time.perf_counter()
+    stop = tl.reverse_cont()
+    back = time.perf_counter() - t0
+    crossed = (total - 1) - stop.icount
+    forward = forward_all * crossed / total
+    session.close(None, "bench")
+    return {"reverse_replay_instructions": total,
+            "reverse_stepi_ms_median": round(statistics.median(times), 2),
+            "reverse_stepi_ms_max": round(max(times), 2),
+            "reverse_continue_vs_forward": round(back / forward, 3) if forward else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--runs", type=int, default=3, help="runs per timing (median)")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse")
+    args = ap.parse_args()
+    build_guests()
+    parts = set((args.only or "cpu,rr,snapshots,reverse").split(","))
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "cpu" in parts:
+            result.update(bench_cpu(args.runs))
+        if "rr" in parts:
+            result.update(bench_record_replay(args.runs, tmp))
+        if "snapshots" in parts:
+            result.update(bench_snapshots(args.runs, tmp))
+        if "reverse" in parts:
+            result.update(bench_reverse(tmp))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        width = max(map(len, result))
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
