@@ -19,8 +19,6 @@ from replay import log as L
 from replay.char import HostInput
 from replay.player import Player
 from replay.seam import Seam, SeamCore
-from snapshots.catalog import CatalogError
-from snapshots.manager import SnapshotManager, parse_tiers
 from urr.options import Options
 
 FLUSH_CHECK = 1 << 20  # icounts between checks whether the log should be flushed
@@ -89,7 +87,7 @@ class Session:
                                sleep=opts.sleep and opts.rr != "replay")
         if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
             self.seam.char.attach(HostInput(stdin_fd))
-        self.snapshots: Optional[SnapshotManager] = None
+        self.snapshots = None
         if opts.rr != "plain" and (opts.snapshots != "off" or opts.rrsnapshot or opts.loadvm
                                    or opts.gdb or opts.debugger):
             self._open_catalog()
@@ -104,6 +102,9 @@ class Session:
 
     def _open_catalog(self) -> None:
         """The snapshot catalog beside the rrfile: made afresh when recording, reused in replay."""
+        from snapshots.catalog import CatalogError
+        from snapshots.manager import SnapshotManager, parse_tiers
+
         opts = self.opts
         try:
             tiers = None if opts.snapshots == "off" else parse_tiers(opts.snapshots)
