@@ -1,0 +1,1 @@
+"""Snapshots: capturing machine state, the SQLite catalog that stores it, and the thinning policy."""
