@@ -122,7 +122,7 @@ class Machine:
         self.ata = self.board.add(AtaDisk(ctx, disk))
         self.board.add(DebugExit(ctx, self._guest_exit))
         self.board.add(DebugCon(ctx, debugcon_out))
-        self.digest_timer = self.timers.new("digest", self._digest)
+        self.digest_timer = self.timers.new("digest", self._digest, internal=True)
         if seam.mode != "plain":
             self.digest_timer.arm(DIGEST_INTERVAL)
         self._install_hooks()
@@ -338,7 +338,7 @@ class Machine:
 
     def _idle(self, until: Optional[int]) -> None:
         """A halted CPU: jump virtual time to the next deadline (or wait for the host clock)."""
-        deadline = self.timers.next_deadline()
+        deadline = self.timers.next_deadline(guest_only=True)
         live_input = self.seam.char.live
         if not self.if_set() and not live_input:
             raise GuestError("the guest halted with interrupts disabled and nothing pending",
@@ -354,6 +354,7 @@ class Machine:
 
     def _wait_host(self, deadline: Optional[int]) -> int:
         """Sleep until the host clock reaches `deadline`'s virtual time or host input arrives."""
+        self.seam.events.before_wait()
         start_ns = time.monotonic_ns()
         while True:
             elapsed = time.monotonic_ns() - start_ns
@@ -363,7 +364,7 @@ class Machine:
             remaining = None if deadline is None else ((deadline - reached) << self.shift) / 1e9
             data = self.seam.char.host.take(timeout=min(remaining or 0.5, 0.5)) if self.seam.char.host else b""
             if data:
-                self.seam.char.host.queue.put(data)  # hand it to the next poll, at the wake icount
+                self.seam.char.host.unget(data)  # the next poll logs it, at the wake icount
                 return max(self.icount, self.icount + ((time.monotonic_ns() - start_ns) >> self.shift))
             if deadline is None and not self.seam.char.live:
                 raise GuestError("the guest halted and its input ended", self.icount, self.rip())
@@ -413,7 +414,7 @@ class Machine:
         other_hash = _hash_repr(other)
         self.seam.digest.check(regs, other_hash, self.pages.ram_hash.to_bytes(8, "little"),
                                self.pages.take_digest_changes(), self.pages.hash64)
-        self.digest_timer.arm(when + DIGEST_INTERVAL)
+        self.digest_timer.arm((self.icount // DIGEST_INTERVAL + 1) * DIGEST_INTERVAL)
 
     def finish(self, status: Optional[int], reason: str) -> None:
         """Record the machine's end in the log (nothing in other modes)."""

@@ -7,11 +7,13 @@ from typing import Callable, Optional
 class Timer:
     """One device deadline. `arm(icount)` schedules the callback, `cancel()` forgets it."""
 
-    __slots__ = ("queue", "callback", "deadline", "name")
+    __slots__ = ("queue", "callback", "deadline", "name", "internal")
 
-    def __init__(self, queue: "TimerQueue", name: str, callback: Callable[[int], None]) -> None:
+    def __init__(self, queue: "TimerQueue", name: str, callback: Callable[[int], None],
+                 internal: bool = False) -> None:
         self.queue = queue
         self.name = name
+        self.internal = internal
         self.callback = callback
         self.deadline: Optional[int] = None
 
@@ -36,9 +38,12 @@ class TimerQueue:
         self.kick: Callable[[int], None] = lambda deadline: None
         self.slice_end: Optional[int] = None
 
-    def new(self, name: str, callback: Callable[[int], None]) -> Timer:
-        """Create a timer; names must be unique per board (they key snapshot state)."""
-        timer = Timer(self, name, callback)
+    def new(self, name: str, callback: Callable[[int], None], internal: bool = False) -> Timer:
+        """Create a timer; names must be unique per board (they key snapshot state).
+
+        Internal timers (digests, log flushes, snapshots) are bookkeeping the guest cannot see:
+        they end slices but never wake a halted CPU."""
+        timer = Timer(self, name, callback, internal)
         self.timers.append(timer)
         return timer
 
@@ -46,11 +51,11 @@ class TimerQueue:
         if self.slice_end is not None and deadline < self.slice_end:
             self.kick(deadline)
 
-    def next_deadline(self) -> Optional[int]:
+    def next_deadline(self, guest_only: bool = False) -> Optional[int]:
         best = None
         for t in self.timers:
             d = t.deadline
-            if d is not None and (best is None or d < best):
+            if d is not None and (best is None or d < best) and not (guest_only and t.internal):
                 best = d
         return best
 

@@ -20,6 +20,7 @@ class HostInput:
         self.fd = fd
         self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
         self.eof = False
+        self.held = b""
         self.thread = threading.Thread(target=self._pump, name="urr-serial-input", daemon=True)
         self.thread.start()
 
@@ -33,9 +34,16 @@ class HostInput:
             if not data:
                 return
 
+    def unget(self, data: bytes) -> None:
+        """Give bytes back to be the first of the next take()."""
+        self.held = data + self.held
+
     def take(self, timeout: Optional[float] = None) -> bytes:
         """Whatever has arrived (waiting up to `timeout` seconds for something, if given)."""
-        out = bytearray()
+        out = bytearray(self.held)
+        self.held = b""
+        if out:
+            timeout = None
         try:
             item = self.queue.get(timeout=timeout) if timeout is not None else self.queue.get_nowait()
             while True:

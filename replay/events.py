@@ -22,6 +22,11 @@ class AsyncEvents:
     def end(self, status: Optional[int], reason: str) -> None:
         self.core.log(L.END, -1 if status is None else status, reason.encode())
 
+    def before_wait(self) -> None:
+        """Recording: the machine is about to wait for the host; make the log durable first."""
+        if self.core.writer is not None:
+            self.core.writer.flush(self.core.now())
+
     def next(self) -> Optional[L.Record]:
         """Replay: the next logged asynchronous event, or None when the log has no more."""
         return self.core.player.next_async()

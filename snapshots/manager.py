@@ -48,7 +48,7 @@ class SnapshotManager:
         self.writer = CatalogWriter(db_path, recording_id)
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
         self.deleted_since_gc = 0
-        self.timer = machine.timers.new("snapshot", self._periodic)
+        self.timer = machine.timers.new("snapshot", self._periodic, internal=True)
         self.interval = None
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
@@ -72,7 +72,7 @@ class SnapshotManager:
         if name not in self.infos:
             self.take(name, "periodic")
         self.thin()
-        self.timer.arm(when + self.interval)
+        self.arm()
 
     def thin(self) -> None:
         if not self.tiers:

@@ -93,7 +93,7 @@ class Session:
             self._open_catalog()
         if self.writer is not None:
             self._last_flush = time.monotonic()
-            self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush)
+            self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush, internal=True)
             self.flush_timer.arm(FLUSH_CHECK)
 
     @property
@@ -154,7 +154,7 @@ class Session:
         if len(self.writer.buf) > FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_HOST_SECONDS:
             self.writer.flush(self.machine.icount)
             self._last_flush = time.monotonic()
-        self.flush_timer.arm(when + FLUSH_CHECK)
+        self.flush_timer.arm(self.machine.icount + FLUSH_CHECK)
 
     def run(self, until: Optional[int] = None) -> Stop:
         return self.machine.run(until)

@@ -1,0 +1,32 @@
+/*
+ * crt0: the guest's entry point under the urr boot contract (see urr.h).
+ * On entry: long mode, CPL 0, IF=0, RSP 16-byte aligned at the top of RAM, RDI = RAM size.
+ * Zeroes .bss, calls kmain(ram_size), writes its return value to isa-debug-exit (0xF4).
+ */
+    .cfi_sections .debug_frame
+    .section .text.start, "ax", @progbits
+    .global _start
+    .type _start, @function
+_start:
+    .cfi_startproc
+    .cfi_undefined %rip             /* outermost frame: debuggers stop unwinding here */
+    cld
+    xor %ebp, %ebp
+    mov %rdi, %rbx                  /* RAM size, kept in a register rep stosb leaves alone */
+    lea __bss_start(%rip), %rdi
+    lea __bss_end(%rip), %rcx
+    sub %rdi, %rcx
+    xor %eax, %eax
+    rep stosb
+    mov %rbx, %rdi
+    call kmain                      /* RSP was 16-aligned: kmain sees the usual ABI alignment */
+    .global _exit_to_host
+_exit_to_host:
+    outb %al, $0xf4                 /* host status (al << 1) | 1 */
+1:  cli                             /* not reached under urr */
+    hlt
+    jmp 1b
+    .cfi_endproc
+    .size _start, . - _start
+
+    .section .note.GNU-stack, "", @progbits
