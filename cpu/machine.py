@@ -332,7 +332,7 @@ class Machine:
         self.halted = False
 
     def _take_host_input(self) -> None:
-        data = self.seam.char.poll()
+        data = self.seam.char.poll(self.uart.room())
         if data:
             self.uart.receive(data)
 

@@ -68,13 +68,19 @@ class CharInputs:
     @property
     def live(self) -> bool:
         """Whether more host input may still come (a halted guest may wait for it)."""
-        return not self.core.replaying and self.host is not None and not self.host.eof
+        host = self.host
+        return not self.core.replaying and host is not None and (not host.eof or bool(host.held))
 
-    def poll(self, timeout: Optional[float] = None) -> bytes:
-        """Host bytes that arrived since the last poll, logged at the current icount."""
-        if self.host is None or self.core.replaying:
+    def poll(self, limit: int) -> bytes:
+        """Up to `limit` host bytes (what the device can take now), logged at the current icount.
+
+        The rest waits on the host side, as a chardev holds bytes a full UART FIFO cannot take."""
+        if self.host is None or self.core.replaying or limit <= 0:
             return b""
-        data = self.host.take(timeout)
+        data = self.host.take()
+        if len(data) > limit:
+            self.host.unget(data[limit:])
+            data = data[:limit]
         if data:
             self.core.log(L.CHAR, data)
         return data

@@ -33,6 +33,10 @@ class Uart16550:
         self.thre_pending = False  # the THR-empty interrupt condition
         self.irq_level = 0
 
+    def room(self) -> int:
+        """Bytes the receiver can take now: a 16-byte FIFO, or one holding register without it."""
+        return max(0, (16 if self.fcr & 1 else 1) - len(self.rx))
+
     def receive(self, data: bytes) -> None:
         self.rx += data
         self._update()
