@@ -1,0 +1,166 @@
+"""Refusals, divergence reports, killed recordings, damaged logs, host input timing."""
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cpu.machine import DIGEST_INTERVAL
+from replay.player import Divergence
+from tests.conftest import ROOT, run_urr
+from urr.options import parse_args
+from urr.session import Session
+
+
+@pytest.fixture(scope="module")
+def ticks_recording(guests, tmp_path_factory):
+    rr = str(tmp_path_factory.mktemp("rec") / "ticks.rr")
+    rec = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    assert rec.status == 1, rec.err
+    return rr, rec
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", "32M"], "RAM size 32M differs from the recorded 16M"),
+    (["-icount", "shift=6,rr=replay,rrfile={rr}"], "icount shift 6 differs from the recorded 7"),
+])
+def test_mismatched_configuration_is_refused(guests, ticks_recording, args, message):
+    rr, _ = ticks_recording
+    args = [a.format(rr=rr) for a in args]
+    if "-icount" not in args:
+        args += ["-icount", f"shift=7,rr=replay,rrfile={rr}"]
+    r = run_urr("-kernel", guests["ticks"], "-snapshots", "off", *args)
+    assert r.status == 2 and message in r.err and "Traceback" not in r.err
+
+
+def test_modified_kernel_is_refused(guests, ticks_recording, tmp_path):
+    rr, _ = ticks_recording
+    patched = tmp_path / "ticks.elf"
+    data = bytearray(open(guests["ticks"], "rb").read())
+    data[-1] ^= 0xFF  # still a valid ELF (a byte of the section headers' padding or strings)
+    patched.write_bytes(bytes(data))
+    r = run_urr("-kernel", str(patched), "-icount", f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off")
+    assert r.status == 2
+    assert "kernel differs from the recorded ticks.elf" in r.err
+
+
+def _replay_session(guest: str, rr: str) -> Session:
+    opts = parse_args(["-kernel", guest, "-serial", "none", "-snapshots", "off",
+                       "-icount", f"shift=7,rr=replay,rrfile={rr}"])
+    return Session(opts, out=io.BytesIO(), stdin_fd=None)
+
+
+def test_memory_divergence_reported_at_next_digest_with_page(guests, tmp_path):
+    rr = str(tmp_path / "cpu.rr")
+    run_urr("-kernel", guests["cpuloop"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    session = _replay_session(guests["cpuloop"], rr)
+    poke_at = DIGEST_INTERVAL * 3 + 12345
+    session.run(poke_at)
+    victim = 0x50_0000  # an untouched RAM page: the recording never wrote there
+    session.machine.ram.write(victim, b"\x42")
+    with pytest.raises(Divergence) as e:
+        session.run()
+    assert e.value.icount == DIGEST_INTERVAL * 4
+    assert f"RAM pages {victim:#x}" in str(e.value)
+
+
+def test_register_divergence_names_the_register(guests, tmp_path):
+    from unicorn.x86_const import UC_X86_REG_R15
+    rr = str(tmp_path / "cpu.rr")
+    run_urr("-kernel", guests["cpuloop"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    session = _replay_session(guests["cpuloop"], rr)
+    session.run(DIGEST_INTERVAL + 1)
+    session.machine.uc.reg_write(UC_X86_REG_R15, 0xDEAD0000)
+    with pytest.raises(Divergence, match=r"replay diverged at icount \d+: .*r15 .* -> 0xdead0000"):
+        session.run()
+
+
+def test_divergence_exit_status_from_cli(guests, tmp_path):
+    """A log whose recorded interrupt vector was changed: replay stops with a clear message."""
+    from replay import log as L
+    rr = str(tmp_path / "t.rr")
+    run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    reader = L.LogReader(rr)
+    records = [r for c in reader.chunks() for r in c.records]
+    bad = str(tmp_path / "bad.rr")
+    w = L.LogWriter(bad, reader.config)
+    changed = None
+    for r in records:
+        fields = r.fields
+        if r.kind == L.IRQ and changed is None and r.icount > 100000:
+            fields, changed = (0x21,), r.icount
+        w.append(r.kind, r.icount, *fields)
+    w.close(records[-1].icount)
+    rep = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=replay,rrfile={bad}", "-snapshots", "off")
+    assert rep.status == 6
+    assert f"replay diverged at icount {changed}: interrupt vector 0x20 where the recording delivered 0x21" in rep.err
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate-header", "not an urr event log"),
+    ("flip-payload", "checksum mismatch"),
+    ("foreign", "not an urr event log"),
+])
+def test_damaged_logs_are_refused(guests, ticks_recording, tmp_path, damage, message):
+    rr, _ = ticks_recording
+    data = bytearray(open(rr, "rb").read())
+    if damage == "truncate-header":
+        data = data[:10]
+    elif damage == "flip-payload":
+        data[-2] ^= 0x55  # inside the last chunk's compressed payload
+    else:
+        data = bytearray(b"\x7fELF" + bytes(100))
+    bad = tmp_path / "bad.rr"
+    bad.write_bytes(bytes(data))
+    r = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=replay,rrfile={bad}", "-snapshots", "off")
+    assert r.status == 2 and message in r.err
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_missing_rrfile_and_unwritable_path(guests, tmp_path):
+    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={tmp_path / 'none.rr'}")
+    assert r.status == 2 and "cannot read rrfile" in r.err
+    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=record,rrfile={tmp_path / 'no/such/dir.rr'}")
+    assert r.status == 2 and "cannot write rrfile" in r.err
+
+
+def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
+    rr = str(tmp_path / "long.rr")
+    cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
+           "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off")
+    assert rep.status == 0, rep.err
+    line = rep.note("replay reached the end of the recording at icount")
+    assert int(line.split("icount ")[1].split(":")[0]) > 1_000_000
+    assert "log truncated" in line
+
+
+def test_serial_input_with_random_host_timing_replays(guests, tmp_path):
+    rr = str(tmp_path / "echo.rr")
+    proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["echo"],
+                             "-icount", f"shift=7,rr=record,rrfile={rr}"],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rng = random.Random()  # host timing is meant to be random: the recording must capture it
+    assert proc.stdout.readline().startswith(b"echo ready")
+    for word in ("alpha", "beta", "gamma delta", "quit"):
+        for ch in word + "\n":
+            time.sleep(rng.uniform(0, 0.03))
+            proc.stdin.write(ch.encode())
+            proc.stdin.flush()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    recorded = b"echo ready\r\n" + out
+    assert b"GAMMA DELTA" in recorded
+    rep = run_urr("-kernel", guests["echo"], "-icount", f"shift=7,rr=replay,rrfile={rr}", stdin=b"ignored\n")
+    assert rep.status == 1
+    assert rep.out == recorded
