@@ -1,0 +1,208 @@
+"""Snapshots: restore + replay forward reaches exactly the straight replay's state; the catalog's
+dedup, thinning, crash safety and refusal of foreign or corrupt content."""
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from snapshots.catalog import Catalog, CatalogError
+from snapshots.policy import DEFAULT_TIERS, to_delete
+from tests.conftest import ROOT, run_urr
+from urr.options import parse_args
+from urr.session import Session, SessionError
+
+
+def replay_session(guest: str, rr: str, *extra: str) -> Session:
+    opts = parse_args(["-kernel", guest, "-serial", "none", "-icount",
+                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", *extra])
+    return Session(opts, out=io.BytesIO(), stdin_fd=None)
+
+
+def full_state(session: Session) -> tuple:
+    m = session.machine
+    return (m.icount, session.state_hash(), m.board.get_state(), m.halted,
+            {t.name: t.deadline for t in m.timers.timers if not t.internal})
+
+
+def record(guest: str, rr: str, *extra: str, stdin: bytes | None = None):
+    rec = run_urr("-kernel", guest, "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init", *extra,
+                  stdin=stdin)
+    assert rec.status % 2 == 1, rec.err
+    return rec
+
+
+@pytest.mark.parametrize("name", ["ticks", "cpuloop", "disk", "corrupt"])
+def test_restore_then_replay_matches_straight_replay(guests, disk_image, tmp_path, name):
+    rr = str(tmp_path / f"{name}.rr")
+    record(guests[name], rr, "-drive", f"file={disk_image}")
+    straight = replay_session(guests[name], rr)
+    end = straight.run().icount
+    rng = random.Random(5)
+    targets = sorted(rng.randrange(1, end) for _ in range(6))
+    expected = {}
+    probe = replay_session(guests[name], rr, "-snapshots", "off")
+    for t in targets:
+        probe.run(t)
+        expected[t] = full_state(probe)
+    probe.close(None, "test")
+    # From the snapshots the straight replay left (dense near its end), seek to each target.
+    session = replay_session(guests[name], rr, "-snapshots", "off")
+    snaps = session.snapshots
+    assert len(snaps.infos) >= 2
+    for t in reversed(targets):
+        info = snaps.nearest(t)
+        snaps.restore(info.name)
+        session.run(t)
+        assert full_state(session) == expected[t], f"state differs at icount {t} from {info.name}"
+    session.close(None, "test")
+    straight.close(None, "test")
+
+
+def _snapshot_when(session: Session, condition, step: int = 97, limit: int = 5_000_000) -> int:
+    """Run until `condition(machine)` holds at some icount; take a named snapshot there."""
+    m = session.machine
+    while not condition(m):
+        assert m.icount < limit, "condition never held"
+        session.run(m.icount + step)
+    session.snapshots.take("here", "named")
+    return m.icount
+
+
+def _check_snapshot_resumes(session: Session) -> None:
+    at = session.machine.icount
+    session.run()
+    final = full_state(session)
+    session.snapshots.restore("here")
+    assert session.machine.icount == at
+    session.run()
+    assert full_state(session) == final
+
+
+def test_snapshot_in_the_middle_of_a_disk_transfer(guests, disk_image, tmp_path):
+    rr = str(tmp_path / "disk.rr")
+    record(guests["disk"], rr, "-drive", f"file={disk_image}")
+    session = replay_session(guests["disk"], rr, "-snapshots", "off")
+    _snapshot_when(session, lambda m: m.ata.timer.deadline is not None, step=50)
+    _check_snapshot_resumes(session)
+
+
+def test_snapshot_with_pending_serial_input(guests, tmp_path):
+    rr = str(tmp_path / "echo.rr")
+    proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["echo"],
+                             "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdin.write(b"one two three four five six seven eight nine ten\nquit\n")
+    proc.stdin.flush()
+    proc.communicate(timeout=60)
+    session = replay_session(guests["echo"], rr, "-snapshots", "off")
+    _snapshot_when(session, lambda m: len(m.uart.rx) > 0, step=7)
+    _check_snapshot_resumes(session)
+
+
+def test_dedup_pages_shared_between_snapshots(guests, tmp_path):
+    rr = str(tmp_path / "t.rr")
+    record(guests["ticks"], rr)
+    catalog = Catalog.open_existing(rr + ".db")
+    catalog.gc()
+    maps = [catalog.load(i.name).pages for i in catalog.list()]
+    distinct = {h for m in maps for h in m.values()}
+    stored = catalog.db.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    assert stored == len(distinct)  # each content stored once, nothing unreferenced after gc
+    assert stored < sum(len(m) for m in maps) / 2  # pages shared by many snapshots
+    catalog.close()
+
+
+def test_thinning_keeps_what_the_policy_says(guests, tmp_path):
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr)
+    catalog = Catalog.open_existing(rr + ".db")
+    infos = catalog.list()
+    periodic = sorted(i.vtime_ns for i in infos if i.kind == "periodic")
+    end_ns = max(periodic)
+    near = [v for v in periodic if end_ns - v <= 1_000_000_000]
+    far = [v for v in periodic if end_ns - v > 1_000_000_000]
+    assert near and far
+    assert all(b - a == 10_000_000 for a, b in zip(near, near[1:]))  # a full 10 ms grid
+    assert len({v // 100_000_000 for v in far}) == len(far)  # one per 100 ms bucket
+    assert to_delete(infos, end_ns, DEFAULT_TIERS) == []
+    assert any(i.kind == "initial" and i.name == "init" for i in infos)
+    catalog.close()
+
+
+def test_foreign_catalog_is_refused(guests, tmp_path):
+    a, b = str(tmp_path / "a.rr"), str(tmp_path / "b.rr")
+    record(guests["hello"], a)
+    record(guests["hello"], b)
+    shutil.copy(b + ".db", a + ".db")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(a + ".db" + suffix):
+            os.remove(a + ".db" + suffix)
+    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={a},rrsnapshot=init")
+    assert r.status == 2 and "belongs to another recording" in r.err
+
+
+def test_corrupt_page_is_reported_not_loaded(guests, tmp_path):
+    rr = str(tmp_path / "h.rr")
+    record(guests["hello"], rr)
+    db = sqlite3.connect(rr + ".db")
+    h, data = db.execute("SELECT hash, data FROM blobs ORDER BY size DESC LIMIT 1").fetchone()
+    db.execute("UPDATE blobs SET data = ? WHERE hash = ?", (bytes(len(data)), h))
+    db.commit()
+    db.close()
+    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
+    assert r.status == 2
+    assert f"page {h.hex()}" in r.err and "corrupt" in r.err
+
+
+def test_unknown_snapshot_name(guests, tmp_path):
+    rr = str(tmp_path / "h.rr")
+    record(guests["hello"], rr)
+    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", "nope")
+    assert r.status == 2 and "no snapshot named 'nope'" in r.err
+    with pytest.raises(SessionError):
+        replay_session(guests["hello"], rr, "-loadvm", "nope")
+
+
+KILLER = """
+import sys, os
+from snapshots.catalog import Catalog, Snapshot, content_hash
+c = Catalog.open(sys.argv[1], "rec", create=True)
+i = 0
+while True:
+    contents = [os.urandom(4096) for _ in range(2000)]
+    blobs = {content_hash(d): d for d in contents}
+    pages = dict(enumerate(blobs))
+    c.save(Snapshot(f"s{i}", "periodic", i, i, {"rip": i}, {}, {}, pages, {}, 1 << 24), blobs)
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def test_catalog_survives_kill_during_write(tmp_path):
+    path = str(tmp_path / "k.db")
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, path], cwd=ROOT, stdout=subprocess.PIPE)
+    for _ in range(3):
+        proc.stdout.readline()
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    catalog = Catalog.open(path, "rec", create=False)
+    infos = catalog.list()
+    assert len(infos) >= 3
+    for info in infos:
+        snap = catalog.load(info.name)
+        assert len(snap.pages) == 2000
+        for h in list(snap.pages.values())[:50]:
+            assert len(catalog.get_blob(h)) == 4096  # verified against its hash
+    with pytest.raises(CatalogError, match="belongs to another recording"):
+        Catalog.open(path, "other", create=False)
