@@ -1,36 +1,114 @@
-/* disk: ATA IDENTIFY, reads sectors 0-7 (sector 0 through IRQ 14), writes a pattern to sector 10,
-   reads it back, flushes. Prints the model, size, checksums. Exit: 0 pass (host 1), 1 no disk
-   (host 3), 2 a failed transfer or verification (host 5). */
+/*
+ * disk: ATA PIO on the primary master (run with -drive file=IMG,format=raw; 16+ sectors).
+ *
+ *   1. IDENTIFY (polled): prints the model, serial number and LBA28 sector count.
+ *   2. Reads sector 0 waiting for IRQ 14 in `sti; hlt`, then sectors 1..N-1 (N = 8, or fewer on
+ *      a tiny disk) in one polled multi-sector read; prints a checksum (FNV-1a) per sector, the
+ *      first 16 bytes of sector 0 and a checksum of all N sectors.
+ *   3. Reads sectors 0..N-1 again in one IRQ-driven multi-sector read and compares.
+ *   4. Saves sector W (W = 40, or the last sector on a smaller disk), writes a pattern there
+ *      (IRQ-driven), reads it back polled and verifies, restores the saved contents (polled)
+ *      and verifies, then FLUSH CACHE (IRQ-driven).
+ *   5. Prints the number of IRQ 14s taken; at least one is required.
+ *
+ * COM1 output (the values depend on the image):
+ *   disk: model "URR HARDDISK" serial "URR0000001" sectors 64
+ *   sector 0: fnv 0x........  (IRQ)
+ *   sector 1..7: fnv 0x........ each
+ *   sector 0 bytes: xx xx ...
+ *   sectors 0-7: fnv 0x........
+ *   re-read 0-7 (IRQ, multi-sector): match
+ *   write/verify sector 40: ok
+ *   restore sector 40: ok
+ *   flush: ok
+ *   irq14: N
+ *   disk PASS
+ *
+ * Exit: 0x10 (host 33) pass; 0x11 (host 35) a transfer failed or data did not verify, or no
+ *       IRQ 14 was seen; 0x12 (host 37) no ATA disk attached.
+ */
 #include "urr.h"
 
-static volatile int irq14;
-static void on_disk(int irq) { (void)irq; ata_irqs++; irq14++; }
-static u8 buf[512], pattern[512];
+#define EXIT_NO_DISK 0x12
+#define MAX_READ 8
+#define WRITE_LBA 40
 
-u64 kmain(u64 ram_size) {
-    (void)ram_size;
+static uint8_t first[MAX_READ * 512], again[MAX_READ * 512];
+static uint8_t saved[512], pattern[512], check[512];
+
+static uint32_t fnv1a(const uint8_t *p, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static const char *err_name(int rc) {
+    switch (rc) {
+    case ATA_ENODEV: return "no device";
+    case ATA_EERR: return "drive error";
+    case ATA_ETIMEOUT: return "timeout";
+    default: return "ok";
+    }
+}
+
+static int fail(const char *what, int rc) {
+    printf("%s failed: %s (status %#x error %#x)\n", what, err_name(rc), ata_last_status,
+           ata_last_error);
+    printf("disk FAIL\n");
+    return URR_EXIT_FAIL;
+}
+
+int kmain(uint64_t ram_size) {
     serial_init();
     idt_init();
-    irq_handler(14, on_disk);
-    irq_handler(2, 0);
-    u16 id[256];
-    if (ata_identify(id)) { puts("no disk\n"); return 1; }
-    char model[41];
-    for (int i = 0; i < 20; i++) { model[2 * i] = (char)(id[27 + i] >> 8); model[2 * i + 1] = (char)id[27 + i]; }
-    model[40] = 0;
-    for (int i = 39; i >= 0 && model[i] == ' '; i--) model[i] = 0;
-    u32 sectors = id[60] | ((u32)id[61] << 16);
-    printf("model: %s\nsectors: %u\n", model, sectors);
-    for (u32 lba = 0; lba < 8; lba++) {
-        if (ata_read(lba, buf, lba == 0)) { puts("read failed\n"); return 2; }
-        u32 sum = 0;
-        for (int i = 0; i < 512; i++) sum = sum * 31 + buf[i];
-        printf("sector %u: checksum %08x first %02x %02x %02x %02x\n", lba, sum, buf[0], buf[1], buf[2], buf[3]);
+    pic_init();
+    ata_enable_irq();               /* IRQ 14 handler; transfers choose IRQ or polling */
+
+    struct ata_info info;
+    int rc = ata_identify(&info);
+    if (rc == ATA_ENODEV) {
+        printf("disk: no ATA disk on the primary channel (use -drive file=IMG,format=raw)\n");
+        return EXIT_NO_DISK;
     }
-    printf("irq14 seen: %d\n", irq14);
-    for (int i = 0; i < 512; i++) pattern[i] = (u8)(i * 7 + 3);
-    if (ata_write(10, pattern) || ata_flush()) { puts("write failed\n"); return 2; }
-    if (ata_read(10, buf, 0) || memcmp(buf, pattern, 512)) { puts("verify failed\n"); return 2; }
-    puts("write/read-back verified\n");
-    return irq14 > 0 ? 0 : 2;
+    if (rc != ATA_OK) return fail("IDENTIFY", rc);
+    printf("disk: model \"%s\" serial \"%s\" sectors %u\n", info.model, info.serial, info.sectors);
+    if (info.sectors < 2) return fail("a disk of at least 2 sectors", ATA_EERR);
+
+    uint32_t n = info.sectors < MAX_READ ? info.sectors : MAX_READ;
+    uint32_t irqs_before = ata_irq_count;
+    if ((rc = ata_read(0, 1, first, 1)) != ATA_OK) return fail("read sector 0 (IRQ)", rc);
+    if (ata_irq_count == irqs_before) return fail("IRQ 14 for sector 0", ATA_ETIMEOUT);
+    printf("sector 0: fnv %#010x  (IRQ)\n", fnv1a(first, 512));
+    if ((rc = ata_read(1, n - 1, first + 512, 0)) != ATA_OK) return fail("read sectors 1.. (polled)", rc);
+    for (uint32_t s = 1; s < n; s++) printf("sector %u: fnv %#010x\n", s, fnv1a(first + 512 * s, 512));
+    printf("sector 0 bytes:");
+    for (int i = 0; i < 16; i++) printf(" %02x", first[i]);
+    printf("\n");
+    printf("sectors 0-%u: fnv %#010x\n", n - 1, fnv1a(first, 512 * n));
+
+    if ((rc = ata_read(0, n, again, 1)) != ATA_OK) return fail("re-read (IRQ)", rc);
+    int same = !memcmp(first, again, 512 * n);
+    printf("re-read 0-%u (IRQ, multi-sector): %s\n", n - 1, same ? "match" : "MISMATCH");
+    if (!same) return fail("re-read comparison", ATA_EERR);
+
+    uint32_t w = info.sectors > WRITE_LBA ? WRITE_LBA : info.sectors - 1;
+    for (int i = 0; i < 512; i++) pattern[i] = (uint8_t)(i * 7 + 0x5A) ^ (uint8_t)(i >> 8);
+    if ((rc = ata_read(w, 1, saved, 0)) != ATA_OK) return fail("save", rc);
+    if ((rc = ata_write(w, 1, pattern, 1)) != ATA_OK) return fail("write (IRQ)", rc);
+    if ((rc = ata_read(w, 1, check, 0)) != ATA_OK) return fail("read-back", rc);
+    same = !memcmp(check, pattern, 512);
+    printf("write/verify sector %u: %s\n", w, same ? "ok" : "MISMATCH");
+    if (!same) return fail("verification", ATA_EERR);
+    if ((rc = ata_write(w, 1, saved, 0)) != ATA_OK) return fail("restore", rc);
+    if ((rc = ata_read(w, 1, check, 0)) != ATA_OK) return fail("restore read-back", rc);
+    same = !memcmp(check, saved, 512);
+    printf("restore sector %u: %s\n", w, same ? "ok" : "MISMATCH");
+    if (!same) return fail("restore verification", ATA_EERR);
+    if ((rc = ata_flush(1)) != ATA_OK) return fail("flush (IRQ)", rc);
+    printf("flush: ok\n");
+
+    printf("irq14: %u\n", ata_irq_count);
+    if (ata_irq_count == 0) return fail("IRQ 14", ATA_ETIMEOUT);
+    printf("disk PASS\n");
+    return URR_EXIT_PASS;
 }

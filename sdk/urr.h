@@ -126,8 +126,8 @@ void debugcon_puts(const char *s);
 int debugcon_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- formatted output (printf.c) ------------------------------------------------------------- */
-/* Conversions: %d %i %u %x %X %o %c %s %p %%, length modifiers l ll z, flags '-' and '0',
-   a field width (or '*'). printf writes to COM1 ("\n" -> "\r\n"). */
+/* Conversions: %d %i %u %x %X %o %c %s %p %%, length modifiers hh h l ll z, flags - 0 + space #,
+   a width and a precision (digits or '*'). printf writes to COM1 ("\n" -> "\r\n"). */
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int vprintf(const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
