@@ -7,6 +7,8 @@
  * instructions; each pass over the array is about 10 instructions per 32-bit word.
  * The result does not depend on when the ticks arrive; the tick count does (it follows the
  * instruction count under urr's -icount).
+ * The Makefile also builds this file as longloop (GUEST_NAME "longloop", ROUNDS=1200, about
+ * 215 million instructions) for the reverse-execution benchmark.
  *
  * COM1 output:
  *   cpuloop: ROUNDS passes over 65536 bytes

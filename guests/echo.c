@@ -3,7 +3,8 @@
  *
  * IRQ 4 (IER receive-data interrupt, gated by MCR OUT2) moves received bytes into a ring buffer;
  * the main loop sleeps in `sti; hlt` while the ring is empty. Each line (ended by CR, LF or
- * CR LF; backspace/DEL edits) is echoed back uppercased. The line "quit" ends the guest.
+ * CR LF; backspace/DEL edits) is echoed back uppercased. The line "quit" (surrounding spaces
+ * allowed) ends the guest. At end of input without "quit" the guest stays halted: urr ends it.
  *
  * COM1 output:
  *   echo ready: type lines, "quit" ends
@@ -72,7 +73,9 @@ int kmain(uint64_t ram_size) {
         }
         line[n] = 0;
         while (n && line[n - 1] == ' ') line[--n] = 0;
-        if (!strcmp(line, "quit")) break;
+        const char *word = line;
+        while (*word == ' ') word++;
+        if (!strcmp(word, "quit")) break;
         for (int i = 0; i < n; i++)
             if (line[i] >= 'a' && line[i] <= 'z') line[i] -= 'a' - 'A';
         printf("%s\n", line);

@@ -14,7 +14,6 @@
  */
 #include "urr.h"
 
-extern char __image_start[], __image_end[];
 
 int kmain(uint64_t ram_size) {
     serial_init();

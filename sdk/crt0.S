@@ -19,6 +19,7 @@ _start:
     xor %eax, %eax
     rep stosb
     mov %rbx, %rdi
+    mov %rbx, urr_ram_size(%rip)
     call kmain                      /* RSP was 16-aligned: kmain sees the usual ABI alignment */
     .global _exit_to_host
 _exit_to_host:
@@ -28,5 +29,19 @@ _exit_to_host:
     jmp 1b
     .cfi_endproc
     .size _start, . - _start
+
+    /* Always-present data and rodata: every guest's three PT_LOAD segments are non-empty. */
+    .section .data
+    .balign 8
+    .global urr_ram_size
+urr_ram_size:
+    .quad 0
+    .size urr_ram_size, 8
+
+    .section .rodata
+    .global urr_sdk_id
+urr_sdk_id:
+    .asciz "urr guest sdk"
+    .size urr_sdk_id, . - urr_sdk_id
 
     .section .note.GNU-stack, "", @progbits

@@ -35,6 +35,9 @@
 
 /* The guest's entry point, called by crt0 with the RAM size; its return value ends the run. */
 int kmain(uint64_t ram_size);
+extern uint64_t urr_ram_size;       /* the RAM size crt0 received in RDI */
+extern const char urr_sdk_id[];
+extern char __image_start[], __image_end[], __bss_start[], __bss_end[];  /* from link.ld */
 
 /* ---- port I/O and CPU control --------------------------------------------------------------- */
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port) : "memory"); }

