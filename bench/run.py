@@ -37,11 +37,12 @@ from unicorn import x86_const as X  # noqa: E402
 
 from cpu.icount import SliceCounter  # noqa: E402
 from cpu.loader import load_kernel  # noqa: E402
+from cpu.machine import MAX_SLICE  # noqa: E402
 from urr.options import parse_args  # noqa: E402
 from urr.session import Session  # noqa: E402
 
 GUESTS = os.path.join(ROOT, "guests", "build")
-SLICE = 78125  # 10 ms of virtual time at shift=7
+DENSE = "10ms:1000s,100ms"  # keep every 10 ms snapshot
 
 
 def build_guests() -> None:
@@ -53,7 +54,8 @@ def guest(name: str) -> str:
 
 
 def raw_unicorn(path: str) -> tuple[int, float]:
-    """The bare loop urr is compared with: load the ELF, run count-limited slices, stop at 0xF4."""
+    """The bare loop urr is compared with: load the ELF, run count-limited slices as long as urr's
+    longest, stop at 0xF4."""
     kernel = load_kernel(path, 16 << 20)
     uc = Uc(UC_ARCH_X86, UC_MODE_64)
     buf = (ctypes.c_char * (16 << 20))()
@@ -74,7 +76,7 @@ def raw_unicorn(path: str) -> tuple[int, float]:
     rip, total = kernel.entry, 0
     t0 = time.perf_counter()
     while not done[0]:
-        uc.emu_start(rip, (1 << 64) - 1, 0, SLICE)
+        uc.emu_start(rip, (1 << 64) - 1, 0, MAX_SLICE)
         total += counter.executed()
         rip = uc.reg_read(X.UC_X86_REG_RIP)
     return total, time.perf_counter() - t0
@@ -126,41 +128,31 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     path = guest("cpuloop")
     rr = os.path.join(tmp, "snap.rr")
     rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+    rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
     without = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "off")[1])
     with_default = median_of(runs, lambda: run_urr(path, *rec)[1])
-    rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
     replay_plain = median_of(runs, lambda: run_urr(path, *rep, "-snapshots", "off")[1])
 
     def dense_replay() -> float:
-        run_urr(path, *rec, "-snapshots", "off")  # a fresh catalog with only the initial snapshot
-        return run_urr(path, *rep, "-snapshots", "10ms:100s,100ms")[1]
+        run_urr(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
+        return run_urr(path, *rep, "-snapshots", DENSE)[1]
     replay_dense = median_of(runs, dense_replay)
-
-    # Catalog growth per periodic snapshot and restore time, from a dense recording.
-    session, _ = run_urr(path, *rec, "-snapshots", "10ms:100s,100ms")
+    # A dense recording keeps every periodic snapshot: what each one added to the catalog.
+    run_urr(path, *rec, "-snapshots", DENSE)
     db = sqlite3.connect(f"{rr}.db")
-    sizes = _catalog_growth(db)
+    added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
     db.close()
-    session, _ = run_urr(path, *rep, "-snapshots", "off", until=1)
-    names = sorted(session.snapshots_names if hasattr(session, "snapshots_names") else [])
     restore_ms = _restore_times(path, rr)
     return {"snapshot_overhead_record": round(with_default / without, 3),
             "snapshot_overhead_replay": round(replay_dense / replay_plain, 3),
-            "restore_ms_median": round(statistics.median(restore_ms), 2),
-            "catalog_bytes_per_snapshot": int(statistics.median(sizes)) if sizes else None}
+            "snapshots_dense": len(added),
+            "restore_ms_median": round(statistics.median(restore_ms), 3),
+            "catalog_bytes_per_snapshot": int(statistics.median(added))}
 
 
-def _catalog_growth(db: sqlite3.Connection) -> list[int]:
-    """Per periodic snapshot: its row and page map plus the blobs it introduced."""
-    from snapshots.catalog import Catalog  # noqa: F401  (schema documented there)
-    rows = db.execute("SELECT name FROM snapshots WHERE kind = 'periodic' ORDER BY icount").fetchall()
-    return [int(r[0]) for r in db.execute(
-        "SELECT added_bytes FROM snapshots WHERE kind = 'periodic' ORDER BY icount")] if rows else []
-
-
-def _restore_times(path: str, rr: str, samples: int = 15) -> list[float]:
+def _restore_times(path: str, rr: str, samples: int = 25) -> list[float]:
     opts = parse_args(["-kernel", path, "-serial", "none", "-icount",
-                       f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off"])
+                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", "off"])
     session = Session(opts, out=io.BytesIO(), stdin_fd=None)
     names = sorted(session.snapshots.infos)
     rng = random.Random(7)

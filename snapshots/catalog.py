@@ -173,10 +173,11 @@ class Catalog:
         with self.db.conn:
             self.db.conn.executemany("DELETE FROM snapshots WHERE name = ?", [(n,) for n in names])
 
-    def gc(self) -> tuple[int, int]:
-        """Delete content no snapshot refers to; returns (blobs removed, compressed bytes freed)."""
+    def gc(self, keep: Iterable[bytes] = ()) -> tuple[int, int]:
+        """Delete content no snapshot refers to (nor `keep`, content the caller still holds a
+        reference to); returns (blobs removed, compressed bytes freed)."""
         with self.db.conn:
-            referenced: set[bytes] = set()
+            referenced: set[bytes] = set(keep)
             for page_map, disk_map in self.db.execute("SELECT page_map, disk_map FROM snapshots"):
                 referenced.update(unpack_map(page_map).values())
                 referenced.update(unpack_map(disk_map).values())

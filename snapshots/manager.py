@@ -1,9 +1,13 @@
 """Taking, thinning and restoring snapshots of a running machine.
 
 Periodic snapshots are taken on a virtual-time grid (every finest-tier interval, 10 ms by
-default) while recording and while replaying; after each one the policy thins the catalog so
-that density follows the current position. Catalog writes happen on a background thread
-(snapshots.writer) so SQLite runs while Unicorn runs."""
+default) while recording and while replaying; the policy thins them so that density follows the
+current position. Catalog writes happen in a separate process (snapshots.writer).
+
+Most dense snapshots are thinned away within a second of being taken, so the manager holds
+them in memory and writes only those the policy still keeps when they leave the dense window
+(or when the catalog must be complete: a restore, a flush, the end). Snapshots on the coarsest
+grid, initial and named ones are written at once, so a killed run keeps those."""
 from __future__ import annotations
 
 from typing import Optional
@@ -15,6 +19,7 @@ from snapshots.state import capture, restore
 from snapshots.writer import CatalogWriter
 
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
+THIN_EVERY = 10  # periodic snapshots between thinning passes
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -47,7 +52,10 @@ class SnapshotManager:
         self.catalog = Catalog.open(db_path, recording_id, create=create)
         self.writer = CatalogWriter(db_path, recording_id)
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
+        self.held: dict[str, tuple] = {}  # name -> (snapshot, blobs) not yet written
+        self.unsent: dict[bytes, bytes] = {}  # content captured but not yet in the catalog
         self.deleted_since_gc = 0
+        self.since_thin = 0
         self.timer = machine.timers.new("snapshot", self._periodic, internal=True)
         self.interval = None
         if tiers:
@@ -59,9 +67,24 @@ class SnapshotManager:
         if self.interval:
             self.timer.arm((self.machine.icount // self.interval + 1) * self.interval)
 
+    def _write(self, snap, blobs: dict[bytes, bytes]) -> None:
+        """Send a snapshot with all content captured so far that the catalog may lack."""
+        self.unsent.update(blobs)
+        self.writer.submit_save(snap, self.unsent)
+        self.unsent = {}
+
+    def _keeps_long(self, vtime_ns: int) -> bool:
+        """Whether a periodic snapshot is the first of its bucket on the coarsest grid."""
+        coarse = self.tiers[-1][1] if self.tiers else 1
+        return vtime_ns % coarse < (self.interval << self.machine.shift if self.interval else 1)
+
     def take(self, name: str, kind: str) -> SnapshotInfo:
         snap, blobs = capture(self.machine, name, kind)
-        self.writer.submit_save(snap, blobs)
+        if kind == "periodic" and not self._keeps_long(snap.vtime_ns):
+            self.held[name] = (snap, blobs)
+            self.unsent.update(blobs)
+        else:
+            self._write(snap, blobs)
         info = SnapshotInfo(name=name, kind=kind, icount=snap.icount, vtime_ns=snap.vtime_ns,
                             pages=len(snap.pages), bytes=0)
         self.infos[name] = info
@@ -71,21 +94,33 @@ class SnapshotManager:
         name = f"auto-{when:015d}"
         if name not in self.infos:
             self.take(name, "periodic")
-        self.thin()
+        self.since_thin += 1
+        if self.since_thin >= THIN_EVERY:
+            self.thin()
         self.arm()
 
     def thin(self) -> None:
+        """Apply the policy; write held snapshots that survive and have left the dense window."""
+        self.since_thin = 0
         if not self.tiers:
             return
-        doomed = policy.to_delete(list(self.infos.values()), self.machine.vtime_ns(), self.tiers)
-        if not doomed:
-            return
+        position = self.machine.vtime_ns()
+        doomed = policy.to_delete(list(self.infos.values()), position, self.tiers)
+        written = []
         for name in doomed:
             del self.infos[name]
-        self.writer.submit_delete(doomed)
+            if self.held.pop(name, None) is None:
+                written.append(name)
+        dense = self.tiers[0][0] or 0
+        for name in [n for n, (snap, _) in self.held.items() if position - snap.vtime_ns > dense]:
+            self._write(*self.held.pop(name))
+        if not written:
+            return
+        self.writer.submit_delete(written)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
-            self.writer.submit_gc()
+            # Content only held snapshots use may already be in the file: keep it.
+            self.writer.submit_gc({h for snap, _ in self.held.values() for h in snap.pages.values()})
             self.deleted_since_gc = 0
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
@@ -96,12 +131,20 @@ class SnapshotManager:
                 best = info
         return best
 
-    def restore(self, name: str) -> None:
+    def flush(self) -> None:
+        """Make the catalog complete: write every held snapshot and wait for the writer."""
+        for name in list(self.held):
+            self._write(*self.held.pop(name))
         self.writer.flush()
+
+    def restore(self, name: str) -> None:
+        self.flush()
         snap = self.catalog.load(name)
         restore(self.machine, snap, self.catalog.get_blob, self.OWN_TIMERS)
         self.arm()
 
     def close(self) -> None:
+        self.thin()
+        self.flush()
         self.writer.close()
         self.catalog.close()
