@@ -1,14 +1,15 @@
 /*
- * disk: ATA PIO on the primary master (run with -drive file=IMG,format=raw; 16+ sectors).
+ * disk: ATA PIO on the primary master (run with -drive file=IMG,format=raw; 2 sectors or more).
  *
  *   1. IDENTIFY (polled): prints the model, serial number and LBA28 sector count.
  *   2. Reads sector 0 waiting for IRQ 14 in `sti; hlt`, then sectors 1..N-1 (N = 8, or fewer on
  *      a tiny disk) in one polled multi-sector read; prints a checksum (FNV-1a) per sector, the
  *      first 16 bytes of sector 0 and a checksum of all N sectors.
  *   3. Reads sectors 0..N-1 again in one IRQ-driven multi-sector read and compares.
- *   4. Saves sector W (W = 40, or the last sector on a smaller disk), writes a pattern there
- *      (IRQ-driven), reads it back polled and verifies, restores the saved contents (polled)
- *      and verifies, then FLUSH CACHE (IRQ-driven).
+ *   4. Saves sectors W and W+1 (W = 40, or the last two sectors of a smaller disk), writes a
+ *      pattern there in one IRQ-driven two-sector write, reads it back polled and verifies,
+ *      restores the saved contents (polled two-sector write) and verifies, then FLUSH CACHE
+ *      (IRQ-driven).
  *   5. Prints the number of IRQ 14s taken; at least one is required.
  *
  * COM1 output (the values depend on the image):
@@ -18,10 +19,10 @@
  *   sector 0 bytes: xx xx ...
  *   sectors 0-7: fnv 0x........
  *   re-read 0-7 (IRQ, multi-sector): match
- *   write/verify sector 40: ok
- *   restore sector 40: ok
+ *   write/verify sectors 40-41: ok
+ *   restore sectors 40-41: ok
  *   flush: ok
- *   irq14: N
+ *   irq14: 12
  *   disk PASS
  *
  * Exit: 0x10 (host 33) pass; 0x11 (host 35) a transfer failed or data did not verify, or no
@@ -34,7 +35,7 @@
 #define WRITE_LBA 40
 
 static uint8_t first[MAX_READ * 512], again[MAX_READ * 512];
-static uint8_t saved[512], pattern[512], check[512];
+static uint8_t saved[1024], pattern[1024], check[1024];
 
 static uint32_t fnv1a(const uint8_t *p, size_t n) {
     uint32_t h = 2166136261u;
@@ -91,18 +92,18 @@ int kmain(uint64_t ram_size) {
     printf("re-read 0-%u (IRQ, multi-sector): %s\n", n - 1, same ? "match" : "MISMATCH");
     if (!same) return fail("re-read comparison", ATA_EERR);
 
-    uint32_t w = info.sectors > WRITE_LBA ? WRITE_LBA : info.sectors - 1;
-    for (int i = 0; i < 512; i++) pattern[i] = (uint8_t)(i * 7 + 0x5A) ^ (uint8_t)(i >> 8);
-    if ((rc = ata_read(w, 1, saved, 0)) != ATA_OK) return fail("save", rc);
-    if ((rc = ata_write(w, 1, pattern, 1)) != ATA_OK) return fail("write (IRQ)", rc);
-    if ((rc = ata_read(w, 1, check, 0)) != ATA_OK) return fail("read-back", rc);
-    same = !memcmp(check, pattern, 512);
-    printf("write/verify sector %u: %s\n", w, same ? "ok" : "MISMATCH");
+    uint32_t w = info.sectors > WRITE_LBA + 1 ? WRITE_LBA : info.sectors - 2;
+    for (int i = 0; i < 1024; i++) pattern[i] = (uint8_t)(i * 7 + 0x5A) ^ (uint8_t)(i >> 8);
+    if ((rc = ata_read(w, 2, saved, 0)) != ATA_OK) return fail("save", rc);
+    if ((rc = ata_write(w, 2, pattern, 1)) != ATA_OK) return fail("write (IRQ)", rc);
+    if ((rc = ata_read(w, 2, check, 0)) != ATA_OK) return fail("read-back", rc);
+    same = !memcmp(check, pattern, 1024);
+    printf("write/verify sectors %u-%u: %s\n", w, w + 1, same ? "ok" : "MISMATCH");
     if (!same) return fail("verification", ATA_EERR);
-    if ((rc = ata_write(w, 1, saved, 0)) != ATA_OK) return fail("restore", rc);
-    if ((rc = ata_read(w, 1, check, 0)) != ATA_OK) return fail("restore read-back", rc);
-    same = !memcmp(check, saved, 512);
-    printf("restore sector %u: %s\n", w, same ? "ok" : "MISMATCH");
+    if ((rc = ata_write(w, 2, saved, 0)) != ATA_OK) return fail("restore", rc);
+    if ((rc = ata_read(w, 2, check, 0)) != ATA_OK) return fail("restore read-back", rc);
+    same = !memcmp(check, saved, 1024);
+    printf("restore sectors %u-%u: %s\n", w, w + 1, same ? "ok" : "MISMATCH");
     if (!same) return fail("restore verification", ATA_EERR);
     if ((rc = ata_flush(1)) != ATA_OK) return fail("flush (IRQ)", rc);
     printf("flush: ok\n");
