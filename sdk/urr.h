@@ -83,7 +83,8 @@ int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, size_t n);
 
 /* ---- IDT and interrupt handlers (idt.c, isr.S) ---------------------------------------------- */
-/* A handler runs with IF=0 on the interrupted stack and receives the vector number. Handlers
+/* Set-up order: idt_init(); pic_init(); irq_install(...); then program the device; sti().
+   A handler runs with IF=0 on the interrupted stack and receives the vector number. Handlers
    for PIC interrupts must send the EOI themselves (pic_eoi). */
 typedef void (*isr_handler_t)(unsigned vector);
 void idt_init(void);                                     /* 256 gates to the stubs, lidt */
