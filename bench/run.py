@@ -185,15 +185,16 @@ def bench_reverse(tmp: str) -> dict:
         t0 = time.perf_counter()
         tl.reverse_stepi()
         times.append((time.perf_counter() - t0) * 1000)
-    # reverse-continue across N instructions vs replaying them forward
-    span = total // 4
-    tl.seek(total - span)
-    tl.add_breakpoint(tl.pc())
-    tl.seek(total - 1)
+    # reverse-continue from the end to a breakpoint hit once, near the start (pit_init), vs the
+    # forward replay of the same span
+    from debugger.console import load_symbols
+    tl.add_breakpoint(load_symbols(path)["pit_init"])
+    tl.seek(total)
     t0 = time.perf_counter()
     stop = tl.reverse_cont()
     back = time.perf_counter() - t0
-    crossed = (total - 1) - stop.icount
+    assert stop.reason == "breakpoint", stop
+    crossed = total - stop.icount
     forward = forward_all * crossed / total
     session.close(None, "bench")
     return {"reverse_replay_instructions": total,

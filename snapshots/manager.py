@@ -20,6 +20,7 @@ from snapshots.writer import CatalogWriter
 
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 10  # periodic snapshots between thinning passes
+RECENT_PAGES = 8192  # recently captured page contents kept in memory for fast restores (32 MiB)
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -54,6 +55,7 @@ class SnapshotManager:
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
         self.held: dict[str, tuple] = {}  # name -> (snapshot, blobs) not yet written
         self.unsent: dict[bytes, bytes] = {}  # content captured but not yet in the catalog
+        self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
         self.deleted_since_gc = 0
         self.since_thin = 0
         self.timer = machine.timers.new("snapshot", self._periodic, internal=True)
@@ -80,6 +82,7 @@ class SnapshotManager:
 
     def take(self, name: str, kind: str) -> SnapshotInfo:
         snap, blobs = capture(self.machine, name, kind)
+        self._remember(blobs)
         if kind == "periodic" and not self._keeps_long(snap.vtime_ns):
             self.held[name] = (snap, blobs)
             self.unsent.update(blobs)
@@ -137,10 +140,31 @@ class SnapshotManager:
             self._write(*self.held.pop(name))
         self.writer.flush()
 
+    def _remember(self, blobs: dict[bytes, bytes]) -> None:
+        self.recent.update(blobs)
+        excess = len(self.recent) - RECENT_PAGES
+        if excess > 0:
+            for h in list(self.recent)[:excess]:
+                del self.recent[h]
+
+    def _blob(self, h: bytes) -> bytes:
+        """Page content: from memory when it was captured lately, else from the catalog."""
+        data = self.recent.get(h)
+        if data is None:
+            self.writer.flush()
+            data = self.catalog.get_blob(h)
+            self._remember({h: data})
+        return data
+
     def restore(self, name: str) -> None:
-        self.flush()
-        snap = self.catalog.load(name)
-        restore(self.machine, snap, self.catalog.get_blob, self.OWN_TIMERS)
+        """Load a snapshot: a held one straight from memory, others from the catalog."""
+        held = self.held.get(name)
+        if held is None:
+            self.writer.flush()
+            snap = self.catalog.load(name)
+        else:
+            snap = held[0]
+        restore(self.machine, snap, self._blob, self.OWN_TIMERS)
         self.arm()
 
     def close(self) -> None:
