@@ -105,6 +105,9 @@ class Machine:
         self.stop_before: Optional[str] = None  # set by a hook that stops before an instruction
         self.stop_after: Optional[str] = None  # set by a hook that stops after the current one
         self._fault: Optional[str] = None
+        # Called between slices once this icount's events are done: the state there is "the
+        # state at icount N" that snapshots capture and debugger stops show.
+        self.boundary_hooks: list[Callable[[], None]] = []
         self._host_t0 = time.monotonic_ns()
         self._tsc_last = 0
 
@@ -236,6 +239,8 @@ class Machine:
                 self._take_host_input()
                 if self.pic.pending() and self.if_set():
                     self._interrupt(self.pic.acknowledge())
+            for hook in self.boundary_hooks:
+                hook()
             if until is not None and self.icount >= until:
                 return Stop("limit", self.icount)
             if self.halted:

@@ -59,6 +59,8 @@ class SnapshotManager:
         self.deleted_since_gc = 0
         self.since_thin = 0
         self.timer = machine.timers.new("snapshot", self._periodic, internal=True)
+        self.due = False
+        machine.boundary_hooks.append(self._at_boundary)
         self.interval = None
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
@@ -94,7 +96,14 @@ class SnapshotManager:
         return info
 
     def _periodic(self, when: int) -> None:
-        name = f"auto-{when:015d}"
+        """The grid point passed: snapshot once this icount's events are done (_at_boundary)."""
+        self.due = True
+
+    def _at_boundary(self) -> None:
+        if not self.due:
+            return
+        self.due = False
+        name = f"auto-{self.machine.icount:015d}"
         if name not in self.infos:
             self.take(name, "periodic")
         self.since_thin += 1
@@ -165,6 +174,7 @@ class SnapshotManager:
         else:
             snap = held[0]
         restore(self.machine, snap, self._blob, self.OWN_TIMERS)
+        self.due = False
         self.arm()
 
     def close(self) -> None:
