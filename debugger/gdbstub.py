@@ -1,0 +1,589 @@
+"""GDB remote serial protocol stub over a Timeline, for `urr -gdb tcp::1234` / `-s`.
+
+Speaks the protocol as GDB 13 uses it against a single-threaded all-stop target: target.xml from
+debugger.tdesc, registers, memory, software/hardware breakpoints and watchpoints (all mapped onto
+the timeline's), forward and reverse (`bs`/`bc`) execution, Ctrl-C, and QEMU's replay monitor
+commands (`monitor info replay`, `replay_break`, `replay_delete_break`, `replay_seek`).
+
+    server = GdbServer(timeline, port=1234)
+    server.listen()
+    how = server.serve_one()   # "detach" | "kill" | "disconnect"
+"""
+from __future__ import annotations
+
+import logging
+import re
+import select
+import socket
+import threading
+from typing import Callable, Optional
+
+from debugger.tdesc import G_PACKET_SIZE, REGISTERS, Reg, target_xml
+from debugger.timeline import Stop, Timeline
+
+log = logging.getLogger(__name__)
+
+PACKET_SIZE = 0x4000  # the largest packet we accept; GDB sizes its m/X/qXfer requests to it
+MAX_MEMORY = (PACKET_SIZE - 16) // 2  # bytes of memory one hex-encoded `m` reply can carry
+THREAD = "01"  # the one thread GDB sees
+SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
+NAK_RETRIES = 5
+REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
+
+MONITOR_HELP = """\
+info replay            the current position in the recording (icount)
+info snapshots         the snapshots a replay restores to go back
+replay_break ICOUNT    stop when execution reaches ICOUNT (in either direction)
+replay_delete_break    remove the replay breakpoint
+replay_seek ICOUNT     go to ICOUNT
+"""
+
+_WATCH_STOP = {"w": "watch", "r": "rwatch", "a": "awatch"}
+_WATCH_KIND = {"2": "w", "3": "r", "4": "a"}
+_ESCAPED = b"$#}*"  # bytes a binary reply must escape ('*' would start a run-length code)
+
+
+class _Disconnected(Exception):
+    """GDB went away; ends the session."""
+
+
+def parse_gdb_address(spec: str) -> tuple[str, int]:
+    """(host, port) from QEMU's `-gdb tcp:[HOST]:PORT` syntax; HOST defaults to 127.0.0.1."""
+    usage = f"-gdb {spec!r}: expected tcp:[HOST]:PORT, e.g. tcp::1234 or tcp:0.0.0.0:5000"
+    if not spec.startswith("tcp:"):
+        raise ValueError(usage)
+    host, colon, port = spec[4:].rpartition(":")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(usage)
+    if host.startswith("[") and host.endswith("]"):  # tcp:[::1]:1234
+        host = host[1:-1]
+    return host or "127.0.0.1", int(port)
+
+
+def _checksum(body: bytes) -> int:
+    return sum(body) & 0xFF
+
+
+def _escape(data: bytes) -> bytes:
+    out = bytearray()
+    for b in data:
+        out += bytes((0x7D, b ^ 0x20)) if b in _ESCAPED else bytes((b,))
+    return bytes(out)
+
+
+def _unescape(data: bytes) -> bytes:
+    out, it = bytearray(), iter(data)
+    for b in it:
+        out.append(next(it) ^ 0x20 if b == 0x7D else b)
+    return bytes(out)
+
+
+def _hex_int(text: str) -> int:
+    """A hex number from a packet; ValueError (-> an E reply) for anything else."""
+    if not re.fullmatch(r"[0-9a-fA-F]+", text):
+        raise ValueError(f"bad hex number {text!r}")
+    return int(text, 16)
+
+
+def _addr_len(text: str) -> tuple[int, int]:
+    addr, length = text.split(",")
+    return _hex_int(addr), _hex_int(length)
+
+
+def _icount(text: str) -> int:
+    """A monitor command's ICOUNT operand (decimal, or 0x-prefixed hex)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError(f"bad icount {text!r}") from None
+    if value < 0:
+        raise ValueError(f"bad icount {text!r}")
+    return value
+
+
+def _encode_reg(reg: Reg, value: Optional[int]) -> str:
+    if value is None:  # "xx": GDB shows the register as <unavailable>
+        return "xx" * reg.size
+    return (value & ((1 << reg.bits) - 1)).to_bytes(reg.size, "little").hex()
+
+
+class _Wire:
+    """Packet framing on one connection: checksums, +/- acks until QStartNoAckMode, Ctrl-C."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.acks = True
+        self.closed = False
+
+    def _recv(self) -> None:
+        if self.closed:
+            raise _Disconnected
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            raise _Disconnected
+        self.buf += data
+
+    def _send_raw(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.closed = True
+            raise _Disconnected from None
+
+    def read_packet(self) -> Optional[bytes]:
+        """The next packet's body; None for a bad checksum in no-ack mode (there is no NAK then).
+
+        Bytes outside packets (stray acks, a Ctrl-C that raced a stop) are dropped."""
+        while True:
+            start = self.buf.find(b"$")
+            if start < 0:
+                self.buf.clear()
+                self._recv()
+                continue
+            end = self.buf.find(b"#", start)
+            if end < 0 or len(self.buf) < end + 3:
+                self._recv()
+                continue
+            body, sent = bytes(self.buf[start + 1:end]), self.buf[end + 1:end + 3].decode("latin-1")
+            del self.buf[:end + 3]
+            good = bool(re.fullmatch(r"[0-9a-fA-F]{2}", sent)) and int(sent, 16) == _checksum(body)
+            if not self.acks:
+                return body if good else None
+            self._send_raw(b"+" if good else b"-")
+            if good:
+                return body
+
+    def send(self, body: bytes) -> None:
+        """Send one packet; in ack mode resend it on '-' (a few times, then let GDB time out)."""
+        frame = b"$%s#%02x" % (body, _checksum(body))
+        for _ in range(NAK_RETRIES):
+            self._send_raw(frame)
+            if not self.acks or self._acked():
+                return
+
+    def _acked(self) -> bool:
+        while True:
+            while not self.buf:
+                self._recv()
+            byte = self.buf[0]
+            if byte == ord("$"):  # GDB sent its next packet instead: take that as the ack
+                return True
+            del self.buf[0]
+            if byte in b"+-":
+                return byte == ord("+")
+
+    def run_watched(self, action: Callable[[], Stop], interrupt: Callable[[], None]) -> Stop:
+        """Run `action` while a helper thread turns Ctrl-C (0x03) or a hang-up into `interrupt()`.
+
+        The request is repeated until the action returns: a Timeline clears pending interrupts
+        when a run starts, so one that lands just before would be lost."""
+        done = threading.Event()
+
+        def watch() -> None:
+            requested = False
+            while not done.is_set():
+                if requested:
+                    interrupt()
+                if self.closed:
+                    done.wait(0.02)
+                    continue
+                if not select.select([self.sock], [], [], 0.02)[0]:
+                    continue
+                try:
+                    data = self.sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.closed = requested = True
+                elif b"\x03" in data:
+                    requested = True
+                self.buf += data.replace(b"\x03", b"")
+
+        watcher = threading.Thread(target=watch, name="gdbstub-ctrl-c", daemon=True)
+        watcher.start()
+        try:
+            return action()
+        finally:
+            done.set()
+            watcher.join()
+
+
+class GdbServer:
+    """Listens for GDB and serves one connection at a time over `timeline`."""
+
+    def __init__(self, timeline: Timeline, host: str = "127.0.0.1", port: int = 1234) -> None:
+        self.timeline = timeline
+        self.host = host
+        self.port = port
+        self._listener: Optional[socket.socket] = None
+
+    def listen(self) -> None:
+        """Bind and listen; with port 0 the kernel picks one, found in `.port` afterwards."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._listener = socket.create_server((self.host, self.port), family=family)
+        self.port = self._listener.getsockname()[1]
+
+    def serve_one(self) -> str:
+        """Accept one GDB and serve it; returns "detach", "kill" or "disconnect"."""
+        if self._listener is None:
+            self.listen()
+        assert self._listener is not None
+        conn, _ = self._listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small request/replies
+        try:
+            return _Session(self.timeline, _Wire(conn)).serve()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+
+class _Session:
+    """One GDB connection: packet handlers and the breakpoints GDB inserted through it."""
+
+    def __init__(self, timeline: Timeline, wire: _Wire) -> None:
+        self.tl = timeline
+        self.wire = wire
+        self.last_stop = f"T{SIGTRAP:02x}thread:{THREAD};"
+        self.breaks: dict[int, set[str]] = {}  # address -> the Z types ("0", "1") inserted there
+        self.watches: set[tuple[int, int, str]] = set()
+        self.icount_breaks = False
+        self.ended: Optional[str] = None
+        self.handlers: dict[str, Callable[[str], Optional[str]]] = {
+            "?": lambda _: self.last_stop, "g": self.read_all, "G": self.write_all,
+            "p": self.read_one, "P": self.write_one, "m": self.read_mem, "M": self.write_mem,
+            "s": self.step, "c": self.cont, "S": self.step_signal, "C": self.cont_signal,
+            "bs": lambda _: self.reverse(self.tl.reverse_stepi),
+            "bc": lambda _: self.reverse(self.tl.reverse_cont), "Z": self.insert, "z": self.remove,
+            "H": lambda _: "OK", "T": lambda _: "OK", "k": self.kill, "D": self.detach,
+            "qSupported": self.supported, "qXfer": self.xfer, "qRcmd": self.monitor,
+            "qAttached": lambda _: "1", "qC": lambda _: f"QC{THREAD}",
+            "qfThreadInfo": lambda _: f"m{THREAD}", "qsThreadInfo": lambda _: "l",
+            "QStartNoAckMode": self.no_ack, "vCont?": lambda _: "vCont;c;C;s;S", "vCont": self.vcont,
+        }
+        self.monitor_commands: list[tuple[tuple[str, ...], bool, Callable[..., str]]] = [
+            (("info", "replay"), False, self.info_replay),
+            (("info", "snapshots"), False, self.tl.snapshots_text),
+            (("replay_break",), True, self.replay_break),
+            (("replay_delete_break",), False, self.replay_delete_break),
+            (("replay_seek",), True, self.replay_seek),
+            (("help",), False, lambda: MONITOR_HELP),
+        ]
+
+    def serve(self) -> str:
+        try:
+            while self.ended is None:
+                packet = self.wire.read_packet()
+                reply = "E01" if packet is None else self.handle(packet)
+                if reply is not None:
+                    self.wire.send(reply.encode("latin-1"))
+                    if reply == "OK" and packet == b"QStartNoAckMode":
+                        self.wire.acks = False  # from after GDB's ack of our OK
+            return self.ended
+        except _Disconnected:
+            return "disconnect"
+        finally:
+            self.forget_breakpoints()
+
+    def handle(self, packet: bytes) -> Optional[str]:
+        """The reply to one packet (None: none is sent); errors become E replies, never exceptions."""
+        if packet.startswith(b"X"):  # binary data: the only packet not decoded as text
+            return self.write_binary(packet[1:])
+        text = packet.decode("latin-1")
+        name = re.match(r"[qQv][A-Za-z]+\??|b[sc]|.?", text).group()
+        handler = self.handlers.get(name)
+        if handler is None:
+            return ""  # unsupported: GDB falls back or tells the user
+        try:
+            return handler(text[len(name):])
+        except ValueError:
+            return "E01"
+        except Exception:  # a failing command must not end the debugging session
+            log.exception("gdb stub: packet %r failed", text[:64])
+            return "E01"
+
+    def forget_breakpoints(self) -> None:
+        """Remove what this connection inserted, so a later run is not stopped by a dead session's."""
+        for addr in self.breaks:
+            self.tl.remove_breakpoint(addr)
+        for watch in self.watches:
+            self.tl.remove_watchpoint(*watch)
+        if self.icount_breaks:
+            self.tl.clear_icount_breaks()
+        self.breaks.clear()
+        self.watches.clear()
+
+    def console(self, text: str) -> None:
+        """Text for GDB's console, as `O` packets."""
+        data = text.encode()
+        for i in range(0, len(data), 1024):
+            self.wire.send(b"O" + data[i:i + 1024].hex().encode())
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def supported(self, _args: str) -> str:
+        features = [f"PacketSize={PACKET_SIZE:x}", "qXfer:features:read+", "swbreak+", "hwbreak+"]
+        if self.tl.can_reverse:
+            features += ["ReverseStep+", "ReverseContinue+"]
+        return ";".join(features + ["QStartNoAckMode+", "vContSupported+"])
+
+    def no_ack(self, _args: str) -> str:
+        return "OK"
+
+    def xfer(self, args: str) -> str:
+        """qXfer:features:read:target.xml:OFFSET,LENGTH; other objects are unsupported."""
+        obj, op, annex, span = args.lstrip(":").split(":")
+        if (obj, op) != ("features", "read"):
+            return ""
+        if annex != "target.xml":
+            return "E00"
+        offset, length = _addr_len(span)
+        data = target_xml().encode()
+        chunk = data[offset:offset + length]
+        more = offset + length < len(data)
+        return ("m" if more else "l") + _escape(chunk).decode("latin-1")
+
+    def kill(self, _args: str) -> None:
+        self.ended = "kill"  # GDB expects no reply to k
+
+    def detach(self, _args: str) -> str:
+        self.ended = "detach"
+        return "OK"
+
+    # -- registers and memory -----------------------------------------------------------------
+
+    def read_all(self, _args: str) -> str:
+        regs = self.tl.read_registers()
+        return "".join(_encode_reg(r, regs.get(r.name)) for r in REGISTERS)
+
+    def write_all(self, args: str) -> str:
+        """G: write back only the registers whose value changed (rewriting cs or cr0 has effects)."""
+        data = bytes.fromhex(args)
+        if len(data) != G_PACKET_SIZE:
+            return "E01"
+        current = self.tl.read_registers()
+        offset = 0
+        for reg in REGISTERS:
+            value = int.from_bytes(data[offset:offset + reg.size], "little")
+            offset += reg.size
+            if reg.name in current and value != current[reg.name] & ((1 << reg.bits) - 1):
+                self.tl.write_register(reg.name, value)
+        return "OK"
+
+    def _register(self, number: str) -> Reg:
+        n = _hex_int(number)
+        if n >= len(REGISTERS):
+            raise ValueError(f"no register {n}")
+        return REGISTERS[n]
+
+    def read_one(self, args: str) -> str:
+        reg = self._register(args)
+        return _encode_reg(reg, self.tl.read_registers().get(reg.name))
+
+    def write_one(self, args: str) -> str:
+        number, value = args.split("=")
+        reg = self._register(number)
+        data = bytes.fromhex(value)
+        if len(data) != reg.size:
+            return "E01"
+        self.tl.write_register(reg.name, int.from_bytes(data, "little"))
+        return "OK"
+
+    def read_mem(self, args: str) -> str:
+        """m: as many bytes as are readable from the start (GDB accepts short reads), E14 if none."""
+        addr, length = _addr_len(args)
+        length = min(length, MAX_MEMORY)
+        try:
+            return self.tl.read_memory(addr, length).hex()
+        except ValueError:
+            pass
+        readable = bytearray()
+        for a in range(addr, addr + length):
+            try:
+                readable += self.tl.read_memory(a, 1)
+            except ValueError:
+                break
+        return readable.hex() if readable else "E14"
+
+    def _store(self, addr: int, length: int, data: bytes) -> str:
+        if len(data) != length:
+            return "E01"
+        try:
+            self.tl.write_memory(addr, data)
+        except ValueError:
+            return "E14"
+        return "OK"
+
+    def write_mem(self, args: str) -> str:
+        span, hexdata = args.split(":")
+        return self._store(*_addr_len(span), bytes.fromhex(hexdata))
+
+    def write_binary(self, args: bytes) -> str:
+        span, colon, data = args.partition(b":")
+        if not colon:
+            return "E01"
+        try:
+            addr, length = _addr_len(span.decode("latin-1"))
+        except ValueError:
+            return "E01"
+        return self._store(addr, length, _unescape(data)) if length else "OK"  # X addr,0: a probe
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def _run(self, action: Callable[[], Stop], addr: str = "") -> str:
+        if addr:
+            self.tl.write_register("rip", _hex_int(addr))
+        try:
+            stop = self.wire.run_watched(action, self.tl.interrupt)
+        except ValueError as e:  # e.g. no snapshot to go back to
+            self.console(f"urr: {e}\n")
+            return "E01"
+        if stop.reason == "fault" and stop.message:
+            self.console(f"urr: {stop.message}\n")
+        self.last_stop = self.stop_reply(stop)
+        return self.last_stop
+
+    def step(self, addr: str) -> str:
+        return self._run(self.tl.stepi, addr)
+
+    def cont(self, addr: str) -> str:
+        return self._run(self.tl.cont, addr)
+
+    def step_signal(self, args: str) -> str:
+        """S sig[;addr]: bare metal has no signals to deliver, so this is `s`."""
+        _hex_int(args.split(";")[0])
+        return self.step(args.partition(";")[2])
+
+    def cont_signal(self, args: str) -> str:
+        _hex_int(args.split(";")[0])
+        return self.cont(args.partition(";")[2])
+
+    def vcont(self, args: str) -> str:
+        """vCont;ACTION[:thread]...: one thread, so the first action is the one for it."""
+        actions = args.split(";")
+        if len(actions) < 2 or actions[0] != "":
+            return "E01"
+        action = actions[1].split(":")[0]
+        if action in ("s", "c"):
+            return self._run(self.tl.stepi if action == "s" else self.tl.cont)
+        if action[:1] in ("S", "C") and len(action) == 3:
+            _hex_int(action[1:])
+            return self._run(self.tl.stepi if action[0] == "S" else self.tl.cont)
+        return "E01"
+
+    def reverse(self, action: Callable[[], Stop]) -> str:
+        """bs/bc.  GDB only sends them when qSupported offered ReverseStep/ReverseContinue, which a
+        recording does not; a forced one gets the reason on the console and E01."""
+        if not self.tl.can_reverse:
+            self.console(REVERSE_REFUSED)
+            return "E01"
+        return self._run(action)
+
+    def stop_reply(self, stop: Stop) -> str:
+        if stop.reason == "exited":
+            return f"W{(stop.exit_status or 0) & 0xFF:02x}"
+        signal = {"interrupt": SIGINT, "fault": SIGSEGV}.get(stop.reason, SIGTRAP)
+        reply = f"T{signal:02x}thread:{THREAD};"
+        if stop.reason == "breakpoint":
+            kinds = self.breaks.get(stop.pc, {"0"})
+            reply += "swbreak:;" if "0" in kinds else "hwbreak:;"
+        elif stop.reason == "watchpoint" and stop.watch_kind in _WATCH_STOP:
+            reply += f"{_WATCH_STOP[stop.watch_kind]}:{self._watched_address(stop):x};"
+        elif stop.reason in ("begin", "end"):
+            reply += f"replaylog:{stop.reason};"  # GDB: "No more reverse-execution history."
+        return reply
+
+    def _watched_address(self, stop: Stop) -> int:
+        """An address inside the region that fired: GDB matches a stop to a watchpoint by
+        containment, but the timeline reports an access's first byte, which lies before the
+        region when a wider access overlaps its start."""
+        addr = stop.watch_addr or 0
+        regions = [(a, n) for a, n, kind in self.watches if kind == stop.watch_kind]
+        if any(a <= addr < a + n for a, n in regions):
+            return addr
+        return min((a for a, _ in regions if a > addr), default=addr)
+
+    # -- breakpoints and watchpoints ------------------------------------------------------------
+
+    def _z_args(self, args: str) -> tuple[str, int, int]:
+        kind, addr, length = args.split(";")[0].split(",")  # ";cond..." lists are not offered
+        return kind, _hex_int(addr), _hex_int(length)
+
+    def insert(self, args: str) -> str:
+        kind, addr, length = self._z_args(args)
+        if kind in ("0", "1"):
+            if addr not in self.breaks:
+                self.tl.add_breakpoint(addr)
+            self.breaks.setdefault(addr, set()).add(kind)
+        elif kind in _WATCH_KIND:
+            self.tl.add_watchpoint(addr, length, _WATCH_KIND[kind])
+            self.watches.add((addr, length, _WATCH_KIND[kind]))
+        else:
+            return ""
+        return "OK"
+
+    def remove(self, args: str) -> str:
+        kind, addr, length = self._z_args(args)
+        if kind in ("0", "1"):
+            kinds = self.breaks.get(addr, set())
+            kinds.discard(kind)
+            if not kinds and addr in self.breaks:
+                del self.breaks[addr]
+                self.tl.remove_breakpoint(addr)
+        elif kind in _WATCH_KIND:
+            watch = (addr, length, _WATCH_KIND[kind])
+            if watch in self.watches:
+                self.watches.discard(watch)
+                self.tl.remove_watchpoint(*watch)
+        else:
+            return ""
+        return "OK"
+
+    # -- monitor commands -----------------------------------------------------------------------
+
+    def monitor(self, args: str) -> str:
+        """qRcmd,HEX: output as O packets, then OK (GDB shows an E reply only as "Protocol error")."""
+        words = bytes.fromhex(args.lstrip(",")).decode(errors="replace").split()
+        for name, takes_icount, method in self.monitor_commands:
+            if tuple(words[:len(name)]) == name:
+                operands = words[len(name):]
+                try:
+                    if len(operands) != takes_icount:
+                        raise ValueError(f"usage: {' '.join(name)}{' ICOUNT' if takes_icount else ''}")
+                    text = method(_icount(operands[0])) if takes_icount else method()
+                except ValueError as e:
+                    text = f"error: {e}\n"
+                break
+        else:
+            text = f"unknown monitor command {' '.join(words)!r}; try 'monitor help'\n"
+        self.console(text)
+        return "OK"
+
+    def info_replay(self) -> str:
+        return f"Recording position: icount {self.tl.icount}\n"
+
+    def replay_break(self, icount: int) -> str:
+        """Like QEMU's, one replay breakpoint at a time; it stops cont and reverse-continue alike."""
+        self.tl.clear_icount_breaks()
+        self.tl.set_icount_break(icount)
+        self.icount_breaks = True
+        return f"replay breakpoint at icount {icount}\n"
+
+    def replay_delete_break(self) -> str:
+        self.tl.clear_icount_breaks()
+        return "replay breakpoint deleted\n"
+
+    def replay_seek(self, icount: int) -> str:
+        stop = self.tl.seek(icount)
+        self.last_stop = self.stop_reply(stop)
+        return (f"at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
+                f" 'maintenance flush register-cache'\n")
+
