@@ -470,3 +470,92 @@ def test_memory_round_trip(stub):
     assert client.ask(f"X{RAM:x},1:a") == "E14"
     assert client.ask(f"M{DATA:x},4:0102") == "E01"
     assert client.ask(f"X{DATA:x},2:a") == "E01"
+
+
+# -- execution --------------------------------------------------------------------------------
+
+
+def test_step_and_continue_variants(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.ask("s") == "T05thread:01;" and tl.icount == 1 and pc_of(tl) == CODE + 4
+    assert client.ask("vCont;s:1;c") == "T05thread:01;" and tl.icount == 2
+    assert client.ask("vCont;S05") == "T05thread:01;" and tl.icount == 3
+    assert client.ask("S05") == "T05thread:01;" and tl.icount == 4
+    assert client.ask(f"s{CODE:x}") == "T05thread:01;" and pc_of(tl) == CODE + 4  # s ADDR: from ADDR
+    assert client.ask("vCont;t") == "E01" and client.ask("vCont") == "E01" and client.ask("vCont;C5") == "E01"
+    assert client.ask(f"c{CODE + 0x10:x}") == "W03"  # exit status 0x103 & 0xff, as QEMU reports it
+    assert client.ask("?") == "W03"
+    assert client.ask("vCont;c") == "W03" and client.ask("C0b") == "W03"
+
+
+def test_breakpoints_report_swbreak_or_hwbreak(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.ask(f"Z0,{CODE + 8:x},1") == "OK"
+    assert client.ask(f"Z1,{CODE + 0x10:x},1") == "OK"
+    assert tl.breakpoints == {CODE + 8, CODE + 0x10}
+    assert client.ask("c") == "T05thread:01;swbreak:;" and pc_of(tl) == CODE + 8
+    assert client.ask("vCont;c:01") == "T05thread:01;hwbreak:;" and pc_of(tl) == CODE + 0x10
+    assert client.ask(f"Z0,{CODE + 0x10:x},1") == "OK"  # both kinds at one address
+    assert client.ask(f"z1,{CODE + 0x10:x},1") == "OK" and CODE + 0x10 in tl.breakpoints
+    assert client.ask(f"z0,{CODE + 0x10:x},1") == "OK" and CODE + 0x10 not in tl.breakpoints
+    assert client.ask(f"z0,{CODE + 0x10:x},1") == "OK"  # removing twice is harmless
+    assert client.ask("bc") == "T05thread:01;swbreak:;" and pc_of(tl) == CODE + 8
+    assert client.ask(f"Z0,{CODE:x},1;X2,0a") == "OK"  # a condition list is ignored
+    assert client.ask(f"Z5,{CODE:x},1") == ""  # unsupported kind: GDB falls back
+
+
+def test_watchpoints_report_watch_rwatch_awatch(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.ask(f"Z2,{DATA:x},8") == "OK" and tl.watchpoints == {(DATA, 8, "w")}
+    assert client.ask("c") == f"T05thread:01;watch:{DATA:x};" and pc_of(tl) == CODE + 8
+    assert client.ask(f"z2,{DATA:x},8") == "OK" and not tl.watchpoints
+    assert client.ask(f"Z3,{DATA:x},4") == "OK"
+    assert client.ask("c") == f"T05thread:01;rwatch:{DATA:x};" and pc_of(tl) == CODE + 0x10
+    assert client.ask(f"z3,{DATA:x},4") == "OK" and client.ask(f"Z4,{DATA + 4:x},4") == "OK"
+    # The 8-byte store starts before the watched word: GDB needs an address inside it.
+    assert client.ask("bc") == f"T05thread:01;awatch:{DATA + 4:x};" and pc_of(tl) == CODE + 4
+    assert client.ask("bc") == "T05thread:01;replaylog:begin;"
+    assert client.ask("c") == f"T05thread:01;awatch:{DATA + 4:x};" and pc_of(tl) == CODE + 8
+
+
+def test_reverse_step_and_continue(stub):
+    tl = FakeTimeline(LINEAR, end=5)
+    client, _ = stub(tl)
+    assert client.ask("bs") == "T05thread:01;replaylog:begin;" and tl.icount == 0
+    assert client.ask("c") == "T05thread:01;replaylog:end;" and tl.icount == 5
+    assert client.ask("bs") == "T05thread:01;" and tl.icount == 4 and pc_of(tl) == CODE + 0x10
+    assert client.ask(f"Z0,{CODE + 4:x},1") == "OK"
+    assert client.ask("bc") == "T05thread:01;swbreak:;" and tl.icount == 1
+    assert client.ask("bc") == "T05thread:01;replaylog:begin;" and tl.icount == 0
+    assert client.ask("?") == "T05thread:01;replaylog:begin;"
+
+
+def test_fault_sends_its_message_then_sigsegv(stub):
+    tl = FakeTimeline([("nop",), ("fault", "#GP at 0x1004")])
+    client, _ = stub(tl)
+    text, reply = client.ask_console("c")
+    assert "#GP at 0x1004" in text and reply == "T0bthread:01;" and pc_of(tl) == CODE + 4
+
+
+def test_record_mode_refuses_reverse(stub):
+    tl = FakeTimeline(LINEAR, can_reverse=False)
+    client, _ = stub(tl)
+    assert client.ask("s") == "T05thread:01;"
+    for packet in ("bs", "bc"):
+        text, reply = client.ask_console(packet)
+        assert reply == "E01" and "reverse execution needs a replay" in text
+    assert tl.icount == 1
+    text = client.monitor("replay_seek 0")
+    assert text.startswith("error: reverse execution needs a replay") and tl.icount == 1
+
+
+def test_replay_refusal_from_the_timeline_is_reported(stub):
+    tl = FakeTimeline(LINEAR)
+    tl.reverse_cont = lambda: (_ for _ in ()).throw(ValueError("no snapshot at or before icount 0"))
+    client, _ = stub(tl)
+    text, reply = client.ask_console("bc")
+    assert reply == "E01" and "no snapshot at or before icount 0" in text
+    assert client.ask("?") == "T05thread:01;"
