@@ -183,9 +183,11 @@ class _Wire:
         The request is repeated until the action returns: a Timeline clears pending interrupts
         when a run starts, so one that lands just before would be lost."""
         done = threading.Event()
+        early = b"\x03" in self.buf  # sent right behind the resume packet
+        self.buf = self.buf.replace(b"\x03", b"")
 
         def watch() -> None:
-            requested = False
+            requested = early
             while not done.is_set():
                 if requested:
                     interrupt()

@@ -290,6 +290,13 @@ class Served:
         return self.how
 
 
+@pytest.fixture(autouse=True)
+def no_unexpected_errors(caplog):
+    """Every bad packet must be an expected error: the stub logs unexpected exceptions."""
+    yield
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
 @pytest.fixture
 def stub():
     """stub(timeline) -> (Client, Served)."""
@@ -559,3 +566,167 @@ def test_replay_refusal_from_the_timeline_is_reported(stub):
     text, reply = client.ask_console("bc")
     assert reply == "E01" and "no snapshot at or before icount 0" in text
     assert client.ask("?") == "T05thread:01;"
+
+
+# -- monitor commands -------------------------------------------------------------------------
+
+
+def test_monitor_commands(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.monitor("info replay") == "Recording position: icount 0\n"
+    assert client.monitor("replay_break 3") == "replay breakpoint at icount 3\n"
+    assert client.ask("c") == "T05thread:01;" and tl.icount == 3
+    assert client.monitor("info replay") == "Recording position: icount 3\n"
+    assert client.monitor("replay_break 0x1") == "replay breakpoint at icount 1\n"
+    assert tl.icount_breaks == {1}  # one at a time, as in QEMU
+    assert client.ask("bc") == "T05thread:01;" and tl.icount == 1
+    assert client.monitor("replay_delete_break") == "replay breakpoint deleted\n" and not tl.icount_breaks
+    assert client.monitor("replay_seek 4").startswith("at icount 4, pc 0x1010") and tl.icount == 4
+    assert client.monitor("info snapshots") == tl.snapshots_text()
+    assert "replay_seek ICOUNT" in client.monitor("help")
+
+
+def test_monitor_errors_are_text(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.monitor("frobnicate 3") == "unknown monitor command 'frobnicate 3'; try 'monitor help'\n"
+    assert client.monitor("info") == "unknown monitor command 'info'; try 'monitor help'\n"
+    assert client.monitor("replay_break") == "error: usage: replay_break ICOUNT\n"
+    assert client.monitor("replay_break 1 2") == "error: usage: replay_break ICOUNT\n"
+    assert client.monitor("replay_seek x") == "error: bad icount 'x'\n"
+    assert client.monitor("replay_seek -5") == "error: bad icount '-5'\n"
+    assert client.monitor("info replay now") == "error: usage: info replay\n"
+    assert client.ask("qRcmd,zz") == "E01"
+    assert tl.icount == 0 and not tl.icount_breaks
+
+
+# -- Ctrl-C and hang-ups ----------------------------------------------------------------------
+
+
+def test_ctrl_c_interrupts_a_long_continue(stub):
+    tl = FakeTimeline(SPIN)
+    client, _ = stub(tl)
+    client.send("vCont;c")
+    time.sleep(0.3)
+    assert tl.icount > 0  # running
+    client.sock.sendall(b"\x03")
+    assert client.reply() == "T02thread:01;"
+    assert client.ask("?") == "T02thread:01;"
+    assert client.ask("s") == "T05thread:01;"  # the connection carries on
+
+
+def test_ctrl_c_right_after_continue_is_not_lost(stub):
+    """The Timeline clears pending interrupts when a run starts; the stub repeats the request."""
+    tl = FakeTimeline(SPIN)
+    start = tl.cont
+
+    def slow_start():
+        time.sleep(0.2)  # the 0x03 arrives before the run begins
+        return start()
+    tl.cont = slow_start
+    client, _ = stub(tl)
+    client.sock.sendall(frame("c") + b"\x03")
+    assert client.byte() == b"+"
+    assert client.reply() == "T02thread:01;"
+
+
+def test_ctrl_c_while_stopped_is_ignored(stub):
+    client, _ = stub(FakeTimeline(LINEAR))
+    client.sock.sendall(b"\x03")
+    assert client.ask("s") == "T05thread:01;"
+
+
+def test_disconnect_mid_run_ends_the_session(stub):
+    tl = FakeTimeline(SPIN)
+    client, served = stub(tl)
+    client.send("c")
+    time.sleep(0.2)
+    client.close()
+    assert served.ended() == "disconnect"
+
+
+def test_detach_and_kill_forget_the_sessions_breakpoints(stub):
+    tl = FakeTimeline(LINEAR)
+    client, served = stub(tl)
+    assert client.ask(f"Z0,{CODE + 8:x},1") == "OK" and client.ask(f"Z2,{DATA:x},8") == "OK"
+    assert client.monitor("replay_break 2")
+    assert client.ask("D") == "OK"
+    assert served.ended() == "detach"
+    assert not tl.breakpoints and not tl.watchpoints and not tl.icount_breaks
+
+    client, served = stub(tl)
+    assert client.ask(f"Z1,{CODE + 8:x},1") == "OK"
+    client.send("k")  # no reply to k
+    assert served.ended() == "kill" and not tl.breakpoints
+
+    client, served = stub(tl)
+    assert client.ask(f"Z0,{CODE + 8:x},1") == "OK"
+    client.close()
+    assert served.ended() == "disconnect" and not tl.breakpoints
+
+
+# -- framing ----------------------------------------------------------------------------------
+
+
+def test_bad_checksum_is_naked_and_resent(stub):
+    client, _ = stub(FakeTimeline(LINEAR))
+    client.sock.sendall(b"$qC#00")
+    assert client.byte() == b"-"
+    client.sock.sendall(b"$qC#zz")
+    assert client.byte() == b"-"
+    assert client.ask("qC") == "QC01"
+    client.sock.sendall(b"+++junk")  # stray bytes outside packets are dropped
+    assert client.ask("qC") == "QC01"
+
+
+def test_server_resends_a_naked_reply(stub):
+    client, _ = stub(FakeTimeline(LINEAR))
+    client.send("qC")
+    assert client.reply(ack=b"-") == "QC01"
+    assert client.reply() == "QC01"
+    assert client.ask("qAttached") == "1"
+
+
+def test_packets_split_across_segments(stub):
+    client, _ = stub(FakeTimeline(LINEAR))
+    for part in (b"$q", b"C#", b"b", b"4"):
+        client.sock.sendall(part)
+        time.sleep(0.02)
+    assert client.byte() == b"+" and client.reply() == "QC01"
+
+
+def test_no_ack_mode(stub):
+    client, _ = stub(FakeTimeline(LINEAR))
+    assert client.ask("QStartNoAckMode") == "OK"
+    client.acks = False
+    assert client.ask("qC") == "QC01"
+    client.sock.sendall(b"$qC#00")  # no NAK without acks: an error reply instead
+    assert client.reply() == "E01"
+    assert client.ask("?") == "T05thread:01;"
+    assert client.buf == b""  # and no '+' anywhere
+
+
+@pytest.mark.parametrize("packet", [
+    "mzz,4", "m1000", "m1000,4,5", "m,", "M1000,2:0g00", "M1000,1", "X1000:ab", "Xzz,1:a", "p", "pzz",
+    "P10", "P10=zz", "Pzz=00", "G12", "Gzz", "Z0,1000", "Z0,zz,1", "z2", "szz", "czz", "S", "Czz",
+    "qXfer:features:read:target.xml:zz,10", "qXfer:features:read:target.xml", "qRcmd,abc",
+])
+def test_malformed_packets_get_error_replies(stub, packet):
+    tl = FakeTimeline(LINEAR)
+    client, served = stub(tl)
+    assert client.ask(packet).startswith("E")
+    assert client.ask("?") == "T05thread:01;" and tl.icount == 0
+
+
+def test_a_failing_timeline_call_is_an_error_reply(stub, caplog):
+    tl = FakeTimeline(LINEAR)
+
+    def broken() -> dict[str, int]:
+        raise RuntimeError("emulator bug")
+    tl.read_registers = broken
+    client, _ = stub(tl)
+    assert client.ask("g") == "E01"
+    assert client.ask("?") == "T05thread:01;"
+    assert "packet 'g' failed" in caplog.text
+    caplog.clear()
