@@ -730,3 +730,34 @@ def test_a_failing_timeline_call_is_an_error_reply(stub, caplog):
     assert client.ask("?") == "T05thread:01;"
     assert "packet 'g' failed" in caplog.text
     caplog.clear()
+
+
+# -- the real GDB -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_real_gdb_accepts_the_stub():
+    """Debian's GDB 13 takes the target description, steps, reverse-steps and detaches."""
+    tl = FakeTimeline(LINEAR)
+    served = Served(tl)  # gdb is the client here
+    try:
+        out = subprocess.run(
+            [shutil.which("gdb"), "-nx", "-batch", "-ex", "set architecture i386:x86-64",
+             "-ex", f"target remote 127.0.0.1:{served.server.port}", "-ex", "info registers rip",
+             "-ex", "stepi", "-ex", "reverse-stepi", "-ex", "info registers rip"],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        served.server.close()
+    text = out.stdout + out.stderr
+    assert [line.split() for line in out.stdout.splitlines()] == [
+        ["The", "target", "architecture", "is", "set", "to", '"i386:x86-64".'],
+        ["0x0000000000001000", "in", "??", "()"],  # connected
+        ["rip", "0x1000", "0x1000"],
+        ["0x0000000000001004", "in", "??", "()"],  # stepi
+        ["0x0000000000001000", "in", "??", "()"],  # reverse-stepi
+        ["rip", "0x1000", "0x1000"],
+        ["[Inferior", "1", "(Remote", "target)", "detached]"],
+    ], text
+    # No complaint beyond the one about having no ELF (no "Remote 'g' packet reply is too long").
+    assert re.sub(r"warning: No executable has been specified.*?command\.\n", "", out.stderr, flags=re.S) == "", text
+    assert served.ended() == "detach" and tl.icount == 0
