@@ -74,7 +74,12 @@ def _escape(data: bytes) -> bytes:
 def _unescape(data: bytes) -> bytes:
     out, it = bytearray(), iter(data)
     for b in it:
-        out.append(next(it) ^ 0x20 if b == 0x7D else b)
+        if b == 0x7D:
+            b = next(it, None)
+            if b is None:
+                raise ValueError("packet ends in an escape")
+            b ^= 0x20
+        out.append(b)
     return bytes(out)
 
 
@@ -233,8 +238,7 @@ class GdbServer:
     def serve_one(self) -> str:
         """Accept one GDB and serve it; returns "detach", "kill" or "disconnect"."""
         if self._listener is None:
-            self.listen()
-        assert self._listener is not None
+            raise RuntimeError("GdbServer.serve_one() before listen()")
         conn, _ = self._listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small request/replies
         try:
@@ -262,6 +266,7 @@ class _Session:
         self.handlers: dict[str, Callable[[str], Optional[str]]] = {
             "?": lambda _: self.last_stop, "g": self.read_all, "G": self.write_all,
             "p": self.read_one, "P": self.write_one, "m": self.read_mem, "M": self.write_mem,
+            "X": self.write_binary,
             "s": self.step, "c": self.cont, "S": self.step_signal, "C": self.cont_signal,
             "bs": lambda _: self.reverse(self.tl.reverse_stepi),
             "bc": lambda _: self.reverse(self.tl.reverse_cont), "Z": self.insert, "z": self.remove,
@@ -269,7 +274,7 @@ class _Session:
             "qSupported": self.supported, "qXfer": self.xfer, "qRcmd": self.monitor,
             "qAttached": lambda _: "1", "qC": lambda _: f"QC{THREAD}",
             "qfThreadInfo": lambda _: f"m{THREAD}", "qsThreadInfo": lambda _: "l",
-            "QStartNoAckMode": self.no_ack, "vCont?": lambda _: "vCont;c;C;s;S", "vCont": self.vcont,
+            "QStartNoAckMode": lambda _: "OK", "vCont?": lambda _: "vCont;c;C;s;S", "vCont": self.vcont,
         }
         self.monitor_commands: list[tuple[tuple[str, ...], bool, Callable[..., str]]] = [
             (("info", "replay"), False, self.info_replay),
@@ -287,7 +292,7 @@ class _Session:
                 reply = "E01" if packet is None else self.handle(packet)
                 if reply is not None:
                     self.wire.send(reply.encode("latin-1"))
-                    if reply == "OK" and packet == b"QStartNoAckMode":
+                    if packet == b"QStartNoAckMode":
                         self.wire.acks = False  # from after GDB's ack of our OK
             return self.ended
         except _Disconnected:
@@ -297,9 +302,7 @@ class _Session:
 
     def handle(self, packet: bytes) -> Optional[str]:
         """The reply to one packet (None: none is sent); errors become E replies, never exceptions."""
-        if packet.startswith(b"X"):  # binary data: the only packet not decoded as text
-            return self.write_binary(packet[1:])
-        text = packet.decode("latin-1")
+        text = packet.decode("latin-1")  # byte for byte, so X's binary data survives
         name = re.match(r"[qQv][A-Za-z]+\??|b[sc]|.?", text).group()
         handler = self.handlers.get(name)
         if handler is None:
@@ -336,9 +339,6 @@ class _Session:
         if self.tl.can_reverse:
             features += ["ReverseStep+", "ReverseContinue+"]
         return ";".join(features + ["QStartNoAckMode+", "vContSupported+"])
-
-    def no_ack(self, _args: str) -> str:
-        return "OK"
 
     def xfer(self, args: str) -> str:
         """qXfer:features:read:target.xml:OFFSET,LENGTH; other objects are unsupported."""
@@ -428,15 +428,10 @@ class _Session:
         span, hexdata = args.split(":")
         return self._store(*_addr_len(span), bytes.fromhex(hexdata))
 
-    def write_binary(self, args: bytes) -> str:
-        span, colon, data = args.partition(b":")
-        if not colon:
-            return "E01"
-        try:
-            addr, length = _addr_len(span.decode("latin-1"))
-        except ValueError:
-            return "E01"
-        return self._store(addr, length, _unescape(data)) if length else "OK"  # X addr,0: a probe
+    def write_binary(self, args: str) -> str:
+        span, data = args.split(":", 1)
+        addr, length = _addr_len(span)
+        return self._store(addr, length, _unescape(data.encode("latin-1"))) if length else "OK"  # a probe
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -450,6 +445,8 @@ class _Session:
             return "E01"
         if stop.reason == "fault" and stop.message:
             self.console(f"urr: {stop.message}\n")
+        elif stop.reason == "icount-break":  # GDB itself can only say SIGTRAP
+            self.console(f"urr: replay breakpoint: icount {stop.icount}\n")
         self.last_stop = self.stop_reply(stop)
         return self.last_stop
 

@@ -1,7 +1,6 @@
 """The GDB stub over real TCP against a FakeTimeline: raw packets, and once the real gdb."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -339,6 +338,8 @@ def test_parse_gdb_address():
 
 def test_listen_reports_the_port_it_got():
     server = GdbServer(FakeTimeline(LINEAR), port=0)
+    with pytest.raises(RuntimeError, match="before listen"):
+        server.serve_one()
     server.listen()
     try:
         assert server.port > 0 and server.host == "127.0.0.1"
@@ -576,11 +577,11 @@ def test_monitor_commands(stub):
     client, _ = stub(tl)
     assert client.monitor("info replay") == "Recording position: icount 0\n"
     assert client.monitor("replay_break 3") == "replay breakpoint at icount 3\n"
-    assert client.ask("c") == "T05thread:01;" and tl.icount == 3
+    assert client.ask_console("c") == ("urr: replay breakpoint: icount 3\n", "T05thread:01;") and tl.icount == 3
     assert client.monitor("info replay") == "Recording position: icount 3\n"
     assert client.monitor("replay_break 0x1") == "replay breakpoint at icount 1\n"
     assert tl.icount_breaks == {1}  # one at a time, as in QEMU
-    assert client.ask("bc") == "T05thread:01;" and tl.icount == 1
+    assert client.ask_console("bc") == ("urr: replay breakpoint: icount 1\n", "T05thread:01;") and tl.icount == 1
     assert client.monitor("replay_delete_break") == "replay breakpoint deleted\n" and not tl.icount_breaks
     assert client.monitor("replay_seek 4").startswith("at icount 4, pc 0x1010") and tl.icount == 4
     assert client.monitor("info snapshots") == tl.snapshots_text()
@@ -708,7 +709,8 @@ def test_no_ack_mode(stub):
 
 
 @pytest.mark.parametrize("packet", [
-    "mzz,4", "m1000", "m1000,4,5", "m,", "M1000,2:0g00", "M1000,1", "X1000:ab", "Xzz,1:a", "p", "pzz",
+    "mzz,4", "m1000", "m1000,4,5", "m,", "M1000,2:0g00", "M1000,1", "X1000:ab", "Xzz,1:a", "X1000,1",
+    "X1000,1:}", "p", "pzz",
     "P10", "P10=zz", "Pzz=00", "G12", "Gzz", "Z0,1000", "Z0,zz,1", "z2", "szz", "czz", "S", "Czz",
     "qXfer:features:read:target.xml:zz,10", "qXfer:features:read:target.xml", "qRcmd,abc",
 ])
