@@ -2,7 +2,7 @@
 
 Transmission is instantaneous (THR is always empty again by the next instruction). Received
 bytes arrive from the executor between slices (`receive`), never from the host directly, so they
-are always at logged icounts."""
+are always at logged icounts. No loopback, no line-status or modem-status interrupts."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -38,6 +38,7 @@ class Uart16550:
         return max(0, (16 if self.fcr & 1 else 1) - len(self.rx))
 
     def receive(self, data: bytes) -> None:
+        """Host input the executor took (at most `room()` bytes per poll; more is kept anyway)."""
         self.rx += data
         self._update()
 
@@ -61,8 +62,12 @@ class Uart16550:
         if reg == 0 and dlab:
             self.dll = value
         elif reg == 0:
+            # Writing THR clears the THR-empty condition (the IRQ line drops); the byte goes out
+            # at once and the register is empty again, so the condition returns as a new edge.
+            self.thre_pending = False
+            self._update()
             self.output(bytes([value]))
-            self.thre_pending = True  # sent at once: the holding register is empty again
+            self.thre_pending = True
         elif reg == 1 and dlab:
             self.dlm = value
         elif reg == 1:
