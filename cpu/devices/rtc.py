@@ -1,7 +1,9 @@
 """MC146818 RTC/CMOS at 0x70 (index) / 0x71 (data): the host's wall clock (UTC), BCD by default.
 
 Every clock register or status-A value the guest reads passes through the time seam, so a
-replay sees exactly the times the recording saw."""
+replay sees exactly the times the recording saw. The time registers follow the host clock and
+ignore writes (the guest cannot set the clock); alarms and periodic interrupts are not modelled,
+so register C reads 0."""
 from __future__ import annotations
 
 import time
@@ -9,7 +11,9 @@ from typing import Any, Callable
 
 from cpu.board import BoardContext
 
-CLOCK_REGS = {0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32, 0x0A}
+TIME_REGS = (0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32)
+STATUS_A, STATUS_B, STATUS_C, STATUS_D = 0x0A, 0x0B, 0x0C, 0x0D
+B_24H, B_BINARY = 0x02, 0x04
 
 
 class Rtc146818:
@@ -21,18 +25,18 @@ class Rtc146818:
         self.wallclock = wallclock
         self.index = 0
         self.cmos = bytearray(128)
-        self.cmos[0x0A] = 0x26
-        self.cmos[0x0B] = 0x02  # 24-hour, BCD
-        self.cmos[0x0D] = 0x80  # valid RAM and time
+        self.cmos[STATUS_A] = 0x26  # 32.768 kHz time base, 1.024 kHz rate
+        self.cmos[STATUS_B] = B_24H  # 24-hour, BCD
+        self.cmos[STATUS_D] = 0x80  # valid RAM and time
 
     def _host_value(self, reg: int) -> int:
         now = self.wallclock()
-        if reg == 0x0A:
+        if reg == STATUS_A:
             # UIP is set during the last 244 us of each second, as on the real chip.
-            return (self.cmos[0x0A] & 0x7F) | (0x80 if now % 1 > 1 - 244e-6 else 0)
+            return (self.cmos[STATUS_A] & 0x7F) | (0x80 if now % 1 > 1 - 244e-6 else 0)
         t = time.gmtime(now)
-        binary = self.cmos[0x0B] & 0x04
-        h24 = self.cmos[0x0B] & 0x02
+        binary = self.cmos[STATUS_B] & B_BINARY
+        h24 = self.cmos[STATUS_B] & B_24H
         values = {0x00: t.tm_sec, 0x02: t.tm_min, 0x04: t.tm_hour, 0x06: (t.tm_wday + 1) % 7 + 1,
                   0x07: t.tm_mday, 0x08: t.tm_mon, 0x09: t.tm_year % 100, 0x32: t.tm_year // 100}
         value = values[reg]
@@ -46,17 +50,17 @@ class Rtc146818:
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if port == 0x70:
-            self.index = value & 0x7F
-        elif self.index not in (0x0C, 0x0D) and self.index not in CLOCK_REGS - {0x0A}:
-            self.cmos[self.index] = value & 0xFF
+            self.index = value & 0x7F  # bit 7 masks NMIs: there are none to mask
+        elif self.index not in TIME_REGS + (STATUS_C, STATUS_D):
+            self.cmos[self.index] = value & 0xFF  # status A (UIP aside), B, and CMOS RAM
 
     def io_read(self, port: int, size: int) -> int:
         if port == 0x70:
             return 0xFF
         reg = self.index
-        if reg in CLOCK_REGS:
+        if reg in TIME_REGS or reg == STATUS_A:
             return self.ctx.rr.time.read("rtc", lambda: self._host_value(reg))
-        if reg == 0x0C:
+        if reg == STATUS_C:
             return 0
         return self.cmos[reg]
 
