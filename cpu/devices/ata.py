@@ -1,9 +1,12 @@
 """ATA PIO disk on the primary channel: 0x1F0-0x1F7 and 0x3F6, IRQ 14, LBA28, master only.
 
-Commands: IDENTIFY DEVICE, READ SECTORS, WRITE SECTORS, FLUSH CACHE. Each command keeps BSY for
-a fixed virtual delay (BUSY_ICOUNTS), then raises DRQ or completes and interrupts (unless nIEN).
-The data a guest reads passes through the block seam: logged when recording, supplied by the
-log in replay."""
+Commands: IDENTIFY DEVICE, READ SECTORS, WRITE SECTORS, FLUSH CACHE; anything else aborts.
+Each command keeps BSY for a fixed virtual delay (BUSY_ICOUNTS), then raises DRQ or completes
+and interrupts (unless nIEN). WRITE SECTORS asks for its first sector at once, without an
+interrupt, as drives do; each written sector then takes the delay. Commands written while the
+drive is busy or mid-transfer are ignored (as QEMU does). The data a guest reads passes through
+the block seam one sector at a time (`block.read(lba, 1, ...)`): logged when recording, supplied
+by the log in replay. nIEN holds INTRQ low and drops an interrupt raised meanwhile (as QEMU)."""
 from __future__ import annotations
 
 import struct
@@ -15,9 +18,13 @@ from cpu.disk import SECTOR, DiskImage
 BUSY_ICOUNTS = 2000
 BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
 ABRT, IDNF = 0x04, 0x10
+NIEN, SRST = 0x02, 0x04
+READS, WRITES = (0x20, 0x21), (0x30, 0x31)
+IDENTIFY, FLUSH = 0xEC, 0xE7
 
 
 def identify_block(sectors: int) -> bytes:
+    """The 256 IDENTIFY DEVICE words of an LBA28 disk of `sectors` sectors."""
     words = [0] * 256
     words[0] = 0x0040  # fixed disk
     words[1], words[3], words[6] = 16383, 16, 63
@@ -63,7 +70,7 @@ class AtaDisk:
         return self.disk is not None and not self.drive & 0x10
 
     def _irq(self, level: int) -> None:
-        level = level if not self.control & 0x02 else 0
+        level = level if not self.control & NIEN else 0
         if level != self.irq_level:
             self.irq_level = level
             self.ctx.set_irq(14, level)
@@ -74,13 +81,17 @@ class AtaDisk:
         if not self._selected():
             return 0
         if port == 0x1F7:
-            self._irq(0)
+            self._irq(0)  # reading the status acknowledges INTRQ
             return self.status
-        if port == 0x3F6:
+        if port == 0x3F6:  # alternate status: no acknowledge
             return self.status
-        reg = {0x1F1: self.error, 0x1F2: self.count & 0xFF, 0x1F3: self.lba & 0xFF,
-               0x1F4: (self.lba >> 8) & 0xFF, 0x1F5: (self.lba >> 16) & 0xFF, 0x1F6: self.drive}
-        return reg.get(port, 0xFF)
+        if port == 0x1F1:
+            return self.error
+        if port == 0x1F2:
+            return self.count
+        if port == 0x1F6:
+            return self.drive
+        return (self.lba >> (8 * (port - 0x1F3))) & 0xFF  # 0x1F3-0x1F5: LBA bits 0-23
 
     def io_write(self, port: int, size: int, value: int) -> None:
         if port == 0x1F0:
@@ -88,10 +99,10 @@ class AtaDisk:
             return
         value &= 0xFF
         if port == 0x3F6:
-            if value & 0x04 and not self.control & 0x04:
+            if value & SRST and not self.control & SRST:
                 self._reset()
             self.control = value
-            if value & 0x02:
+            if value & NIEN:
                 self._irq(0)
         elif port == 0x1F1:
             self.features = value
@@ -110,34 +121,46 @@ class AtaDisk:
             self._start(value)
 
     def _reset(self) -> None:
+        """Software reset: abandon any command and show the ATA disk signature."""
         self.timer.cancel()
         self.status = DRDY | DSC
-        self.error = 1
+        self.error = 1  # diagnostics passed
+        self.count, self.lba = 1, 1
+        self.drive &= 0xF0
         self.remaining = 0
         self.buffer = bytearray()
+        self.pos = 0
         self._irq(0)
 
     # -- commands -----------------------------------------------------------------------------
 
     def _start(self, command: int) -> None:
+        if self.status & (BSY | DRQ):
+            return
         self._irq(0)
         self.command = command
         self.error = 0
-        if command in (0x20, 0x21, 0x30, 0x31):
+        self.buffer = bytearray()
+        self.pos = 0
+        if command in READS + WRITES:
             n = self.count or 256
-            if not self.drive & 0x40 or self.lba + n > self.disk.sectors:
-                self._fail(IDNF if self.drive & 0x40 else ABRT)
+            if not self.drive & 0x40:  # CHS addressing is not supported
+                self._fail(ABRT)
+                return
+            if self.lba + n > self.disk.sectors:
+                self._fail(IDNF)
                 return
             self.remaining = n
-        elif command not in (0xEC, 0xE7):
+        elif command not in (IDENTIFY, FLUSH):
             self._fail(ABRT)
             return
-        self.status = BSY
-        if command in (0x30, 0x31):  # the host fills the first sector without waiting
+        if command in WRITES:  # the host fills the first sector without waiting
             self.status = DRDY | DSC | DRQ
-            self.buffer = bytearray()
-            self.pos = 0
             return
+        self._busy()
+
+    def _busy(self) -> None:
+        self.status = BSY
         self.timer.arm(self.ctx.now() + BUSY_ICOUNTS)
 
     def _fail(self, error: int) -> None:
@@ -147,9 +170,9 @@ class AtaDisk:
 
     def _ready(self, when: int) -> None:
         """The busy delay has passed: data is ready (reads) or the command has completed."""
-        if self.command == 0xEC:
+        if self.command == IDENTIFY:
             self._offer(identify_block(self.disk.sectors))
-        elif self.command in (0x20, 0x21):
+        elif self.command in READS:
             lba = self.lba
             data = self.ctx.rr.block.read(lba, 1, lambda: self.disk.read(lba, 1))
             self._offer(data)
@@ -166,30 +189,29 @@ class AtaDisk:
         self._irq(1)
 
     def _read_data(self, size: int) -> int:
-        if not self.status & DRQ or self.command not in (0xEC, 0x20, 0x21):
-            return 0xFFFF if size == 2 else 0xFFFFFFFF
+        """Data port read (16-bit; a 32-bit read takes two words at once)."""
+        if not self.status & DRQ or self.command in WRITES:
+            return (1 << (8 * size)) - 1
         value = int.from_bytes(self.buffer[self.pos:self.pos + size], "little")
         self.pos += size
         if self.pos >= len(self.buffer):
             self.status = DRDY | DSC
-            if self.command in (0x20, 0x21):
+            if self.command in READS:
                 self.remaining -= 1
                 self.lba += 1
                 if self.remaining:
-                    self.status = BSY
-                    self.timer.arm(self.ctx.now() + BUSY_ICOUNTS)
+                    self._busy()
         return value
 
     def _write_data(self, size: int, value: int) -> None:
-        if not self.status & DRQ or self.command not in (0x30, 0x31):
+        if not self.status & DRQ or self.command not in WRITES:
             return
-        self.buffer += value.to_bytes(size, "little")
+        self.buffer += (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         if len(self.buffer) >= SECTOR:
             self.disk.write(self.lba, bytes(self.buffer[:SECTOR]))
             self.lba += 1
             self.remaining -= 1
-            self.status = BSY
-            self.timer.arm(self.ctx.now() + BUSY_ICOUNTS)
+            self._busy()
 
     def get_state(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self.FIELDS}
@@ -201,4 +223,6 @@ class AtaDisk:
             setattr(self, k, state[k])
         self.buffer = bytearray.fromhex(state["buffer"])
         self.pos = state["pos"]
+        # Assigned, not armed: the machine's clock may not be back at the snapshot's icount yet,
+        # and arm() would move a deadline in the past to "now".
         self.timer.deadline = state["deadline"]
