@@ -7,7 +7,10 @@ from cpu.board import BoardContext
 
 
 class DebugExit:
-    """A write of v ends the machine with exit status (v << 1) | 1, as QEMU's iobase=0xf4."""
+    """A write of v ends the machine with exit status (v << 1) | 1, as QEMU's iobase=0xf4.
+
+    v is the value as wide as the access (`out dx, al` or `out dx, eax`); the host process
+    status is then its low 8 bits, as with QEMU."""
 
     name = "debug-exit"
     ports = (0xF4,)
@@ -19,7 +22,7 @@ class DebugExit:
         return 0xFF
 
     def io_write(self, port: int, size: int, value: int) -> None:
-        self.on_exit(((value & 0xFF) << 1) | 1)
+        self.on_exit(((value & ((1 << (8 * size)) - 1)) << 1) | 1)
 
     def get_state(self) -> dict[str, Any]:
         return {}
