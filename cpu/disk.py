@@ -7,28 +7,36 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from typing import Optional
 
 SECTOR = 512
 
 
 class DiskImage:
-    def __init__(self, path: Optional[str], sectors: Optional[int] = None) -> None:
+    """`DiskImage(path)` opens a raw image; `DiskImage.without_base(sectors)` is a replay disk."""
+
+    def __init__(self, path: Optional[str], sectors: int = 0) -> None:
         self.path = path
         self.overlay: dict[int, bytes] = {}
         self._sha256: Optional[str] = None
         self.fd: Optional[int] = None
-        if path is not None:
+        if path is None:
+            self.size = sectors * SECTOR
+        else:
             try:
                 self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                size = os.fstat(self.fd).st_size
+                st = os.fstat(self.fd)
             except OSError as e:
                 raise ValueError(f"cannot open disk image {path}: {e.strerror}") from None
-            if size < SECTOR:
+            if not stat.S_ISREG(st.st_mode):
+                os.close(self.fd)
+                raise ValueError(f"disk image {path} is not a regular file")
+            if st.st_size < SECTOR:
+                os.close(self.fd)
                 raise ValueError(f"disk image {path} is smaller than one sector")
-            self.sectors = size // SECTOR
-        else:
-            self.sectors = sectors or 0
+            self.size = st.st_size
+        self.sectors = self.size // SECTOR  # a partial last sector is not addressable
 
     @classmethod
     def without_base(cls, sectors: int) -> "DiskImage":
@@ -36,17 +44,23 @@ class DiskImage:
         return cls(None, sectors)
 
     def read(self, lba: int, count: int) -> bytes:
+        """`count` sectors from `lba`: overlay first, then the base (zeros past its end)."""
         out = bytearray()
         for s in range(lba, lba + count):
             data = self.overlay.get(s)
             if data is None:
                 if self.fd is None:
-                    raise ValueError(f"sector {s} is not available without the disk image")
-                data = os.pread(self.fd, SECTOR, s * SECTOR).ljust(SECTOR, b"\0")
+                    raise ValueError(f"sector {s} is neither written nor logged: a disk without its "
+                                     "base image can only be read through the replay log")
+                try:
+                    data = os.pread(self.fd, SECTOR, s * SECTOR).ljust(SECTOR, b"\0")
+                except OSError as e:
+                    raise ValueError(f"cannot read disk image {self.path}: {e.strerror}") from None
             out += data
         return bytes(out)
 
     def write(self, lba: int, data: bytes) -> None:
+        """Whole sectors into the overlay (a short last one is padded with zeros)."""
         for i in range(0, len(data), SECTOR):
             self.overlay[lba + i // SECTOR] = bytes(data[i:i + SECTOR]).ljust(SECTOR, b"\0")
 
@@ -59,10 +73,11 @@ class DiskImage:
                 h.update(chunk)
                 offset += len(chunk)
             self._sha256 = h.hexdigest()
-        return {"path": self.path, "size": self.sectors * SECTOR, "sha256": self._sha256}
+        return {"path": self.path, "size": self.size, "sha256": self._sha256}
 
     def get_overlay(self) -> dict[int, bytes]:
-        return dict(self.overlay)
+        """The written sectors, in sector order (not write order, which a restore cannot know)."""
+        return {s: self.overlay[s] for s in sorted(self.overlay)}
 
     def set_overlay(self, overlay: dict[int, bytes]) -> None:
         self.overlay = dict(overlay)
