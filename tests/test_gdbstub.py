@@ -716,7 +716,7 @@ def test_no_ack_mode(stub):
 ])
 def test_malformed_packets_get_error_replies(stub, packet):
     tl = FakeTimeline(LINEAR)
-    client, served = stub(tl)
+    client, _ = stub(tl)
     assert client.ask(packet).startswith("E")
     assert client.ask("?") == "T05thread:01;" and tl.icount == 0
 
