@@ -2,87 +2,111 @@
 
     urr-snap list RRFILE            snapshots as an aligned table
     urr-snap info RRFILE [NAME]     catalog summary, or one snapshot's details
-    urr-snap delete RRFILE NAME     delete a snapshot (its pages go at the next gc)
+    urr-snap delete RRFILE NAME     delete a snapshot (its unshared pages go at the next gc)
     urr-snap gc RRFILE              free content no snapshot refers to
     urr-snap verify RRFILE          replay from each snapshot to the next and compare
 
-The catalog is RRFILE.db unless --db PATH is given. Errors: one line, exit status 2."""
+The catalog is RRFILE.db unless --db PATH is given. Errors are one line on stderr: exit status 2
+when the command could not run, 1 when verify finds a mismatch."""
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
-from tabulate import tabulate
-from tqdm import tqdm
-
-from replay.log import LogError
 from snapshots.catalog import Catalog, CatalogError
 
 
-def human_bytes(n: int) -> str:
+class UsageError(Exception):
+    """A problem with what was asked, reported as one line."""
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"
+    raise AssertionError("unreachable")
 
 
-def cmd_list(catalog: Catalog, args) -> int:
-    rows = [(i.name, i.icount, f"{i.vtime_ns / 1e9:.3f} s", i.kind, i.pages, human_bytes(i.bytes))
+def seconds(ns: int) -> str:
+    return f"{ns / 1e9:.3f} s"
+
+
+def cmd_list(catalog: Catalog, args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    rows = [(i.name, i.icount, seconds(i.vtime_ns), i.kind, i.pages, human_bytes(i.bytes))
             for i in catalog.list()]
     print(tabulate(rows, headers=["name", "icount", "virtual time", "kind", "pages", "bytes"],
-                   colalign=("left", "right", "right", "left", "right", "right")))
+                   colalign=("left", "right", "right", "left", "right", "right"), disable_numparse=True))
     return 0
 
 
-def cmd_info(catalog: Catalog, args) -> int:
+def _fields(pairs: list[tuple[str, object]]) -> None:
+    for label, value in pairs:
+        print(f"{label:<14}{value}")
+
+
+def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
     if args.name:
         snap = catalog.load(args.name)
-        print(f"name          {snap.name}\nkind          {snap.kind}\nicount        {snap.icount}\n"
-              f"virtual time  {snap.vtime_ns / 1e9:.6f} s\nrip           {snap.cpu.get('rip', 0):#x}\n"
-              f"RAM pages     {len(snap.pages)} non-zero of {snap.ram_size // 4096}\n"
-              f"disk overlay  {len(snap.disk)} sectors\nlog position  {snap.log_pos}")
+        info = next(i for i in catalog.list() if i.name == snap.name)
+        _fields([("name", snap.name), ("kind", snap.kind), ("icount", snap.icount),
+                 ("virtual time", f"{snap.vtime_ns / 1e9:.9f} s"),
+                 ("rip", f"{snap.cpu['rip']:#x}" if isinstance(snap.cpu.get("rip"), int) else "?"),
+                 ("RAM pages", f"{len(snap.pages)} non-zero of {snap.ram_size // 4096}"),
+                 ("disk overlay", f"{len(snap.disk)} sectors"),
+                 ("log position", ", ".join(f"{k} {v}" for k, v in snap.log_pos.items())),
+                 ("bytes", f"{human_bytes(info.bytes)} added to the catalog when saved")])
         return 0
-    infos = catalog.list()
-    blobs, stored, raw = catalog.db.execute(
-        "SELECT count(*), coalesce(sum(length(data)), 0), coalesce(sum(size), 0) FROM blobs").fetchone()
-    referenced = sum(i.pages for i in infos)
-    print(f"catalog       {catalog.path}\nrecording     {catalog.recording_id}\n"
-          f"snapshots     {len(infos)} ({', '.join(f'{k} {n}' for k, n in _kinds(infos))})\n"
-          f"pages stored  {blobs} ({human_bytes(stored)} compressed, {human_bytes(raw)} raw)\n"
-          f"pages used    {referenced} by all snapshots: dedup ratio "
-          f"{referenced / blobs if blobs else 0:.1f}x")
+    s = catalog.stats()
+    garbage = sum(n for _, n in s.garbage)
+    _fields([("catalog", catalog.path), ("recording", catalog.recording_id),
+             ("snapshots", f"{sum(s.kinds.values())} ({', '.join(f'{k} {n}' for k, n in s.kinds.items())})"),
+             ("content", f"{s.blobs} pages and sectors, {human_bytes(s.stored_bytes)} stored "
+                         f"({human_bytes(s.raw_bytes)} before lz4)"),
+             ("dedup ratio", f"{s.dedup_ratio:.1f}x ({s.references} references to {s.referenced} contents)"),
+             ("unreferenced", f"{len(s.garbage)} ({human_bytes(garbage)})"
+                              + (": `urr-snap gc` frees them" if s.garbage else ""))])
     return 0
 
 
-def _kinds(infos) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for i in infos:
-        counts[i.kind] = counts.get(i.kind, 0) + 1
-    return sorted(counts.items())
-
-
-def cmd_delete(catalog: Catalog, args) -> int:
-    catalog.load(args.name)  # a clear error for an unknown name
-    catalog.delete([args.name])
-    print(f"deleted {args.name}")
+def cmd_delete(catalog: Catalog, args: argparse.Namespace) -> int:
+    if not catalog.delete(args.name):
+        raise UsageError(f"no snapshot named '{args.name}' in {catalog.path}")
+    print(f"deleted {args.name}; `urr-snap gc` frees the content only it used")
     return 0
 
 
-def cmd_gc(catalog: Catalog, args) -> int:
+def cmd_gc(catalog: Catalog, args: argparse.Namespace) -> int:
     removed, freed = catalog.gc()
     print(f"removed {removed} unreferenced pages, {human_bytes(freed)} freed")
     return 0
 
 
-def cmd_verify(catalog: Catalog, args) -> int:
-    from replay.verify import first_mismatch_text, verify_catalog
+def _progress(items: Iterable) -> Iterable:
+    """A progress bar on a terminal; nothing otherwise."""
+    from tqdm import tqdm
 
-    catalog.close()
-    problems = verify_catalog(args.rrfile, args.db or f"{args.rrfile}.db",
-                              lambda it: tqdm(it, desc="verify", unit="interval", file=sys.stderr,
-                                              disable=not sys.stderr.isatty()))
+    return tqdm(items, desc="verify", unit="interval", file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+def cmd_verify(catalog: Catalog, args: argparse.Namespace) -> int:
+    """Needs the emulator: replay.verify does the work, and is only imported here."""
+    catalog.close()  # verify opens its own
+    try:
+        from replay.verify import first_mismatch_text, verify_catalog
+    except ImportError as e:
+        raise UsageError(f"verify needs the emulator, which cannot be loaded ({e})") from None
+    try:
+        problems = verify_catalog(args.rrfile, args.db or f"{args.rrfile}.db", _progress)
+    except (CatalogError, OSError, sqlite3.Error):
+        raise
+    except Exception as e:  # the recording could not be replayed: say why, in one line
+        raise UsageError(f"cannot verify {args.rrfile}: {e}") from None
     text = first_mismatch_text(problems)
     if text:
         print(f"urr-snap: {text}", file=sys.stderr)
@@ -91,32 +115,40 @@ def cmd_verify(catalog: Catalog, args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "info": cmd_info, "delete": cmd_delete, "gc": cmd_gc, "verify": cmd_verify}
+COMMANDS: dict[str, tuple[Callable[[Catalog, argparse.Namespace], int], str]] = {
+    "list": (cmd_list, "snapshots as an aligned table"),
+    "info": (cmd_info, "catalog summary, or one snapshot's details"),
+    "delete": (cmd_delete, "delete a snapshot"),
+    "gc": (cmd_gc, "free content no snapshot refers to"),
+    "verify": (cmd_verify, "replay between consecutive snapshots and compare"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="urr-snap", description="Inspect and maintain urr snapshot catalogs.")
-    p.add_argument("--db", help="catalog path (default: RRFILE.db)")
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        s = sub.add_parser(name, help=COMMANDS[name].__name__.removeprefix("cmd_"))
+    p.add_argument("--db", metavar="PATH", help="catalog path (default: RRFILE.db)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, text) in COMMANDS.items():
+        s = sub.add_parser(name, help=text, description=text)
         s.add_argument("rrfile", metavar="RRFILE")
-        if name in ("info", "delete"):
-            s.add_argument("name", nargs="?" if name == "info" else None, metavar="NAME")
+        if name == "info":
+            s.add_argument("name", nargs="?", metavar="NAME")
+        elif name == "delete":
+            s.add_argument("name", metavar="NAME")
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        catalog = Catalog.open_existing(args.db or f"{args.rrfile}.db")
-        try:
-            return COMMANDS[args.command](catalog, args)
-        finally:
-            catalog.close()
-    except (CatalogError, LogError, OSError) as e:
+        with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0) as catalog:
+            return COMMANDS[args.command][0](catalog, args)
+    except (CatalogError, UsageError, OSError, sqlite3.Error) as e:
         print(f"urr-snap: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("urr-snap: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,47 +1,20 @@
-"""A separate process that writes to the catalog, so compression and SQLite run beside Unicorn.
+"""Catalog writes on a background thread, so the emulator thread does not wait for SQLite.
 
-A thread was tried first: Unicorn and SQLite both release the GIL, but the Python work around
-each save (packing maps, JSON, lz4 calls) still contended for it and nearly doubled the run time
-of a recording with 10 ms snapshots. A forked child with its own SQLite connection takes the
-requests over a pipe, in order; an error in it is reported at the next flush()."""
+The thread owns its own connection and applies save/delete/gc requests in the order they were
+submitted. Unicorn, SQLite and lz4 all release the GIL, so the two threads mostly run side by
+side. The queue is bounded: an emulator that outruns the disk waits instead of piling snapshots
+up in memory. Submitted snapshots and blob dicts belong to the writer from then on: the caller
+must not change them. The first error is kept and raised by the next `flush()`; requests after
+it are skipped until then, since they may rely on the one that failed."""
 from __future__ import annotations
 
-import multiprocessing
-import os
-from multiprocessing.connection import Connection
-from typing import Optional
+import queue
+import threading
+from typing import Callable, Iterable, Optional
 
 from snapshots.catalog import Catalog, CatalogError, Snapshot
 
-
-def _serve(conn: Connection, path: str, recording_id: str) -> None:
-    """The child: apply requests until told to close; remember the first error."""
-    error: Optional[str] = None
-    catalog: Optional[Catalog] = None
-    try:
-        catalog = Catalog.open(path, recording_id, create=True)
-    except Exception as e:  # reported at the next flush
-        error = str(e)
-    while True:
-        try:
-            op, *args = conn.recv()
-        except EOFError:
-            break
-        if op in ("flush", "close"):
-            conn.send(error)
-            error = None
-            if op == "close":
-                break
-            continue
-        if error is not None or catalog is None:
-            continue
-        try:
-            getattr(catalog, op)(*args)
-        except Exception as e:
-            error = str(e)
-    if catalog is not None:
-        catalog.close()
-    os._exit(0)
+QUEUE_DEPTH = 64  # requests in flight before submit_* waits
 
 
 class CatalogWriter:
@@ -49,44 +22,67 @@ class CatalogWriter:
 
     def __init__(self, path: str, recording_id: str) -> None:
         self.path = path
-        ctx = multiprocessing.get_context("fork")
-        self.conn, child_end = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child_end, path, recording_id),
-                                   name="urr-catalog-writer", daemon=True)
-        self.process.start()
-        child_end.close()
+        self._requests: queue.Queue[Optional[Callable[[Catalog], object]]] = queue.Queue(QUEUE_DEPTH)
+        self._error: Optional[str] = None
+        opened: queue.Queue[Optional[BaseException]] = queue.Queue(1)
+        self._thread = threading.Thread(target=self._serve, args=(recording_id, opened),
+                                        name="urr-catalog-writer", daemon=True)
+        self._thread.start()
+        failure = opened.get()
+        if failure is not None:
+            self._thread.join()
+            raise failure
 
-    def _send(self, *request) -> None:
+    def _serve(self, recording_id: str, opened: queue.Queue) -> None:
+        """The thread: open the catalog (reporting the outcome), then apply requests until None."""
         try:
-            self.conn.send(request)
-        except (BrokenPipeError, OSError):
-            raise CatalogError(f"the snapshot writer for {self.path} has stopped") from None
+            catalog = Catalog.open(self.path, recording_id, create=True)
+        except Exception as e:  # raised in the constructor
+            opened.put(e)
+            return
+        opened.put(None)
+        try:
+            while (request := self._requests.get()) is not None:
+                try:
+                    if self._error is None:
+                        request(catalog)
+                except Exception as e:  # kept for flush(): this thread has no one to tell
+                    self._error = str(e)
+                finally:
+                    self._requests.task_done()
+        finally:
+            catalog.close()
+
+    def _submit(self, request: Optional[Callable[[Catalog], object]]) -> None:
+        if not self._thread.is_alive():
+            raise CatalogError(f"the snapshot writer for {self.path} is closed")
+        self._requests.put(request)
 
     def submit_save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
-        self._send("save", snap, blobs)
+        self._submit(lambda c: c.save(snap, blobs))
 
-    def submit_delete(self, names: list[str]) -> None:
-        self._send("delete", names)
+    def submit_delete(self, names: Iterable[str]) -> None:
+        names = list(names)
+        self._submit(lambda c: c.delete(*names))
 
-    def submit_gc(self, keep: set[bytes] = frozenset()) -> None:
-        self._send("gc", keep)
-
-    def _round_trip(self, op: str) -> None:
-        self._send(op)
-        try:
-            error = self.conn.recv()
-        except EOFError:
-            raise CatalogError(f"the snapshot writer for {self.path} has stopped") from None
-        if error is not None:
-            raise CatalogError(f"writing snapshots to {self.path} failed: {error}")
+    def submit_gc(self, keep: Iterable[bytes] = ()) -> None:
+        """Collect unreferenced content, except `keep` (content of snapshots not yet submitted)."""
+        keep = set(keep)
+        self._submit(lambda c: c.gc(keep))
 
     def flush(self) -> None:
         """Wait for every submitted request; raise the first error one of them hit."""
-        self._round_trip("flush")
+        self._requests.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise CatalogError(f"writing snapshots to {self.path} failed: {error}")
 
     def close(self) -> None:
+        """Flush, then stop the thread (also when the flush raises)."""
+        if not self._thread.is_alive():
+            return
         try:
-            self._round_trip("close")
+            self.flush()
         finally:
-            self.conn.close()
-            self.process.join(timeout=30)
+            self._requests.put(None)
+            self._thread.join()
