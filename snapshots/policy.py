@@ -1,25 +1,30 @@
 """Which periodic snapshots to keep: dense near the current position, sparse elsewhere.
 
-Tiers are (horizon_ns, interval_ns) pairs, the last with no horizon. A periodic snapshot at
-distance d from the position falls in the first tier whose horizon is at least d, and survives
-only if it is the earliest periodic snapshot in its bucket floor(vtime / interval) among those
-in the same tier. The default keeps one every 10 ms within a second and one every 100 ms beyond,
-as the qemu-devel reverse-debugging thread proposed. Initial and named snapshots always stay."""
+Seeking starts from the nearest snapshot at or before the target, so the cost of a step back
+is the replay from there: snapshots are worth most where the user is. Tiers are
+(horizon_ns, interval_ns) pairs, nearest first, the last with no horizon (None). A periodic
+snapshot at distance d = |position - vtime| belongs to the first tier whose horizon is at least
+d, and survives only if it is the earliest periodic snapshot of that tier in its bucket
+floor(vtime / interval): one per interval. Initial and named snapshots always stay.
+
+The functions are pure: the caller deletes what `to_delete` names."""
 from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence
 
-Tiers = list[tuple[Optional[int], int]]
+Tiers = Sequence[tuple[Optional[int], int]]
 DEFAULT_TIERS: Tiers = [(1_000_000_000, 10_000_000), (None, 100_000_000)]
 
 
 class Info(Protocol):
+    """What the policy needs of a snapshot (SnapshotInfo has it)."""
     name: str
     kind: str
     vtime_ns: int
 
 
 def tier_of(distance_ns: int, tiers: Tiers) -> int:
+    """The first tier reaching `distance_ns`; the last when none does."""
     for i, (horizon, _) in enumerate(tiers):
         if horizon is None or distance_ns <= horizon:
             return i
@@ -27,7 +32,9 @@ def tier_of(distance_ns: int, tiers: Tiers) -> int:
 
 
 def to_delete(snaps: Sequence[Info], position_ns: int, tiers: Tiers = DEFAULT_TIERS) -> list[str]:
-    """Names of the periodic snapshots the policy no longer keeps."""
+    """Names of the periodic snapshots the policy no longer keeps, earliest first."""
+    if not tiers:
+        raise ValueError("a snapshot policy needs at least one tier")
     kept: set[tuple[int, int]] = set()
     doomed = []
     for s in sorted((s for s in snaps if s.kind == "periodic"), key=lambda s: (s.vtime_ns, s.name)):
