@@ -131,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     for name, (_, text) in COMMANDS.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("rrfile", metavar="RRFILE")
+        s.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="catalog path (default: RRFILE.db)")
         if name == "info":
             s.add_argument("name", nargs="?", metavar="NAME")
         elif name == "delete":

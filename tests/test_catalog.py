@@ -1,0 +1,492 @@
+"""The snapshot catalog on real SQLite files: round trips, sharing, deletion and gc, refusals,
+corruption, a writer killed mid-save, the background writer, speed, and urr-snap."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from snapshots.catalog import Catalog, CatalogError, Snapshot, content_hash
+from snapshots.writer import CatalogWriter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REC = "5eed0000000000000000000000000001"
+
+
+def page(seed: int, size: int = 4096) -> bytes:
+    """Deterministic content, half of it compressible."""
+    rng = random.Random(seed)
+    return rng.randbytes(size // 2) + bytes([seed % 251]) * (size // 2)
+
+
+def snapshot(name: str, icount: int, pages: dict[int, bytes], disk: dict[int, bytes] | None = None,
+             kind: str = "periodic") -> tuple[Snapshot, dict[bytes, bytes]]:
+    """A snapshot of the given page contents, and the content it refers to."""
+    disk = disk or {}
+    blobs = {content_hash(d): d for d in [*pages.values(), *disk.values()]}
+    snap = Snapshot(name=name, kind=kind, icount=icount, vtime_ns=icount * 128,
+                    cpu={"rip": 0x100000 + icount, "rflags": 0x202, "xmm0": [2**64 - 1, 7], "big": 2**127},
+                    devices={"board": {"pit": {"mode": 2, "latch": [1, 2]}, "uart": {"ier": 0}},
+                             "timers": {"pit": 1000 + icount}, "halted": False, "exit_status": None},
+                    log_pos={"chunk": 252 + icount, "index": 3},
+                    pages={n: content_hash(d) for n, d in pages.items()},
+                    disk={n: content_hash(d) for n, d in disk.items()}, ram_size=16 << 20)
+    return snap, blobs
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return str(tmp_path / "rec.rr.db")
+
+
+@pytest.fixture
+def catalog(db):
+    with Catalog.open(db, REC, create=True) as c:
+        yield c
+
+
+def blob_count(path: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def all_content(c: Catalog, name: str) -> dict[bytes, bytes]:
+    """What a restore reads: the snapshot, then every page and sector it refers to."""
+    snap = c.load(name)
+    return {h: c.get_blob(h) for h in [*snap.pages.values(), *snap.disk.values()]}
+
+
+# -- round trips and queries ----------------------------------------------------------------
+
+
+def test_round_trip(catalog, db):
+    pages = {0: page(1), 7: page(2), 4095: page(3)}
+    snap, blobs = snapshot("here", 1234, pages, {3: page(4, 512)}, kind="named")
+    catalog.save(snap, blobs)
+    with Catalog.open(db, REC, create=False) as again:
+        assert again.load("here") == snap
+        assert all_content(again, "here") == blobs
+        [info] = again.list()
+        assert (info.name, info.kind, info.icount, info.vtime_ns, info.pages) == ("here", "named", 1234, 1234 * 128, 3)
+        assert info.bytes > 0
+
+
+def test_list_order_and_find_at_or_before(catalog):
+    for name, icount in [("c", 300), ("a", 100), ("b", 200)]:
+        catalog.save(*snapshot(name, icount, {0: page(icount)}))
+    assert [i.name for i in catalog.list()] == ["a", "b", "c"]
+    assert catalog.find_at_or_before(99) is None
+    assert catalog.find_at_or_before(100).name == "a"
+    assert catalog.find_at_or_before(299).name == "b"
+    assert catalog.find_at_or_before(10**12).name == "c"
+
+
+def test_save_replaces_a_same_named_snapshot(catalog):
+    catalog.save(*snapshot("x", 10, {0: page(1)}))
+    snap, blobs = snapshot("x", 20, {0: page(2), 1: page(3)})
+    catalog.save(snap, blobs)
+    assert [(i.name, i.icount, i.pages) for i in catalog.list()] == [("x", 20, 2)]
+    assert catalog.load("x") == snap
+
+
+def test_has_blobs(catalog):
+    snap, blobs = snapshot("x", 1, {i: page(i) for i in range(1200)})  # more than one IN query
+    catalog.save(snap, blobs)
+    absent = content_hash(b"never stored")
+    assert catalog.has_blobs([*blobs, absent]) == set(blobs)
+
+
+# -- sharing, deletion, gc ------------------------------------------------------------------
+
+
+def test_shared_content_is_stored_once(catalog, db):
+    common = {i: page(i) for i in range(50)}
+    a, blobs_a = snapshot("a", 1, common)
+    catalog.save(a, blobs_a)
+    b, blobs_b = snapshot("b", 2, {**common, 50: page(50), 51: page(51)})
+    fresh = {h: d for h, d in blobs_b.items() if h not in catalog.has_blobs(blobs_b)}
+    assert len(fresh) == 2
+    catalog.save(b, fresh)  # only what is new needs sending
+    catalog.save(*snapshot("c", 3, {**common, 9: page(50)}))  # same content at another page
+    assert blob_count(db) == 52
+    info = {i.name: i for i in catalog.list()}
+    assert info["b"].bytes < info["a"].bytes / 10  # b brought two pages, a fifty
+    stats = catalog.stats()
+    assert (stats.blobs, stats.references, stats.referenced) == (52, 50 + 52 + 50, 52)
+    assert stats.dedup_ratio == pytest.approx(152 / 52)
+    assert all_content(catalog, "c")[content_hash(page(50))] == page(50)
+
+
+def test_delete_and_gc_free_exactly_the_unreferenced_content(catalog, db):
+    shared = {i: page(i) for i in range(10)}
+    catalog.save(*snapshot("a", 1, {**shared, 10: page(100), 11: page(101)}))
+    catalog.save(*snapshot("b", 2, {**shared, 10: page(200)}))
+    catalog.save(*snapshot("c", 3, {0: page(100)}))  # shares page(100) with a
+    assert catalog.gc() == (0, 0)
+    assert catalog.delete("a") == 1
+    assert catalog.delete("a", "nope") == 0
+    only_a = content_hash(page(101))
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT length(data) FROM blobs WHERE hash = ?", (only_a,)).fetchone()[0]
+    conn.close()
+    assert catalog.gc() == (1, stored)
+    assert catalog.has_blobs([only_a]) == set()
+    assert blob_count(db) == 12
+    for name in ("b", "c"):
+        assert len(all_content(catalog, name)) == len(catalog.load(name).pages)
+
+
+def test_gc_keeps_what_the_caller_still_holds(catalog):
+    snap, blobs = snapshot("a", 1, {0: page(1), 1: page(2)})
+    catalog.save(snap, blobs)
+    catalog.delete("a")
+    held = content_hash(page(2))
+    assert catalog.gc(keep={held})[0] == 1
+    assert catalog.has_blobs(blobs) == {held}
+
+
+def test_save_is_refused_without_its_content(catalog, db):
+    catalog.save(*snapshot("ok", 1, {0: page(1)}))
+    snap, blobs = snapshot("bad", 2, {0: page(1), 1: page(2), 2: page(3)})
+    missing = content_hash(page(3))
+    with pytest.raises(CatalogError, match=f"refers to 1 pages .*{missing.hex()}"):
+        catalog.save(snap, {h: d for h, d in blobs.items() if h != missing})
+    assert [i.name for i in catalog.list()] == ["ok"]
+    assert blob_count(db) == 1  # nothing of the refused save was kept
+
+
+def test_save_is_refused_for_content_under_the_wrong_hash(catalog):
+    snap, blobs = snapshot("bad", 1, {0: page(1)})
+    [h] = blobs
+    with pytest.raises(CatalogError, match=f"page {h.hex()} does not match"):
+        catalog.save(snap, {h: page(2)})
+    assert catalog.list() == []
+
+
+def test_unknown_kind_is_refused(catalog):
+    snap, blobs = snapshot("x", 1, {0: page(1)}, kind="sometimes")
+    with pytest.raises(CatalogError, match="unknown kind"):
+        catalog.save(snap, blobs)
+
+
+# -- opening: refusals -----------------------------------------------------------------------
+
+
+def test_another_recordings_catalog_is_refused(catalog, db):
+    catalog.save(*snapshot("a", 1, {0: page(1)}))
+    for create in (False, True):
+        with pytest.raises(CatalogError, match=f"catalog {db} belongs to another recording"):
+            Catalog.open(db, "0ther", create=create)
+    with Catalog.open_existing(db) as c:
+        assert c.recording_id == REC and [i.name for i in c.list()] == ["a"]
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "none.db")
+    with pytest.raises(CatalogError, match="no snapshot catalog at"):
+        Catalog.open(path, REC, create=False)
+    with pytest.raises(CatalogError, match="no snapshot catalog at"):
+        Catalog.open_existing(path)
+    assert not os.path.exists(path)
+
+
+def test_not_sqlite(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not a database, just text\n" * 200)
+    for create in (False, True):
+        with pytest.raises(CatalogError, match="not a snapshot catalog \\(not an SQLite file\\)"):
+            Catalog.open(str(path), REC, create=create)
+
+
+def test_sqlite_of_something_else(tmp_path):
+    path = str(tmp_path / "other.db")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CatalogError, match="not a snapshot catalog \\(no blobs, meta, snapshots table\\)"):
+        Catalog.open_existing(path)
+    with pytest.raises(CatalogError, match="something else"):
+        Catalog.open(path, REC, create=True)
+
+
+def test_other_format_version(catalog, db):
+    catalog.close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CatalogError, match="format 99; this urr reads format 1"):
+        Catalog.open(db, REC, create=False)
+
+
+# -- corruption ------------------------------------------------------------------------------
+
+
+def tamper(db: str, sql: str, *params) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("how", ["flip a byte", "zero it", "wrong size", "empty"])
+def test_corrupt_content_is_reported_not_returned(catalog, db, how):
+    pages = {0: page(1), 1: page(2)}
+    catalog.save(*snapshot("s", 1, pages))
+    victim = content_hash(page(2))
+    data = bytearray(sqlite3.connect(db).execute("SELECT data FROM blobs WHERE hash = ?", (victim,)).fetchone()[0])
+    if how == "flip a byte":
+        data[len(data) // 2] ^= 0x40
+        tamper(db, "UPDATE blobs SET data = ? WHERE hash = ?", bytes(data), victim)
+    elif how == "zero it":
+        tamper(db, "UPDATE blobs SET data = ? WHERE hash = ?", bytes(len(data)), victim)
+    elif how == "wrong size":
+        tamper(db, "UPDATE blobs SET size = 4095 WHERE hash = ?", victim)
+    else:
+        tamper(db, "UPDATE blobs SET data = x'' WHERE hash = ?", victim)
+    with Catalog.open(db, REC, create=False) as c:
+        assert c.get_blob(content_hash(page(1))) == page(1)  # the rest still loads
+        with pytest.raises(CatalogError, match=f"page {victim.hex()} in .* is corrupt"):
+            c.get_blob(victim)
+        with pytest.raises(CatalogError, match=f"page {victim.hex()}"):
+            all_content(c, "s")
+
+
+def test_missing_content_is_reported(catalog, db):
+    catalog.save(*snapshot("s", 1, {0: page(1)}))
+    tamper(db, "DELETE FROM blobs")
+    with pytest.raises(CatalogError, match=f"page {content_hash(page(1)).hex()} is missing"):
+        all_content(catalog, "s")
+
+
+@pytest.mark.parametrize("column,value", [("page_map", b"\x01\x02garbage"), ("cpu", "{not json")])
+def test_corrupt_snapshot_row_is_reported(catalog, db, column, value):
+    catalog.save(*snapshot("s", 1, {0: page(1)}))
+    tamper(db, f"UPDATE snapshots SET {column} = ?", value)
+    with pytest.raises(CatalogError, match="snapshot 's' in .* is corrupt"):
+        catalog.load("s")
+
+
+def test_the_content_cache_is_bounded_and_optional(db):
+    a, b = page(1), page(2)
+    with Catalog.open(db, REC, create=True, cache_blobs=1) as c:
+        c.save(*snapshot("s", 1, {0: a, 1: b}))
+        assert c.get_blob(content_hash(a)) == a
+        assert c.get_blob(content_hash(b)) == b  # evicts a
+        tamper(db, "UPDATE blobs SET data = zeroblob(length(data))")
+        assert c.get_blob(content_hash(b)) == b  # verified when read, served from memory since
+        with pytest.raises(CatalogError, match="corrupt"):
+            c.get_blob(content_hash(a))
+    with Catalog.open(db, REC, create=False, cache_blobs=0) as c:
+        with pytest.raises(CatalogError, match="corrupt"):
+            c.get_blob(content_hash(b))
+
+
+def test_unknown_snapshot(catalog):
+    with pytest.raises(CatalogError, match="no snapshot named 'nope' in"):
+        catalog.load("nope")
+
+
+# -- a writer killed mid-save -----------------------------------------------------------------
+
+KILLED_WRITER = """
+import os, sys
+from snapshots.catalog import Catalog, Snapshot, content_hash
+c = Catalog.open(sys.argv[1], sys.argv[2], create=True)
+i = max((x.icount for x in c.list()), default=-1) + 1
+while True:
+    contents = [os.urandom(2048) * 2 for _ in range(1500)]  # 6 MiB of new content per snapshot
+    blobs = {content_hash(d): d for d in contents}
+    c.save(Snapshot(f"s{i:05d}", "periodic", i, i, {"rip": i}, {}, {}, dict(enumerate(blobs)), {}, 1 << 24), blobs)
+    if i % 3 == 2:
+        c.delete(min(x.name for x in c.list()))
+        c.gc()
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def test_killed_during_writes_leaves_a_consistent_catalog(db):
+    rng = random.Random(9)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, db, REC], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline(), proc.stderr.read().decode()
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere in a save, a delete or a gc
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with Catalog.open(db, REC, create=False, cache_blobs=0) as c:
+        infos = c.list()
+        assert len(infos) >= 2
+        for info in infos:
+            snap = c.load(info.name)
+            assert len(snap.pages) == info.pages == 1500
+            for h in snap.pages.values():
+                assert len(c.get_blob(h)) == 4096  # present and verified against its hash
+
+
+# -- the background writer ----------------------------------------------------------------------
+
+
+def test_writer_applies_requests_in_order(db):
+    writer = CatalogWriter(db, REC)
+    for i in range(20):
+        writer.submit_save(*snapshot(f"s{i:02d}", i, {0: page(i), 1: page(1000)}))
+    writer.submit_delete([f"s{i:02d}" for i in range(0, 20, 2)])
+    writer.submit_gc()
+    writer.flush()
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == [f"s{i:02d}" for i in range(1, 20, 2)]
+        assert blob_count(db) == 11
+        assert all_content(c, "s19")[content_hash(page(19))] == page(19)
+    writer.close()
+    with pytest.raises(CatalogError, match="closed"):
+        writer.submit_delete(["s01"])
+
+
+def test_writer_reports_an_error_at_flush_then_goes_on(db):
+    writer = CatalogWriter(db, REC)
+    snap, blobs = snapshot("bad", 1, {0: page(1)})
+    writer.submit_save(snap, {})  # refers to content it does not give
+    writer.submit_save(*snapshot("skipped", 2, {0: page(2)}))  # may rely on the failed one
+    with pytest.raises(CatalogError, match="writing snapshots to .* failed: .*'bad' refers to 1 pages"):
+        writer.flush()
+    writer.submit_save(*snapshot("good", 3, {0: page(3)}))
+    writer.close()
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == ["good"]
+
+
+def test_writer_refuses_another_recordings_catalog(catalog, db):
+    with pytest.raises(CatalogError, match="belongs to another recording"):
+        CatalogWriter(db, "0ther")
+
+
+# -- speed ------------------------------------------------------------------------------------------
+
+
+def test_save_and_load_are_fast(db):
+    """~100 pages per snapshot, ~10 of them new each time: well under 5 ms to save, a few ms to
+    load with all its content (medians, so a busy machine does not fail it)."""
+    rng = random.Random(4)
+    pages = {i: page(i) for i in range(100)}
+    saves, loads = [], []
+    with Catalog.open(db, REC, create=True, cache_blobs=0) as c:
+        for n in range(60):
+            for k in rng.sample(range(100), 10):
+                pages[k] = page(1000 * n + k)
+            snap, blobs = snapshot(f"auto-{n:015d}", n * 1000, pages)
+            fresh = {h: d for h, d in blobs.items() if h not in c.has_blobs(blobs)}
+            t0 = time.perf_counter()
+            c.save(snap, fresh)
+            saves.append(time.perf_counter() - t0)
+        for info in rng.sample(c.list(), 30):
+            t0 = time.perf_counter()
+            all_content(c, info.name)
+            loads.append(time.perf_counter() - t0)
+    assert statistics.median(saves) < 0.005
+    assert statistics.median(loads) < 0.005
+
+
+# -- urr-snap ----------------------------------------------------------------------------------------
+
+
+def urr_snap(*args: str, code: str = "from snapshots.cli import main; raise SystemExit(main())"):
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+@pytest.fixture
+def rrfile(tmp_path) -> str:
+    """A recording's catalog (no recording needed for all but verify)."""
+    rr = str(tmp_path / "demo.rr")
+    with Catalog.open(rr + ".db", REC, create=True) as c:
+        common = {i: page(i) for i in range(20)}
+        c.save(*snapshot("init", 0, common, kind="initial"))
+        for n in range(1, 4):
+            snap, blobs = snapshot(f"auto-{n * 10_000_000:015d}", n * 10_000_000, {**common, 99: page(100 + n)})
+            c.save(snap, blobs)
+        snap, blobs = snapshot("mine", 9_609_375, {**common, 30: page(77)}, kind="named")
+        c.save(snap, blobs)
+    return rr
+
+
+def one_line_error(r: subprocess.CompletedProcess, text: str, code: int = 2) -> None:
+    assert r.returncode == code, r
+    assert text in r.stderr and r.stderr.startswith("urr-snap: ")
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_list(rrfile):
+    r = subprocess.run([sys.executable, "-m", "snapshots.cli", "list", rrfile], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["name", "icount", "virtual", "time", "kind", "pages", "bytes"]
+    assert len({len(line) for line in lines}) == 1  # one width: aligned
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == ["init", "mine", "auto-000000010000000", "auto-000000020000000",
+                                        "auto-000000030000000"]
+    assert rows[1][:6] == ["mine", "9609375", "1.230", "s", "named", "21"]  # 9609375 * 128 ns
+    assert rows[0][-1] == "KiB" and rows[0][3:5] == ["s", "initial"]
+
+
+def test_cli_info(rrfile):
+    r = urr_snap("info", rrfile)
+    assert r.returncode == 0, r.stderr
+    assert f"recording     {REC}" in r.stdout
+    assert "snapshots     5 (initial 1, named 1, periodic 3)" in r.stdout
+    assert "dedup ratio   4.3x (104 references to 24 contents)" in r.stdout
+    r = urr_snap("info", rrfile, "mine")
+    assert r.returncode == 0, r.stderr
+    assert "icount        9609375" in r.stdout and "kind          named" in r.stdout
+    assert "RAM pages     21 non-zero of 4096" in r.stdout
+
+
+def test_cli_delete_then_gc(rrfile):
+    r = urr_snap("delete", rrfile, "mine")
+    assert r.returncode == 0 and "deleted mine" in r.stdout
+    assert "mine" not in urr_snap("list", rrfile).stdout
+    assert "unreferenced  1 (" in urr_snap("info", rrfile).stdout
+    r = urr_snap("gc", rrfile)
+    assert r.returncode == 0 and r.stdout.startswith("removed 1 unreferenced pages, ")
+    assert urr_snap("gc", rrfile).stdout.startswith("removed 0 unreferenced pages, 0 B")
+
+
+def test_cli_db_option(rrfile, tmp_path):
+    moved = str(tmp_path / "elsewhere.db")
+    os.rename(rrfile + ".db", moved)
+    r = urr_snap("--db", moved, "list", "whatever.rr")
+    assert r.returncode == 0 and "mine" in r.stdout
+
+
+def test_cli_errors_are_one_line(rrfile, tmp_path):
+    one_line_error(urr_snap("list", str(tmp_path / "absent.rr")), "no snapshot catalog at")
+    one_line_error(urr_snap("delete", rrfile, "nope"), "no snapshot named 'nope'")
+    one_line_error(urr_snap("info", rrfile, "nope"), "no snapshot named 'nope'")
+    junk = tmp_path / "junk.rr.db"
+    junk.write_bytes(b"\x00junk" * 1000)
+    one_line_error(urr_snap("info", str(tmp_path / "junk.rr")), "not a snapshot catalog")
+    one_line_error(urr_snap("list", rrfile, "--db", str(tmp_path)), "is a directory")
+
+
+def test_cli_verify_without_the_emulator(rrfile):
+    no_verify = ("import sys; sys.modules['replay.verify'] = None\n"
+                 "from snapshots.cli import main; raise SystemExit(main())")
+    one_line_error(urr_snap("verify", rrfile, code=no_verify), "verify needs the emulator")
+
+
+def test_cli_verify_without_the_recording(rrfile):
+    # The catalog is there, the recording is not: the replay cannot start.
+    one_line_error(urr_snap("verify", rrfile), "demo.rr")
