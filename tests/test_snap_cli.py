@@ -1,0 +1,85 @@
+"""urr-snap: the catalog tool, run as users run it."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_urr
+
+
+def snap(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snapshots.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def recording(guests, tmp_path_factory):
+    rr = str(tmp_path_factory.mktemp("snap") / "ticks.rr")
+    rec = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init")
+    assert rec.status == 33, rec.err
+    return rr
+
+
+def test_list_is_an_aligned_table(recording):
+    r = snap("list", recording)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["name", "icount", "virtual", "time", "kind", "pages", "bytes"]
+    rows = [l.split() for l in lines[2:]]
+    assert rows[0][0] == "init" and rows[0][1] == "0" and "initial" in rows[0]
+    assert len({len(l) for l in lines[2:]}) == 1  # aligned columns
+    icounts = [int(r[1]) for r in rows]
+    assert icounts == sorted(icounts) and len(rows) > 5
+
+
+def test_info_summary_and_one_snapshot(recording):
+    r = snap("info", recording)
+    assert r.returncode == 0 and "dedup ratio" in r.stdout and "initial 1" in r.stdout
+    r = snap("info", recording, "init")
+    assert r.returncode == 0 and "icount        0" in r.stdout
+
+
+def test_verify_passes_then_catches_a_tampered_snapshot(recording, tmp_path):
+    r = snap("verify", recording)
+    assert r.returncode == 0, r.stderr
+    assert "all snapshots match" in r.stdout
+    db = sqlite3.connect(recording + ".db")
+    name, devices = db.execute("SELECT name, devices FROM snapshots WHERE kind='periodic' "
+                               "ORDER BY icount LIMIT 1 OFFSET 2").fetchone()
+    db.execute("UPDATE snapshots SET devices = ? WHERE name = ?",
+               (devices.replace('"ier": 0', '"ier": 5', 1) if '"ier": 0' in devices
+                else devices.replace('"imr": ', '"imr": 1', 1), name))
+    db.commit()
+    db.close()
+    r = snap("verify", recording)
+    assert r.returncode == 1
+    assert f"snapshot {name}" in r.stderr and "does not match its replay" in r.stderr
+
+
+def test_delete_and_gc(recording):
+    before = snap("list", recording).stdout
+    victim = before.splitlines()[-1].split()[0]
+    assert snap("delete", recording, victim).returncode == 0
+    assert victim not in snap("list", recording).stdout
+    r = snap("gc", recording)
+    assert r.returncode == 0 and "unreferenced pages" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["list", "/nonexistent.rr"], "no snapshot catalog"),
+    (["delete", "{rr}", "no-such-snapshot"], "no snapshot named"),
+])
+def test_errors_are_one_line(recording, args, message):
+    r = snap(*[a.format(rr=recording) for a in args])
+    assert r.returncode == 2 and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_not_a_catalog(tmp_path):
+    bogus = tmp_path / "x.rr.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    r = snap("list", str(tmp_path / "x.rr"))
+    assert r.returncode == 2 and "not a snapshot catalog" in r.stderr
