@@ -66,69 +66,59 @@ class RegisterBatch:
 
 
 class RegisterReader:
-    """Reads every register of `capture` in ONE `uc_reg_read_batch` call into raw buffers.
+    """Reads every register of `capture` in ONE `uc_reg_read_batch` call into one buffer.
 
     The binding's reg_read costs ~4 us a register and its reg_read_batch ~3 us a register
-    (ctypes objects per value); snapshots and digests read ~80 registers, so we prepare the
-    id and pointer arrays once and parse the buffers with struct."""
+    (ctypes objects per value); snapshots and digests read ~80 registers, so the ids and
+    pointers are prepared once, every value lands in a 32-byte slot of one buffer, and one
+    precompiled struct unpacks them all (about 10 us for the lot)."""
+
+    _SLOT = 32
+    # The slot layout of each kind, padded to _SLOT bytes.
+    _FORMATS = {"u64": "Q24x", "u128": "QQ16x", "mmr": "H6xQII8x", "fpr": "QH22x", "msr": "I4xQ16x"}
 
     def __init__(self, uc: Uc) -> None:
         self.uc = uc
-        self.layout: list[tuple[str, str]] = []
-        ids: list[int] = []
-        for name in _U64:
-            self.layout.append((name, "u64"))
-            ids.append(reg_id(name))
-        for name in XMMS:
-            self.layout.append((name, "u128"))
-            ids.append(reg_id(name))
-        for name in TABLES:
-            self.layout.append((name, "mmr"))
-            ids.append(reg_id(name))
-        for name in FPRS:
-            self.layout.append((name, "fpr"))
-            ids.append(reg_id(name))
-        self.buffers = [ctypes.create_string_buffer(32) for _ in ids]
-        for name, msr in MSRS.items():
-            self.layout.append((name, "msr"))
-            ids.append(X.UC_X86_REG_MSR)
-            buf = ctypes.create_string_buffer(32)
-            struct.pack_into("<I", buf, 0, msr)
-            self.buffers.append(buf)
+        self.layout: list[tuple[str, str]] = (
+            [(n, "u64") for n in _U64] + [(n, "u128") for n in XMMS] + [(n, "mmr") for n in TABLES]
+            + [(n, "fpr") for n in FPRS] + [(n, "msr") for n in MSRS])
+        ids = [X.UC_X86_REG_MSR if kind == "msr" else reg_id(name) for name, kind in self.layout]
         self.count = len(ids)
+        self.buffer = ctypes.create_string_buffer(self._SLOT * self.count)
+        # The core reads an MSR's number from its slot and overwrites the slot: every read
+        # starts from this template, which holds the numbers.
+        template = bytearray(self._SLOT * self.count)
+        for i, (name, kind) in enumerate(self.layout):
+            if kind == "msr":
+                struct.pack_into("<I", template, i * self._SLOT, MSRS[name])
+        self.template = bytes(template)
+        self.unpack = struct.Struct("<" + "".join(self._FORMATS[k] for _, k in self.layout)).unpack_from
+        base = ctypes.addressof(self.buffer)
         self.ids = (ctypes.c_int32 * self.count)(*ids)
-        self.ptrs = (ctypes.c_void_p * self.count)(*[ctypes.addressof(b) for b in self.buffers])
+        self.ptrs = (ctypes.c_void_p * self.count)(*[base + i * self._SLOT for i in range(self.count)])
 
     def read(self) -> dict[str, Any]:
         """Every guest-visible register as ints (tables and x87 registers as lists)."""
-        for (name, kind), buf in zip(self.layout, self.buffers):
-            if kind == "msr":  # the core overwrites the struct; put the MSR number back
-                struct.pack_into("<I", buf, 0, MSRS[name])
+        ctypes.memmove(self.buffer, self.template, len(self.template))
         err = uclib.uc_reg_read_batch(self.uc._uch, self.ids, self.ptrs, self.count)
         if err:
             raise UcError(err)
-        out: dict[str, Any] = {}
-        for (name, kind), buf in zip(self.layout, self.buffers):
-            raw = buf.raw
-            if kind == "u64":
-                out[name] = _U64S.unpack_from(raw)[0]
-            elif kind == "u128":
-                lo, hi = _U128S.unpack_from(raw)
-                out[name] = lo | (hi << 64)
-            elif kind == "mmr":
-                out[name] = list(_MMRS.unpack_from(raw))
-            elif kind == "fpr":
-                out[name] = list(_FPRS_.unpack_from(raw))
-            else:
-                out[name] = _MSRS_.unpack_from(raw)[1]
+        values = self.unpack(self.buffer)
+        n = len(_U64)
+        out: dict[str, Any] = dict(zip(_U64, values[:n]))
+        for name in XMMS:
+            out[name] = values[n] | (values[n + 1] << 64)
+            n += 2
+        for name in TABLES:
+            out[name] = list(values[n:n + 4])
+            n += 4
+        for name in FPRS:
+            out[name] = list(values[n:n + 2])
+            n += 2
+        for name in MSRS:
+            out[name] = values[n + 1]
+            n += 2
         return out
-
-
-_U64S = struct.Struct("<Q")
-_U128S = struct.Struct("<QQ")
-_MMRS = struct.Struct("<H6xQII")  # uc_x86_mmr: selector, base, limit, flags
-_FPRS_ = struct.Struct("<QH")  # uc_x86_float80: mantissa, exponent
-_MSRS_ = struct.Struct("<I4xQ")  # uc_x86_msr: rid, value
 
 
 def restore(uc: Uc, state: dict[str, Any]) -> None:
