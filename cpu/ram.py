@@ -62,10 +62,10 @@ class Ram:
 
     def sync(self) -> list[tuple[int, bytes]]:
         """Make every page clean; return the (index, content) of those that had been written."""
-        changed = [(i, self.page(i)) for i in self.dirty_pages()]
-        for i, data in changed:
-            os.pwrite(self.fd, data, i * PAGE)
-        for start, count in _ranges([i for i, _ in changed]):
+        dirty = self.dirty_pages()
+        changed = [(i, self.page(i)) for i in dirty]
+        for start, count in _ranges(dirty):  # one write and one madvise per run of pages
+            os.pwrite(self.fd, self.view[start * PAGE:(start + count) * PAGE], start * PAGE)
             self.mm.madvise(mmap.MADV_DONTNEED, start * PAGE, count * PAGE)
         return changed
 

@@ -20,6 +20,7 @@ from snapshots.writer import CatalogWriter
 
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 10  # periodic snapshots between thinning passes
+SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
 RECENT_PAGES = 8192  # recently captured page contents kept in memory for fast restores (32 MiB)
 
 
@@ -58,8 +59,11 @@ class SnapshotManager:
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
         self.deleted_since_gc = 0
         self.since_thin = 0
-        self.timer = machine.timers.new("snapshot", self._periodic, internal=True)
-        self.due = False
+        # The grid point is a soft deadline: the snapshot is taken at the first slice boundary at
+        # or after it (a PIT tick usually comes first); the timer, armed a quarter interval later,
+        # only makes sure there is one. So snapshots add no slices of their own to a ticking guest.
+        self.timer = machine.timers.new("snapshot", lambda when: None, internal=True)
+        self.next_due: Optional[int] = None
         machine.boundary_hooks.append(self._at_boundary)
         self.interval = None
         if tiers:
@@ -69,7 +73,8 @@ class SnapshotManager:
     def arm(self) -> None:
         """Schedule the next periodic snapshot on the grid after the current icount."""
         if self.interval:
-            self.timer.arm((self.machine.icount // self.interval + 1) * self.interval)
+            self.next_due = (self.machine.icount // self.interval + 1) * self.interval
+            self.timer.arm(self.next_due + self.interval // SLACK_DIVISOR)
 
     def _write(self, snap, blobs: dict[bytes, bytes]) -> None:
         """Send a snapshot with all content captured so far that the catalog may lack."""
@@ -95,14 +100,9 @@ class SnapshotManager:
         self.infos[name] = info
         return info
 
-    def _periodic(self, when: int) -> None:
-        """The grid point passed: snapshot once this icount's events are done (_at_boundary)."""
-        self.due = True
-
     def _at_boundary(self) -> None:
-        if not self.due:
+        if self.next_due is None or self.machine.icount < self.next_due:
             return
-        self.due = False
         name = f"auto-{self.machine.icount:015d}"
         if name not in self.infos:
             self.take(name, "periodic")
@@ -153,8 +153,8 @@ class SnapshotManager:
         self.recent.update(blobs)
         excess = len(self.recent) - RECENT_PAGES
         if excess > 0:
-            for h in list(self.recent)[:excess]:
-                del self.recent[h]
+            for _ in range(excess):  # the oldest first: dicts keep insertion order
+                del self.recent[next(iter(self.recent))]
 
     def _blob(self, h: bytes) -> bytes:
         """Page content: from memory when it was captured lately, else from the catalog."""
@@ -174,7 +174,6 @@ class SnapshotManager:
         else:
             snap = held[0]
         restore(self.machine, snap, self._blob, self.OWN_TIMERS)
-        self.due = False
         self.arm()
 
     def close(self) -> None:
