@@ -7,28 +7,42 @@ current position with hooks that only *collect* hits (exact icounts come from th
 counter, see cpu.icount), and if there were hits, seeks to the last one; otherwise it tries the
 interval before that, and so on back to the start of the recording.
 
+Positions are icounts. Inside a halt (HLT until an interrupt) there are no instructions, so a
+position there is the end of the halt: seek() lands on it and reverse_stepi() steps back to the
+HLT itself. Guest output (serial, debugcon) is passed on only the first time execution produces
+it, not again when a seek or a reverse search replays it.
+
 Usable from scripts:
 
-    tl = Timeline.for_replay("run.rr", "guest.elf")
-    tl.add_breakpoint(0x100123)
-    stop = tl.cont(); stop = tl.reverse_stepi(); tl.seek(1_000_000)
+    with Timeline.for_replay("run.rr", "guest.elf", snapshot="init") as tl:
+        tl.add_breakpoint(0x100123)
+        stop = tl.cont()             # Stop(reason="breakpoint", icount=..., pc=0x100123)
+        stop = tl.reverse_stepi()    # one instruction back
+        tl.seek(1_000_000)           # anywhere, backwards or forwards
+        icount, rip, old, new = tl.last_write(0x104140, 8)
 """
 from __future__ import annotations
 
+import io
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 import capstone
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, Uc
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
 from cpu import cpustate
+from cpu.devices.debugport import DebugCon
+from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from snapshots.manager import SnapshotManager
 
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
+# Unicorn matches a memory hook's range against an access's first byte only, so a watch hook
+# starts this many bytes early (the widest single access, an SSE store) and checks the overlap.
+WIDEST_ACCESS = 16
 
 # GDB register name -> name in cpu.cpustate's capture.
 _GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "fptag",
@@ -37,7 +51,14 @@ _GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "
 
 @dataclass
 class Stop:
-    reason: str  # "step" | "breakpoint" | "watchpoint" | "begin" | "end" | "exited" | "interrupt" | "icount-break" | "fault"
+    """Where and why a Timeline operation stopped.
+
+    reason: "step" (a step or seek finished), "breakpoint", "watchpoint", "icount-break" (a replay
+    breakpoint), "begin" / "end" (the start or end of the recording; at the end of a replay whose
+    guest exited, exit_status is set), "exited" (the guest exited, record mode), "interrupt",
+    "fault" (a guest fault or replay divergence, in message)."""
+
+    reason: str
     icount: int
     pc: int
     watch_addr: Optional[int] = None
@@ -48,28 +69,75 @@ class Stop:
 
 @dataclass(frozen=True)
 class Hit:
+    """Where a breakpoint, watchpoint or replay breakpoint fired, found by a reverse search."""
+
     icount: int
     reason: str
-    addr: Optional[int] = None
-    kind: Optional[str] = None
+    addr: Optional[int] = None  # the instruction's, or the access's first byte
+    kind: Optional[str] = None  # the watchpoint's kind: "w", "r", "a"
+    size: int = 0  # bytes accessed
+    write: bool = False
 
 
 class Timeline:
+    """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
+
     def __init__(self, machine: Machine, snapshots: Optional[SnapshotManager], replaying: bool) -> None:
         self.machine = machine
         self.snapshots = snapshots
+        self.replaying = replaying
         self.can_reverse = replaying and snapshots is not None
         self.start = machine.icount
+        self.session = None  # the replay session, when for_replay made this timeline
         self.breakpoints: dict[int, int] = {}  # address -> hook handle
         self.watchpoints: dict[tuple[int, int, str], list[int]] = {}
         self.icount_breaks: set[int] = set()
         self._interrupt = threading.Event()
-        self._collect: Optional[list[Hit]] = None  # reverse scans collect instead of stopping
+        self._collect: Optional[list[Hit]] = None  # seeks and reverse searches collect instead of stopping
         self._ignore_break_at: Optional[int] = None
         self._pending: Optional[Hit] = None
         self._exited: Optional[MachineStop] = None
+        self.furthest = self.start  # guest output before this icount has been passed on already
+        for dev in machine.board.devices:
+            if isinstance(dev, (Uart16550, DebugCon)):
+                dev.output = self._first_time(dev.output)
         if snapshots is not None and snapshots.nearest(self.start) is None:
             snapshots.take("start", "initial")
+
+    @classmethod
+    def for_replay(cls, rrfile: str, kernel: str, snapshot: Optional[str] = None,
+                   out: Optional[BinaryIO] = None) -> "Timeline":
+        """A timeline over a replay of `rrfile` (RAM size and shift from its header), starting at
+        the named snapshot or at boot; guest serial and debugcon output go to `out`."""
+        from replay.log import LogReader
+        from urr.options import Options
+        from urr.session import Session
+
+        config = LogReader(rrfile).config
+        opts = Options(kernel=kernel, ram_size=config["ram_size"], shift=config["shift"], rr="replay",
+                       rrfile=rrfile, rrsnapshot=snapshot)
+        session = Session(opts, out=out if out is not None else io.BytesIO(), stdin_fd=None)
+        timeline = cls(session.machine, session.snapshots, True)
+        timeline.session = session
+        return timeline
+
+    def close(self) -> None:
+        """End the replay session for_replay opened (writes out its snapshot catalog)."""
+        if self.session is not None:
+            self.session.close(None, "timeline closed")
+            self.session = None
+
+    def __enter__(self) -> "Timeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _first_time(self, output: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def gated(data: bytes) -> None:
+            if self.machine.now() >= self.furthest:
+                output(data)
+        return gated
 
     # -- state --------------------------------------------------------------------------------
 
@@ -77,8 +145,21 @@ class Timeline:
     def icount(self) -> int:
         return self.machine.icount
 
+    @property
+    def exit_status(self) -> Optional[int]:
+        """The guest's exit status once the position is at its exit, else None."""
+        return self._exited.status if self._exited is not None else None
+
     def pc(self) -> int:
         return self.machine.rip()
+
+    def _rsp(self) -> int:
+        return self.machine.uc.reg_read(_RSP)
+
+    def _insn(self) -> Optional[capstone.CsInsn]:
+        """The instruction at the PC (None if it does not decode)."""
+        pc = self.pc()
+        return next(_DISASM.disasm(self.read_memory(pc, 16), pc, 1), None)
 
     def read_registers(self) -> dict[str, int]:
         regs = self.machine.registers.read()
@@ -126,13 +207,14 @@ class Timeline:
             self.machine.uc.ctl_flush_tb()
 
     def add_watchpoint(self, addr: int, length: int, kind: str) -> None:
+        """Stop on accesses overlapping [addr, addr+length): kind "w" writes, "r" reads, "a" both."""
         key = (addr, length, kind)
         if key in self.watchpoints:
             return
         types = {"w": [UC_HOOK_MEM_WRITE], "r": [UC_HOOK_MEM_READ],
                  "a": [UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE]}[kind]
-        last = addr + max(length, 1) - 1
-        self.watchpoints[key] = [self.machine.uc.hook_add(t, self._on_access, kind, addr, last) for t in types]
+        first, last = max(0, addr - WIDEST_ACCESS + 1), addr + max(length, 1) - 1
+        self.watchpoints[key] = [self.machine.uc.hook_add(t, self._on_access, key, first, last) for t in types]
         self.machine.uc.ctl_flush_tb()
 
     def remove_watchpoint(self, addr: int, length: int, kind: str) -> None:
@@ -157,14 +239,46 @@ class Timeline:
         self.machine.stop_before = "breakpoint"
         uc.emu_stop()
 
-    def _on_access(self, uc: Uc, access: int, address: int, size: int, value: int, kind: str) -> None:
-        now = self.machine.now()
+    def _on_access(self, uc: Uc, access: int, address: int, size: int, value: int,
+                   key: tuple[int, int, str]) -> None:
+        addr, length, kind = key
+        if address + size <= addr or address >= addr + max(length, 1):
+            return  # an access just before the watched bytes (see WIDEST_ACCESS)
+        hit = Hit(self.machine.now(), "watchpoint", address, kind, size, access == UC_MEM_WRITE)
         if self._collect is not None:
-            self._collect.append(Hit(now, "watchpoint", address, kind))
+            self._collect.append(hit)
             return
-        self._pending = Hit(now + 1, "watchpoint", address, kind)
+        self._pending = hit
         self.machine.stop_after = "watchpoint"
         self.machine._end_slice_now()
+
+    # -- running the machine ------------------------------------------------------------------
+
+    def _advance(self, until: Optional[int]) -> MachineStop:
+        try:
+            return self.machine.run(until)
+        finally:
+            self.furthest = max(self.furthest, self.machine.icount)
+
+    def _replay_to(self, until: int) -> tuple[MachineStop, list[Hit]]:
+        """Run to `until` with breakpoints and watchpoints only collecting their hits."""
+        saved, self._collect = self._collect, []
+        try:
+            stop = self._advance(until)
+        finally:
+            hits, self._collect = self._collect, saved
+        return stop, hits
+
+    def _stop(self, reason: str, **kw) -> Stop:
+        return Stop(reason, self.icount, self.pc(), **kw)
+
+    def _ended(self, stop: MachineStop) -> Stop:
+        """The machine cannot go on: in a replay, the end of the recording (a place to go back
+        from, whether or not the guest exited there); in a recording, the guest's exit."""
+        if stop.reason == "exit":
+            self._exited = stop
+        reason = "end" if self.replaying else "exited"
+        return self._stop(reason, exit_status=stop.status, message=stop.message)
 
     # -- forward ------------------------------------------------------------------------------
 
@@ -172,30 +286,27 @@ class Timeline:
         """Thread-safe: ask a running cont/reverse_cont to stop soon."""
         self._interrupt.set()
 
-    def _stop(self, reason: str, **kw) -> Stop:
-        return Stop(reason, self.icount, self.pc(), **kw)
-
     def _run(self, until: Optional[int], ignore_here: bool) -> Stop:
         """Run forward to `until` (or the end), stopping at breakpoints, watchpoints, exit."""
         if self._exited is not None:
-            return self._stop("exited", exit_status=self._exited.status, message=self._exited.message)
+            return self._ended(self._exited)
         self._ignore_break_at = self.icount if ignore_here else None
         self._pending = None
         try:
             while True:
                 chunk_end = self.icount + RUN_CHUNK
                 limit = chunk_end if until is None else min(until, chunk_end)
-                later = [b for b in self.icount_breaks if b > self.icount]
-                if later and min(later) <= limit:
-                    limit = min(later)
+                icount_break = min((b for b in self.icount_breaks if b > self.icount), default=None)
+                if icount_break is not None:
+                    limit = min(limit, icount_break)
                 try:
-                    stop = self.machine.run(limit)
+                    stop = self._advance(limit)
                 except Exception as e:  # a guest fault or divergence ends the run here
                     return self._stop("fault", message=str(e))
                 if stop.reason == "limit":
                     if until is not None and self.icount >= until:
                         return self._stop("step")
-                    if self.icount in self.icount_breaks:
+                    if icount_break is not None and self.icount >= icount_break:  # >=: a halt jumps
                         return self._stop("icount-break")
                     if self._interrupt.is_set():
                         self._interrupt.clear()
@@ -207,10 +318,7 @@ class Timeline:
                     hit = self._pending
                     return self._stop("watchpoint", watch_addr=hit.addr if hit else None,
                                       watch_kind=hit.kind if hit else None)
-                if stop.reason == "end":
-                    return self._stop("end", message=stop.message)
-                self._exited = stop
-                return self._stop("exited", exit_status=stop.status, message=stop.message)
+                return self._ended(stop)
         finally:
             self._ignore_break_at = None
 
@@ -220,6 +328,28 @@ class Timeline:
     def cont(self) -> Stop:
         self._interrupt.clear()
         return self._run(None, ignore_here=True)
+
+    def next(self) -> Stop:
+        """One instruction, stepping over a call: to its return with the stack back where it was,
+        unless a breakpoint or watchpoint inside the call stops it first."""
+        insn = self._insn()
+        if insn is None or insn.mnemonic != "call":
+            return self.stepi()
+        rsp0, ret = self._rsp(), insn.address + insn.size
+        temporary = ret not in self.breakpoints
+        self.add_breakpoint(ret)
+        try:
+            stop = self.stepi()
+            while stop.reason in ("step", "breakpoint"):
+                if stop.pc == ret and self._rsp() >= rsp0:
+                    return self._stop("step" if temporary else "breakpoint")
+                if stop.pc in self.breakpoints and stop.pc != ret:
+                    return self._stop("breakpoint")  # the user's, inside the call
+                stop = self.cont()
+            return stop
+        finally:
+            if temporary:
+                self.remove_breakpoint(ret)
 
     # -- backward -----------------------------------------------------------------------------
 
@@ -238,97 +368,92 @@ class Timeline:
         return info.icount
 
     def seek(self, icount: int) -> Stop:
-        """Go to exactly `icount`: restore the nearest snapshot at or before it, replay forward."""
+        """Go to `icount`: restore the nearest snapshot at or before it, replay forward. Lands on
+        exactly `icount`, except inside a halt (on its end) or past the end of the recording."""
         if icount < self.icount or self._exited is not None:
             self._require_reverse()
             self._restore_before(icount)
         if icount < self.start:
             return self._stop("begin")
-        saved = self._collect
-        self._collect = []  # collect, i.e. do not stop, while seeking
-        try:
-            stop = self.machine.run(icount)
-        finally:
-            self._collect = saved
+        stop, _ = self._replay_to(icount)
         if stop.reason == "limit":
             return self._stop("step")
-        if stop.reason == "end":
-            return self._stop("end", message=stop.message)
-        self._exited = stop
-        return self._stop("exited", exit_status=stop.status, message=stop.message)
+        return self._ended(stop)
 
     def reverse_stepi(self) -> Stop:
+        """Back one instruction."""
         self._require_reverse()
-        if self.icount <= self.start:
+        here = self.icount
+        if here <= self.start:
             return self._stop("begin")
-        return self.seek(self.icount - 1)
+        stop = self.seek(here - 1)
+        if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
+            previous = self._scan_back(lambda uc: True, here)
+            if previous is None:
+                self.seek(self.start)
+                return self._stop("begin")
+            stop = self.seek(previous)
+        return stop
 
     def _hits_between(self, begin_snapshot: int, end: int) -> list[Hit]:
         """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""
-        self._collect = []
-        try:
-            self.machine.run(end)
-        finally:
-            hits, self._collect = self._collect, None
+        _, hits = self._replay_to(end)
         hits = [h for h in hits if h.icount < end]
         hits += [Hit(b, "icount-break") for b in self.icount_breaks if begin_snapshot <= b < end]
         return sorted(hits, key=lambda h: h.icount)
+
+    def _last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool]) -> Optional[Hit]:
+        """The last hit in [lowest, end) that `accept`s, replaying the snapshot intervals before
+        `end` newest first; a Hit "interrupt" if interrupted. Leaves the position anywhere."""
+        while end > lowest:
+            if self._interrupt.is_set():
+                self._interrupt.clear()
+                return Hit(end, "interrupt")
+            begin = self._restore_before(end - 1)
+            hits = [h for h in self._hits_between(begin, end) if h.icount >= lowest and accept(h)]
+            if hits:
+                return hits[-1]
+            end = begin
+        return None
+
+    def _go_to_hit(self, hit: Hit) -> Stop:
+        stop = self.seek(hit.icount)
+        if stop.reason != "step":
+            return stop
+        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind)
 
     def reverse_cont(self) -> Stop:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""
         self._require_reverse()
         self._interrupt.clear()
-        end = self.icount
-        while end > self.start:
-            if self._interrupt.is_set():
-                self._interrupt.clear()
-                return self.seek(end)
-            begin = self._restore_before(end - 1)
-            hits = self._hits_between(begin, end)
-            if hits:
-                last = hits[-1]
-                stop = self.seek(last.icount)
-                if stop.reason != "step":
-                    return stop
-                return self._stop(last.reason, watch_addr=last.addr if last.kind else None,
-                                  watch_kind=last.kind)
-            end = begin
-        self.seek(self.start)
-        return self._stop("begin")
-
-    def next(self) -> Stop:
-        """One instruction, stepping over a call (to its return with the stack back where it was)."""
-        pc = self.pc()
-        insn = next(_DISASM.disasm(self.read_memory(pc, 16), pc, 1), None)
-        if insn is None or insn.mnemonic != "call":
-            return self.stepi()
-        rsp0, ret = self.read_registers()["rsp"], pc + insn.size
-        temporary = ret not in self.breakpoints
-        self.add_breakpoint(ret)
-        try:
-            stop = self.stepi()
-            while stop.reason in ("step", "breakpoint") and not (stop.pc == ret and self.read_registers()["rsp"] >= rsp0):
-                stop = self.cont()
-            return stop if stop.reason != "breakpoint" or not temporary else self._stop("step")
-        finally:
-            if temporary:
-                self.remove_breakpoint(ret)
+        hit = self._last_hit(self.start, self.icount, lambda h: True)
+        if hit is None:
+            self.seek(self.start)
+            return self._stop("begin")
+        return self._go_to_hit(hit)
 
     def reverse_next(self) -> Stop:
-        """Back one instruction; if that lands inside a call made from here, back to the call."""
-        rsp0 = self.read_registers()["rsp"]
+        """Back one instruction; when that is the `ret` of a call made by the instruction before
+        here, back over the whole call to the call instruction (or to the last breakpoint or
+        watchpoint hit inside it)."""
+        self._interrupt.clear()
+        here, rsp0 = self.icount, self._rsp()
         stop = self.reverse_stepi()
-        if stop.reason != "step" or self.read_registers()["rsp"] >= rsp0:
+        insn = self._insn()
+        if stop.reason != "step" or self._rsp() >= rsp0 or insn is None or insn.mnemonic != "ret":
             return stop
-        found = self._scan_back(lambda uc: self.machine.uc.reg_read(_RSP) >= rsp0)
-        return self.seek(found) if found is not None else self.seek(self.start)
+        call = self._scan_back(lambda uc: uc.reg_read(_RSP) >= rsp0, self.icount)
+        if call is None:
+            self.seek(self.start)
+            return self._stop("begin")
+        hit = self._last_hit(call + 1, here, lambda h: True)
+        return self._go_to_hit(hit) if hit is not None else self.seek(call)
 
-    def _scan_back(self, predicate: Callable[[Uc], bool]) -> Optional[int]:
-        """The last icount before here at which `predicate` held before an instruction ran.
+    def _scan_back(self, predicate: Callable[[Uc], bool], end: int) -> Optional[int]:
+        """The last icount before `end` at which `predicate` held before an instruction ran.
 
         Runs every instruction through a Python hook: slow, but only over the intervals between
-        the nearest snapshots, newest first."""
-        end = self.icount
+        the nearest snapshots, newest first. Leaves the position anywhere."""
         while end > self.start:
             begin = self._restore_before(end - 1)
             seen: list[int] = []
@@ -339,7 +464,7 @@ class Timeline:
             handle = self.machine.uc.hook_add(UC_HOOK_CODE, hook)
             self.machine.uc.ctl_flush_tb()
             try:
-                self.machine.run(end)
+                self._replay_to(end)
             finally:
                 self.machine.uc.hook_del(handle)
                 self.machine.uc.ctl_flush_tb()
@@ -350,32 +475,31 @@ class Timeline:
         return None
 
     def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, int, bytes, bytes]]:
-        """The last write to [addr, addr+length) before the current position: (icount, rip, old, new).
+        """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
+        or None if there was none since the start.
 
-        Undo's `last` / TTD's memory query: a reverse scan with a write watch that does not move
-        the position."""
+        Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
+        position where it was."""
         self._require_reverse()
         here = self.icount
         key = (addr, length, "w")
         added = key not in self.watchpoints
         if added:
             self.add_watchpoint(addr, length, "w")
+
+        def writes_here(h: Hit) -> bool:
+            return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
+                    and h.addr < addr + length and h.addr + h.size > addr)
         try:
-            end = here
-            found: Optional[Hit] = None
-            while end > self.start and found is None:
-                begin = self._restore_before(end - 1)
-                hits = [h for h in self._hits_between(begin, end) if h.reason == "watchpoint"]
-                if hits:
-                    found = hits[-1]
-                end = begin
+            found = self._last_hit(self.start, here, writes_here)
             if found is None:
                 return None
+            if found.reason == "interrupt":
+                raise ValueError("interrupted")
             self.seek(found.icount)
             rip, old = self.pc(), self.read_memory(addr, length)
             self.seek(found.icount + 1)
-            new = self.read_memory(addr, length)
-            return found.icount, rip, old, new
+            return found.icount, rip, old, self.read_memory(addr, length)
         finally:
             if added:
                 self.remove_watchpoint(addr, length, "w")
@@ -383,7 +507,7 @@ class Timeline:
 
     def snapshots_text(self) -> str:
         if self.snapshots is None:
-            return "no snapshot catalog"
+            return "no snapshot catalog\n"
         infos = sorted(self.snapshots.infos.values(), key=lambda i: i.icount)
         lines = [f"{len(infos)} snapshots; position icount {self.icount}"]
         for i in infos:
