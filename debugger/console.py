@@ -1,36 +1,58 @@
 """The built-in debugger: GDB's verbs over a Timeline, for users without GDB.
 
-Addresses may be numbers (0x1234) or ELF symbols (kmain, balance+8)."""
+Addresses may be numbers (0x1234) or ELF symbols (kmain, balance+8). Bad input gets one
+`error:` line; Ctrl-C stops a running continue/reverse-continue."""
 from __future__ import annotations
 
 import cmd
 import shlex
-from typing import Optional
+import signal
+import threading
+from typing import Callable, Optional
 
 import capstone
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from cpu.machine import GuestError
 from debugger.timeline import Stop, Timeline
+from replay.player import Divergence
 
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs")
+_NAMED_TYPES = ("STT_FUNC", "STT_OBJECT")  # preferred over linker symbols when naming an address
+
+
+def _symbol_table(path: str) -> list[tuple[str, int, str]]:
+    """(name, address, type) of the guest ELF's function, object and untyped symbols."""
+    out: list[tuple[str, int, str]] = []
+    try:
+        with open(path, "rb") as f:
+            for sec in ELFFile(f).iter_sections():
+                if isinstance(sec, SymbolTableSection):
+                    out += [(sym.name, sym["st_value"], sym["st_info"]["type"]) for sym in sec.iter_symbols()
+                            if sym.name and sym["st_info"]["type"] in (*_NAMED_TYPES, "STT_NOTYPE")]
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def load_symbols(path: str) -> dict[str, int]:
     """Function and object symbols of the guest ELF (empty if it has none)."""
     out: dict[str, int] = {}
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            for sec in elf.iter_sections():
-                if isinstance(sec, SymbolTableSection):
-                    for sym in sec.iter_symbols():
-                        if sym.name and sym["st_info"]["type"] in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE"):
-                            out.setdefault(sym.name, sym["st_value"])
-    except (OSError, ValueError):
-        pass
+    for name, addr, _ in _symbol_table(path):
+        out.setdefault(name, addr)
     return out
+
+
+def _number(text: str, what: str, minimum: int = 0) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ValueError(f"bad {what} '{text}'")
+    return value
 
 
 class Console(cmd.Cmd):
@@ -40,8 +62,10 @@ class Console(cmd.Cmd):
     def __init__(self, timeline: Timeline, kernel: str, **kw) -> None:
         super().__init__(**kw)
         self.tl = timeline
+        table = _symbol_table(kernel)
         self.symbols = load_symbols(kernel)
-        self.by_addr = {v: k for k, v in sorted(self.symbols.items(), reverse=True)}
+        # address -> name, functions and objects winning over linker symbols at the same address
+        self.by_addr = {a: n for n, a, t in sorted(table, key=lambda e: e[2] in _NAMED_TYPES)}
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self.watches: list[tuple[int, int]] = []
 
@@ -54,11 +78,18 @@ class Console(cmd.Cmd):
         text = text.strip().lstrip("*")
         base, plus, off = text.partition("+")
         if base in self.symbols:
-            return self.symbols[base] + (int(off, 0) if plus else 0)
+            return self.symbols[base] + (_number(off, "offset") if plus else 0)
         try:
             return int(text, 0)
         except ValueError:
             raise ValueError(f"unknown address or symbol '{text}'") from None
+
+    def operands(self, arg: str, usage: str, required: int, optional: int = 0) -> list[str]:
+        """The command's words, or ValueError with its usage when there are too few or many."""
+        words = shlex.split(arg)
+        if not required <= len(words) <= required + optional:
+            raise ValueError(f"usage: {usage}")
+        return words
 
     def where(self, addr: int) -> str:
         best = max((a for a in self.by_addr if a <= addr), default=None)
@@ -73,25 +104,44 @@ class Console(cmd.Cmd):
         return f"{i.mnemonic} {i.op_str}".strip() if i else "(bad instruction)"
 
     def report(self, stop: Stop) -> None:
+        ended = "" if stop.exit_status is None else f" (the guest exited with status {stop.exit_status})"
         text = {"step": "", "breakpoint": "breakpoint hit", "watchpoint": "watchpoint hit",
-                "begin": "reached the start of the recording", "end": "reached the end of the recording",
+                "begin": "reached the start of the recording", "end": f"reached the end of the recording{ended}",
                 "exited": f"guest exited with status {stop.exit_status}", "interrupt": "interrupted",
                 "icount-break": "icount breakpoint", "fault": f"stopped: {stop.message}"}[stop.reason]
         if stop.watch_addr is not None:
-            text += f" at {stop.watch_addr:#x}"
+            text += f" at {self.where(stop.watch_addr)}"
         prefix = f"{text}\n" if text else ""
         self.say(f"{prefix}icount {stop.icount}  {self.where(stop.pc)}:  {self.insn(stop.pc)}")
 
-    def run(self, action) -> None:
-        try:
+    def run(self, action: Callable[[], Stop]) -> None:
+        """Do `action` and report where it stopped; Ctrl-C (main thread only) interrupts it."""
+        if threading.current_thread() is not threading.main_thread():
             self.report(action())
-        except ValueError as e:
-            self.say(f"error: {e}")
+            return
+        previous = signal.signal(signal.SIGINT, lambda *_: self.tl.interrupt())
+        try:
+            stop = action()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.report(stop)
+
+    def repeat(self, arg: str, usage: str, step: Callable[[], Stop]) -> None:
+        """`step` N times (default 1), stopping early where it stops for another reason."""
+        count = _number(*self.operands(arg, usage, 0, 1) or ["1"], "count", minimum=1)
+
+        def steps() -> Stop:
+            for _ in range(count):
+                stop = step()
+                if stop.reason != "step":
+                    break
+            return stop
+        self.run(steps)
 
     def onecmd(self, line: str) -> bool:
         try:
             return super().onecmd(line)
-        except ValueError as e:
+        except (ValueError, GuestError, Divergence) as e:
             self.say(f"error: {e}")
             return False
 
@@ -113,54 +163,53 @@ class Console(cmd.Cmd):
 
     def do_stepi(self, arg: str) -> None:
         """stepi [N]: execute N instructions (default 1)."""
-        for _ in range(int(arg or 1)):
-            stop = self.tl.stepi()
-            if stop.reason != "step":
-                break
-        self.report(stop)
+        self.repeat(arg, "stepi [N]", self.tl.stepi)
 
     def do_reverse_stepi(self, arg: str) -> None:
         """reverse-stepi [N]: go back N instructions."""
-        for _ in range(int(arg or 1)):
-            stop = self.tl.reverse_stepi()
-            if stop.reason != "step":
-                break
-        self.report(stop)
+        self.repeat(arg, "reverse-stepi [N]", self.tl.reverse_stepi)
 
     def do_next(self, arg: str) -> None:
-        """next: one instruction, stepping over calls."""
-        self.run(self.tl.next)
+        """next [N]: one instruction, stepping over calls."""
+        self.repeat(arg, "next [N]", self.tl.next)
 
     def do_reverse_next(self, arg: str) -> None:
-        """reverse-next: back one instruction, stepping back over calls."""
-        self.run(self.tl.reverse_next)
+        """reverse-next [N]: back one instruction, stepping back over calls."""
+        self.repeat(arg, "reverse-next [N]", self.tl.reverse_next)
 
     def do_continue(self, arg: str) -> None:
         """continue: run to a breakpoint, watchpoint or the end."""
+        self.operands(arg, "continue", 0)
         self.run(self.tl.cont)
 
     def do_reverse_continue(self, arg: str) -> None:
         """reverse-continue: run backwards to the previous breakpoint or watchpoint hit."""
+        self.operands(arg, "reverse-continue", 0)
         self.run(self.tl.reverse_cont)
 
     def do_break(self, arg: str) -> None:
         """break ADDR|SYMBOL: stop before executing that instruction."""
-        a = self.addr(arg)
+        a = self.addr(*self.operands(arg, "break ADDR|SYMBOL", 1))
         self.tl.add_breakpoint(a)
         self.say(f"breakpoint at {self.where(a)}")
 
     def do_delete(self, arg: str) -> None:
         """delete: remove all breakpoints and watchpoints."""
+        self.operands(arg, "delete", 0)
         for a in list(self.tl.breakpoints):
             self.tl.remove_breakpoint(a)
         for a, n in self.watches:
             self.tl.remove_watchpoint(a, n, "w")
         self.watches.clear()
 
+    def _span(self, arg: str, usage: str, default: int) -> tuple[int, int]:
+        """ADDR [LEN] operands."""
+        words = self.operands(arg, usage, 1, 1)
+        return self.addr(words[0]), _number(words[1], "length", minimum=1) if len(words) > 1 else default
+
     def do_watch(self, arg: str) -> None:
         """watch ADDR|SYMBOL [LEN]: stop when memory there is written (default 8 bytes)."""
-        parts = shlex.split(arg)
-        a, n = self.addr(parts[0]), int(parts[1], 0) if len(parts) > 1 else 8
+        a, n = self._span(arg, "watch ADDR|SYMBOL [LEN]", 8)
         self.tl.add_watchpoint(a, n, "w")
         self.watches.append((a, n))
         self.say(f"watchpoint on {self.where(a)} ({n} bytes)")
@@ -182,12 +231,11 @@ class Console(cmd.Cmd):
             for a, n in self.watches:
                 self.say(f"watchpoint {self.where(a)} ({n} bytes)")
         else:
-            self.say("info registers | snapshots | replay | breakpoints")
+            self.say("usage: info registers | snapshots | replay | breakpoints")
 
     def do_x(self, arg: str) -> None:
         """x ADDR [LEN]: hex dump of memory (default 64 bytes)."""
-        parts = shlex.split(arg)
-        a, n = self.addr(parts[0]), int(parts[1], 0) if len(parts) > 1 else 64
+        a, n = self._span(arg, "x ADDR|SYMBOL [LEN]", 64)
         data = self.tl.read_memory(a, n)
         for off in range(0, len(data), 16):
             row = data[off:off + 16]
@@ -195,36 +243,38 @@ class Console(cmd.Cmd):
 
     def do_disas(self, arg: str) -> None:
         """disas [ADDR] [N]: disassemble N instructions (default: 5 at the current one)."""
-        parts = shlex.split(arg)
-        a = self.addr(parts[0]) if parts else self.tl.pc()
-        n = int(parts[1]) if len(parts) > 1 else 5
+        words = self.operands(arg, "disas [ADDR|SYMBOL] [N]", 0, 2)
+        a = self.addr(words[0]) if words else self.tl.pc()
+        n = _number(words[1], "count", minimum=1) if len(words) > 1 else 5
         code = self.tl.read_memory(a, 16 * n)
         for i, ins in zip(range(n), self.md.disasm(code, a)):
             mark = "=>" if ins.address == self.tl.pc() else "  "
             self.say(f"{mark} {self.where(ins.address)}:  {ins.mnemonic} {ins.op_str}")
 
     def do_goto(self, arg: str) -> None:
-        """goto ICOUNT: go to exactly that instruction count (backwards or forwards)."""
-        self.run(lambda: self.tl.seek(int(arg, 0)))
+        """goto ICOUNT: go to that instruction count (backwards or forwards)."""
+        icount = _number(*self.operands(arg, "goto ICOUNT", 1), "icount")
+        self.run(lambda: self.tl.seek(icount))
 
     def do_last_write(self, arg: str) -> None:
-        """last-write ADDR|SYMBOL [LEN]: when was this memory last written before now?"""
-        parts = shlex.split(arg)
-        a, n = self.addr(parts[0]), int(parts[1], 0) if len(parts) > 1 else 8
+        """last-write ADDR|SYMBOL [LEN]: when was this memory last written before now? (LEN 8)"""
+        a, n = self._span(arg, "last-write ADDR|SYMBOL [LEN]", 8)
         found = self.tl.last_write(a, n)
         if found is None:
             self.say(f"no write to {self.where(a)} since the start of the recording")
             return
         icount, rip, old, new = found
-        self.say(f"last write to {self.where(a)}: icount {icount} at {self.where(rip)}: "
-                 f"{self.insn(rip)}\n  old {old.hex(' ')}\n  new {new.hex(' ')}")
+        self.say(f"last write to {self.where(a)}: icount {icount} at {self.where(rip)}: {self.insn(rip)}\n"
+                 f"  old {old.hex(' ')}  (= {int.from_bytes(old, 'little'):#x})\n"
+                 f"  new {new.hex(' ')}  (= {int.from_bytes(new, 'little'):#x})")
 
     def do_savevm(self, arg: str) -> None:
         """savevm NAME: take a named snapshot here (load it later with -loadvm NAME)."""
-        if self.tl.snapshots is None or not arg.strip():
-            self.say("savevm needs a name and a replay or recording with a catalog")
+        name = self.operands(arg, "savevm NAME", 1)[0]
+        if self.tl.snapshots is None:
+            self.say("error: savevm needs a replay or recording with a snapshot catalog")
             return
-        info = self.tl.snapshots.take(arg.strip(), "named")
+        info = self.tl.snapshots.take(name, "named")
         self.say(f"snapshot {info.name} at icount {info.icount}")
 
     def do_quit(self, arg: str) -> Optional[bool]:
