@@ -12,9 +12,9 @@ def make_timeline(session: Session) -> Timeline:
 
 
 def run_debugger(session: Session, opts) -> int:
-    """Serve GDB or the console until the user detaches or quits; returns the exit status."""
+    """Serve GDB or the console until the user detaches or quits; returns the exit status: the
+    guest's if the position is at its exit by then (a detach runs to the end first), else 0."""
     timeline = make_timeline(session)
-    status = 0
     try:
         if opts.gdb:
             from debugger.gdbstub import GdbServer, parse_gdb_address
@@ -31,15 +31,12 @@ def run_debugger(session: Session, opts) -> int:
                 print(f"urr: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
                 return 2
             print(f"urr: waiting for gdb on {host}:{server.port}", file=sys.stderr, flush=True)
-            how = server.serve_one()
-            if how == "detach":
-                stop = timeline.cont()
-                status = stop.exit_status or 0
+            if server.serve_one() == "detach":
+                timeline.cont()
         else:
             from debugger.console import Console
 
             Console(timeline, opts.kernel).cmdloop()
     finally:
-        exited = timeline._exited
-        session.close(exited.status if exited else None, "debugger session ended")
-    return status
+        session.close(timeline.exit_status, "debugger session ended")
+    return timeline.exit_status or 0
