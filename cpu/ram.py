@@ -6,7 +6,13 @@ tells anonymous pages (written since the last sync) from file pages (unchanged),
 changed costs a 8-bytes-per-page read, not a hash of all RAM. `sync()` writes the changed pages
 back to the memfd and drops the private copies (MADV_DONTNEED), making them clean again. Unicorn
 reaches the RAM through the same host addresses throughout (`mem_map_ptr`), so none of this is
-visible to the guest. The cost of a snapshot or a digest therefore grows with what changed."""
+visible to the guest. The cost of a snapshot or a digest therefore grows with what changed.
+
+Cleaning a page costs a write-back, and the guest's next store to it two page faults (map, then
+copy). Pages that are written in every interval (the stack, hot globals) would pay that at
+every sync, so a page written in two syncs running stays private ("hot"): each sync copies it and
+compares it with what the last sync saw (a memcmp, no faults), and cleans it once it is found
+unchanged."""
 from __future__ import annotations
 
 import ctypes
@@ -35,6 +41,8 @@ class Ram:
         self.address = ctypes.addressof(self._cbuf)
         self.view = memoryview(self.mm)
         self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self._hot: dict[int, bytes] = {}  # private pages kept so, with their content at the last sync
+        self._reported: set[int] = set()  # pages the last sync reported as changed
 
     def read(self, addr: int, length: int) -> bytes:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -61,12 +69,28 @@ class Ram:
         return out
 
     def sync(self) -> list[tuple[int, bytes]]:
-        """Make every page clean; return the (index, content) of those that had been written."""
-        dirty = self.dirty_pages()
-        changed = [(i, self.page(i)) for i in dirty]
-        for start, count in _ranges(dirty):  # one write and one madvise per run of pages
+        """The (index, content) of every page whose content changed since the last sync.
+
+        Pages reported now that were also reported last time stay private (hot); every other
+        written page is made clean again."""
+        changed: list[tuple[int, bytes]] = []
+        clean: list[int] = []
+        hot: dict[int, bytes] = {}
+        for i in self.dirty_pages():
+            data = self.page(i)
+            if self._hot.get(i) == data:  # hot, but not written since: clean it now
+                clean.append(i)
+                continue
+            changed.append((i, data))
+            if i in self._reported:
+                hot[i] = data
+            else:
+                clean.append(i)
+        for start, count in _ranges(clean):  # one write and one madvise per run of pages
             os.pwrite(self.fd, self.view[start * PAGE:(start + count) * PAGE], start * PAGE)
             self.mm.madvise(mmap.MADV_DONTNEED, start * PAGE, count * PAGE)
+        self._hot = hot
+        self._reported = {i for i, _ in changed}
         return changed
 
     def load_pages(self, pages: dict[int, bytes]) -> None:
@@ -76,6 +100,7 @@ class Ram:
         for i in sorted(pages):
             os.pwrite(self.fd, pages[i], i * PAGE)
         self.mm.madvise(mmap.MADV_DONTNEED, 0, self.size)
+        self._hot, self._reported = {}, set()
 
     def close(self) -> None:
         self.view.release()
