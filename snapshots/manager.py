@@ -6,7 +6,8 @@ current position. Catalog writes happen in a separate process (snapshots.writer)
 
 Most dense snapshots are thinned away within a second of being taken, so the manager holds
 them in memory and writes only those the policy still keeps when they leave the dense window
-(or when the catalog must be complete: a restore, a flush, the end). Snapshots on the coarsest
+(or when the catalog must be complete: a restore, a flush, the end), and never more than
+MAX_HELD of them, the oldest going to the writer first. Snapshots on the coarsest
 grid, initial and named ones are written at once, so a killed run keeps those."""
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from snapshots.writer import CatalogWriter
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 10  # periodic snapshots between thinning passes
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
+MAX_HELD = 128  # snapshots held in memory at most (the default 1 s dense window holds ~100)
 RECENT_PAGES = 8192  # recently captured page contents kept in memory for fast restores (32 MiB)
 
 
@@ -93,6 +95,8 @@ class SnapshotManager:
         if kind == "periodic" and not self._keeps_long(snap.vtime_ns):
             self.held[name] = (snap, blobs)
             self.unsent.update(blobs)
+            if len(self.held) > MAX_HELD:  # a wide dense tier: write the oldest as we go
+                self._write(*self.held.pop(next(iter(self.held))))
         else:
             self._write(snap, blobs)
         info = SnapshotInfo(name=name, kind=kind, icount=snap.icount, vtime_ns=snap.vtime_ns,
