@@ -168,6 +168,26 @@ def test_corrupt_page_is_reported_not_loaded(guests, tmp_path):
     assert f"page {h.hex()}" in r.err and "corrupt" in r.err
 
 
+def test_named_snapshot_taken_in_replay_starts_a_later_replay(guests, tmp_path):
+    """savevm in one replay, -loadvm in the next: it starts there, prints only what follows and
+    ends in the recording's final state."""
+    rr = str(tmp_path / "t.rr")
+    rec = record(guests["ticks"], rr)
+    session = replay_session(guests["ticks"], rr, "-snapshots", "off")
+    session.run(400_000)
+    at = session.machine.icount
+    session.snapshots.take("mid", "named")
+    session.close(None, "test")
+    rep = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", "mid")
+    assert rep.status == rec.status, rep.err
+    assert rep.state() == rec.state()
+    assert rep.out and rec.out.endswith(rep.out) and rep.out != rec.out  # the first line came before
+    listing = subprocess.run([sys.executable, "-m", "snapshots.cli", "list", rr], capture_output=True,
+                             text=True, cwd=ROOT)
+    assert any(line.split()[:5] == ["mid", str(at), f"{(at << 7) / 1e9:.3f}", "s", "named"]
+               for line in listing.stdout.splitlines()), listing.stdout
+
+
 def test_unknown_snapshot_name(guests, tmp_path):
     rr = str(tmp_path / "h.rr")
     record(guests["hello"], rr)
