@@ -285,7 +285,9 @@ class Machine:
             self.in_slice = False
             self.timers.slice_end = None
         counted, budget = self.counter.counter.value, self.counter.budget.value
-        if err is not None or self.stop_before is not None or counted > budget:
+        if err is not None and err.errno == UC_ERR_FETCH_UNMAPPED:
+            self.icount += counted  # the fetch failed before the next instruction was counted
+        elif err is not None or self.stop_before is not None or counted > budget:
             self.icount += counted - 1  # the last counted instruction did not run
         else:
             self.icount += counted  # HLT: the only other way a slice ends, and it ran
