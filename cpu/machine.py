@@ -347,7 +347,7 @@ class Machine:
         """A halted CPU: jump virtual time to the next deadline (or wait for the host clock)."""
         deadline = self.timers.next_deadline(guest_only=True)
         live_input = self.seam.char.live
-        if not self.if_set() and not live_input:
+        if not self.if_set():  # no input or timer can wake it: with IF=0 nothing is delivered
             raise GuestError("the guest halted with interrupts disabled and nothing pending",
                              self.icount, self.rip())
         if deadline is None and not live_input:
