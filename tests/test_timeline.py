@@ -1,0 +1,276 @@
+"""The Timeline's Python API on real replays of gcc-built guests.
+
+Every position it reaches is checked against a straight replay (registers and all of RAM), and
+what its reverse searches find is checked against what running forward finds."""
+from __future__ import annotations
+
+import io
+import random
+from typing import Iterator
+
+import pytest
+
+from debugger.timeline import Stop, Timeline
+from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
+from urr.options import parse_args
+from urr.session import Session
+
+
+@pytest.fixture
+def open_timeline(recorded) -> Iterator:  # noqa: F811
+    """name -> a Timeline over a replay of that guest's recording, closed after the test."""
+    opened: list[Timeline] = []
+
+    def make(name: str) -> tuple[Timeline, Recording]:
+        rec = recorded(name)
+        tl = Timeline.for_replay(rec.rrfile, rec.kernel, snapshot="init")
+        opened.append(tl)
+        return tl, rec
+    yield make
+    for tl in opened:
+        tl.close()
+
+
+def state(tl: Timeline) -> tuple[int, str]:
+    """The position and a hash of all registers and RAM there."""
+    return tl.icount, tl.session.state_hash()
+
+
+def straight_states(rec: Recording, icounts: list[int]) -> dict[int, tuple[int, str]]:
+    """Where a straight replay told to stop at each icount stops, and its state there."""
+    session = rec.straight_replay()
+    out = {}
+    try:
+        for n in sorted(icounts):
+            session.run(n)
+            out[n] = (session.machine.icount, session.state_hash())
+    finally:
+        session.close(None, "test")
+    return out
+
+
+def u64(data: bytes) -> int:
+    return int.from_bytes(data, "little")
+
+
+@pytest.mark.parametrize("name", ["corrupt", "ticks"])
+def test_seek_reaches_the_state_of_a_straight_replay(open_timeline, name):
+    """Random positions in random order (so backwards too); ticks spends most of its time halted,
+    where a position is the end of the halt, as in a straight replay."""
+    tl, rec = open_timeline(name)
+    rng = random.Random(name)
+    icounts = [rng.randrange(rec.icount) for _ in range(8)]
+    expected = straight_states(rec, icounts)
+    for n in icounts:
+        stop = tl.seek(n)
+        assert stop.reason == "step" and stop.icount == tl.icount >= n
+        assert state(tl) == expected[n], f"seek({n})"
+
+
+@pytest.mark.parametrize("name", ["corrupt", "ticks"])
+def test_reverse_stepi_goes_back_one_instruction(open_timeline, name):
+    """reverse-stepi is seek(icount - 1), except right after a halt where it is the HLT; either
+    way stepi from there comes back to the same state."""
+    tl, rec = open_timeline(name)
+    rng = random.Random(f"{name}-rsi")
+    for n in (rng.randrange(1, rec.icount) for _ in range(5)):
+        tl.seek(n)
+        here = state(tl)
+        stop = tl.reverse_stepi()
+        assert stop.reason == "step" and stop.icount < here[0]
+        back = state(tl)
+        if stop.icount != here[0] - 1:  # here ends a halt: we are on its HLT
+            assert tl.seek(here[0] - 1).icount == here[0]
+            assert tl.read_memory(stop.pc, 1) == b"\xf4"
+        tl.seek(here[0] + 1000)
+        assert tl.seek(back[0]).reason == "step" and state(tl) == back
+        assert tl.stepi().reason == "step" and state(tl) == here
+
+
+def test_begin_and_end_of_the_recording(open_timeline):
+    tl, rec = open_timeline("hello")
+    assert tl.icount == 0 and tl.pc() == rec.elf.entry
+    stop = tl.reverse_stepi()
+    assert (stop.reason, stop.icount, stop.pc) == ("begin", 0, rec.elf.entry)
+    assert tl.reverse_cont().reason == "begin" and tl.icount == 0
+    stop = tl.cont()
+    assert (stop.reason, stop.icount, stop.exit_status) == ("end", rec.icount, rec.status)
+    assert tl.stepi().reason == "end" and tl.cont().reason == "end" and tl.icount == rec.icount
+    assert tl.reverse_stepi().icount == rec.icount - 1  # the end is a place to go back from
+    assert tl.exit_status is None
+    assert tl.stepi().reason == "end" and tl.exit_status == rec.status
+
+
+def test_guest_output_is_passed_on_once(recorded):  # noqa: F811
+    """Seeks and reverse searches replay code that wrote to the serial port and debugcon again;
+    the user sees each byte once."""
+    rec = recorded("hello")
+    out = io.BytesIO()
+    with Timeline.for_replay(rec.rrfile, rec.kernel, snapshot="init", out=out) as tl:
+        tl.seek(rec.icount // 2)
+        half = out.getvalue()
+        assert 0 < len(half) < len(rec.output) and rec.output.startswith(half)
+        tl.add_breakpoint(rec.elf.addr("kmain"))
+        assert tl.reverse_cont().reason == "breakpoint"
+        assert tl.seek(rec.icount // 3).reason == "step" and out.getvalue() == half
+        assert tl.cont().reason == "end"
+        tl.reverse_stepi()
+        tl.cont()
+    assert out.getvalue() == rec.output
+
+
+def test_reverse_continue_stops_at_the_last_hit_before_here(open_timeline):
+    """Two breakpoints and a replay breakpoint: going back visits exactly the stops that going
+    forward made, in reverse order, then reaches the start."""
+    tl, rec = open_timeline("corrupt")
+    tl.add_breakpoint(rec.elf.addr("transfer"))
+    tl.add_breakpoint(rec.elf.addr("journal_append"))
+    forward: list[Stop] = [tl.cont() for _ in range(4)]
+    tl.set_icount_break(forward[-1].icount + 5)
+    forward.append(tl.cont())
+    forward += [tl.cont() for _ in range(4)]
+    assert [s.reason for s in forward] == ["breakpoint"] * 4 + ["icount-break"] + ["breakpoint"] * 4
+    assert {s.pc for s in forward if s.reason == "breakpoint"} == {rec.elf.addr("transfer"),
+                                                                   rec.elf.addr("journal_append")}
+    backward = [tl.reverse_cont() for _ in forward[:-1]]
+    assert [(s.reason, s.icount, s.pc) for s in backward] == [
+        (s.reason, s.icount, s.pc) for s in reversed(forward[:-1])]
+    tl.seek((forward[2].icount + forward[3].icount) // 2)  # between two hits
+    stop = tl.reverse_cont()
+    assert (stop.reason, stop.icount) == ("breakpoint", forward[2].icount)
+    tl.seek(forward[0].icount)
+    assert (tl.reverse_cont().reason, tl.icount, tl.pc()) == ("begin", 0, rec.elf.entry)
+
+
+def test_replay_breakpoint_inside_a_halt(open_timeline):
+    """ticks sleeps in HLT between timer interrupts: a replay breakpoint on an icount inside the
+    halt stops at the halt's end, in both directions."""
+    tl, rec = open_timeline("ticks")
+    hlt = next(i.address for i in rec.elf.code("kmain") if i.mnemonic == "hlt")
+    tl.add_breakpoint(hlt)
+    halted = tl.cont().icount
+    woken = tl.stepi().icount
+    assert woken > halted + 2
+    tl.remove_breakpoint(hlt)
+    tl.set_icount_break(halted + 2)
+    tl.seek(halted - 10)
+    assert (tl.cont().reason, tl.icount) == ("icount-break", woken)
+    tl.seek(woken + 10)
+    assert (tl.reverse_cont().reason, tl.icount) == ("icount-break", woken)
+
+
+def test_watchpoints_forward_and_backward(open_timeline):
+    """`total_checks` is written by check_books() every 50 ticks and once, wrongly, by
+    journal_append(): backwards from the end a write watch stops at that culprit store."""
+    tl, rec = open_timeline("corrupt")
+    victim = rec.elf.addr("total_checks")
+    tl.add_breakpoint(rec.elf.addr("kmain"))  # past crt0's clearing of .bss
+    tl.cont()
+    tl.remove_breakpoint(rec.elf.addr("kmain"))
+    tl.add_watchpoint(victim, 8, "w")
+    stop = tl.cont()
+    assert (stop.reason, stop.watch_addr, stop.watch_kind) == ("watchpoint", victim, "w")
+    assert rec.elf.function_at(tl.pc()) == "check_books"
+    after = tl.read_memory(victim, 8)
+    tl.reverse_stepi()
+    assert u64(after) == u64(tl.read_memory(victim, 8)) + 1
+
+    assert tl.seek(rec.icount).reason == "end"
+    stop = tl.reverse_cont()
+    assert (stop.reason, stop.watch_addr) == ("watchpoint", victim)
+    assert rec.elf.function_at(stop.pc) == "journal_append"
+    before = tl.read_memory(victim, 8)
+    tl.stepi()
+    assert tl.read_memory(victim, 8) != before
+    culprit = stop.icount
+    # A watch on the upper half alone: the 8-byte store starts before it and must still count.
+    tl.remove_watchpoint(victim, 8, "w")
+    tl.add_watchpoint(victim + 4, 4, "w")
+    tl.seek(rec.icount)
+    assert tl.reverse_cont().icount == culprit
+
+
+def test_last_write_finds_the_culprit_and_stays_put(open_timeline):
+    tl, rec = open_timeline("corrupt")
+    victim = rec.elf.addr("total_checks")
+    tl.add_breakpoint(rec.elf.addr("report_corruption"))
+    assert tl.cont().reason == "breakpoint"
+    # Another watchpoint, on a variable written at every transfer, must not be taken for a write.
+    tl.add_watchpoint(rec.elf.addr("journal_next"), 4, "w")
+    here, watches = state(tl), set(tl.watchpoints)
+    icount, rip, old, new = tl.last_write(victim, 8)
+    assert state(tl) == here and set(tl.watchpoints) == watches
+    assert rec.elf.function_at(rip) == "journal_append"
+    assert new == tl.read_memory(victim, 8) != old
+    tl.seek(icount)
+    assert (tl.pc(), tl.read_memory(victim, 8)) == (rip, old)
+    tl.seek(icount + 1)
+    assert tl.read_memory(victim, 8) == new
+    tl.remove_watchpoint(rec.elf.addr("journal_next"), 4, "w")
+    tl.add_watchpoint(victim, 8, "w")  # nothing writes it between there and the breakpoint
+    assert (tl.cont().reason, tl.icount) == ("breakpoint", here[0])
+    assert tl.last_write(rec.elf.addr("kmain"), 4) is None and state(tl) == here  # code: never written
+
+
+def _call_site(rec: Recording) -> tuple[int, int]:
+    """hello's `call debugcon_puts` in kmain: its address and the return address."""
+    (call,) = rec.elf.calls("kmain", "debugcon_puts")
+    return call.address, call.address + call.size
+
+
+def test_next_and_reverse_next_step_over_a_call(open_timeline):
+    tl, rec = open_timeline("hello")
+    call, ret = _call_site(rec)
+    tl.add_breakpoint(call)  # kept: the backward search must not stop at it
+    at_call = tl.cont()
+    rsp0 = tl.read_registers()["rsp"]
+    while tl.pc() != ret:  # the reference: one instruction at a time
+        tl.stepi()
+    returned = state(tl)
+    assert tl.seek(at_call.icount).reason == "step"
+    assert tl.next().reason == "step" and state(tl) == returned and tl.read_registers()["rsp"] == rsp0
+    assert tl.reverse_next().reason == "step" and (tl.icount, tl.pc()) == (at_call.icount, call)
+    # Where the instruction before is not a ret (a pop), reverse-next is reverse-stepi.
+    pop = next(i for i in rec.elf.code("kmain") if i.mnemonic == "pop")
+    tl.add_breakpoint(pop.address + pop.size)
+    stop = tl.cont()
+    assert tl.reverse_next().icount == stop.icount - 1 and tl.pc() == pop.address
+
+
+def test_next_and_reverse_next_stop_at_breakpoints_inside_the_call(open_timeline):
+    """A breakpoint on debugcon_puts' `out` (one hit per character): next stops at the first hit,
+    reverse-next from the return address at the last."""
+    tl, rec = open_timeline("hello")
+    call, ret = _call_site(rec)
+    out = next(i.address for i in rec.elf.code("debugcon_puts") if i.mnemonic == "out")
+    tl.add_breakpoint(call)
+    at_call = tl.cont()
+    tl.add_breakpoint(out)
+    tl.add_breakpoint(ret)
+    first = tl.next()
+    assert (first.reason, first.pc) == ("breakpoint", out) and first.icount > at_call.icount
+    hits = [first]
+    while (stop := tl.cont()).pc == out:  # the reference: from hit to hit
+        hits.append(stop)
+    assert stop.pc == ret and len(hits) > 1
+    stop = tl.reverse_next()
+    assert (stop.reason, stop.icount, stop.pc) == ("breakpoint", hits[-1].icount, out)
+
+
+def test_record_mode_refuses_reverse_and_runs_forward(recorded, tmp_path):  # noqa: F811
+    rec = recorded("hello")
+    opts = parse_args(["-kernel", rec.kernel, "-serial", "none", "-icount",
+                       f"shift=7,rr=record,rrfile={tmp_path / 'again.rr'}"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    tl = Timeline(session.machine, session.snapshots, False)
+    try:
+        tl.add_breakpoint(rec.elf.addr("kmain"))
+        assert (tl.cont().reason, tl.pc()) == ("breakpoint", rec.elf.addr("kmain"))
+        for reverse in (tl.reverse_stepi, tl.reverse_cont, lambda: tl.seek(1)):
+            with pytest.raises(ValueError, match="needs a replay"):
+                reverse()
+        assert tl.stepi().icount == tl.icount
+        stop = tl.cont()
+        assert (stop.reason, stop.icount, stop.exit_status) == ("exited", rec.icount, rec.status)
+    finally:
+        session.close(tl.exit_status, "test")
