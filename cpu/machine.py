@@ -17,8 +17,8 @@ from typing import Callable, Optional
 import capstone
 import xxhash
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_INVALID,
-                     UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_INVALID, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.unicorn_py3.unicorn import uccallback
@@ -43,7 +43,6 @@ from replay.player import Divergence
 from replay.seam import Seam
 
 MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
-POLL_SLICE = 512  # slice length while an interrupt waits for the guest to set IF
 DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
 GDT_BASE = 0x800  # the boot GDT: null, 64-bit code (0x08), data (0x10)
 GDT = (0, 0x00209A0000000000, 0x0000920000000000)
@@ -105,6 +104,8 @@ class Machine:
         self.stop_before: Optional[str] = None  # set by a hook that stops before an instruction
         self.stop_after: Optional[str] = None  # set by a hook that stops after the current one
         self._fault: Optional[str] = None
+        self._if_watch: Optional[int] = None  # the block hook, while an interrupt waits for IF
+        self._last_block: Optional[tuple[int, int]] = None  # (address, size) it saw last
         # Called between slices once this icount's events are done: the state there is "the
         # state at icount N" that snapshots capture and debugger stops show.
         self.boundary_hooks: list[Callable[[], None]] = []
@@ -237,7 +238,7 @@ class Machine:
                     return end
             else:
                 self._take_host_input()
-                if self.pic.pending() and self.if_set():
+                if self.pic.pending() and self.if_set() and not self._sti_shadow(self.rip()):
                     self._interrupt(self.pic.acknowledge())
             for hook in self.boundary_hooks:
                 hook()
@@ -259,13 +260,45 @@ class Machine:
                     target = ev.icount
                 if limit < target:
                     target = limit
-            elif self.pic.pending():
-                target = min(target, self.icount + POLL_SLICE)
+            else:
+                self._watch_if(self.pic.pending())
             if until is not None and until < target:
                 target = until
             stopped = self._slice(target - self.icount)
             if stopped is not None:
                 return stopped
+
+    def _watch_if(self, on: bool) -> None:
+        """While an interrupt is pending, stop at the first instruction where the guest can take it.
+
+        STI, POPF and IRETQ (what sets IF) each end a translation block, and the instruction in
+        STI's shadow is a block of its own, so a block hook sees every point where IF may have
+        become set. It is installed only while an interrupt waits: a Python block hook is slow."""
+        if on and self._if_watch is None:
+            self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._block)
+            self.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
+        elif not on and self._if_watch is not None:
+            self.uc.hook_del(self._if_watch)
+            self._if_watch = None
+            self._last_block = None
+
+    def _block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        if self.if_set() and not self._sti_shadow(address):
+            # A block hook runs before the block's first instruction is counted: the slice ends
+            # right before it, and the executor delivers the interrupt there.
+            self.counter.end_after_current(0)
+        else:
+            self._last_block = (address, size)
+
+    def _sti_shadow(self, address: int) -> bool:
+        """Whether the instruction at `address` follows an STI that just ran: one more
+        instruction runs before an interrupt (so `sti; hlt` cannot miss a wake-up). Known only
+        from the block hook; without it no interrupt was waiting when the STI ran."""
+        if self._last_block is None or sum(self._last_block) != address:
+            return False
+        start, size = self._last_block
+        *_, last = _DISASM.disasm(bytes(self.uc.mem_read(start, size)), start)
+        return last.mnemonic == "sti"
 
     def _slice(self, n: int) -> Optional[Stop]:
         if n <= 0:
