@@ -68,8 +68,10 @@ class SnapshotManager:
         self.next_due: Optional[int] = None
         machine.boundary_hooks.append(self._at_boundary)
         self.interval = None
+        self.grid: set[int] = set()  # grid points (icount // interval) with a periodic snapshot
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
+            self.grid = {i.icount // self.interval for i in self.infos.values() if i.kind == "periodic"}
             self.arm()
 
     def arm(self) -> None:
@@ -102,14 +104,17 @@ class SnapshotManager:
         info = SnapshotInfo(name=name, kind=kind, icount=snap.icount, vtime_ns=snap.vtime_ns,
                             pages=len(snap.pages), bytes=0)
         self.infos[name] = info
+        if kind == "periodic" and self.interval:
+            self.grid.add(snap.icount // self.interval)
         return info
 
     def _at_boundary(self) -> None:
         if self.next_due is None or self.machine.icount < self.next_due:
             return
-        name = f"auto-{self.machine.icount:015d}"
-        if name not in self.infos:
-            self.take(name, "periodic")
+        # One per grid point: a replay of the same stretch (a seek, a reverse scan) may reach the
+        # point at another boundary, and must not take a second snapshot for it.
+        if self.machine.icount // self.interval not in self.grid:
+            self.take(f"auto-{self.machine.icount:015d}", "periodic")
         self.since_thin += 1
         if self.since_thin >= THIN_EVERY:
             self.thin()
@@ -124,7 +129,8 @@ class SnapshotManager:
         doomed = policy.to_delete(list(self.infos.values()), position, self.tiers)
         written = []
         for name in doomed:
-            del self.infos[name]
+            info = self.infos.pop(name)
+            self.grid.discard(info.icount // self.interval)
             if self.held.pop(name, None) is None:
                 written.append(name)
         dense = self.tiers[0][0] or 0

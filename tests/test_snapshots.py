@@ -188,6 +188,27 @@ def test_named_snapshot_taken_in_replay_starts_a_later_replay(guests, tmp_path):
                for line in listing.stdout.splitlines()), listing.stdout
 
 
+def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guests, tmp_path):
+    """Seeks and reverse scans replay stretches again, stopping at other places: the snapshots
+    they meet are reused, not taken twice a few instructions apart."""
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr, "-snapshots", "off")
+    session = replay_session(guests["cpuloop"], rr)
+    snaps = session.snapshots
+    session.run(2_000_000)
+    first = {i.icount for i in snaps.infos.values() if i.kind == "periodic"}
+    snaps.restore("init")
+    target = 0
+    while target < 2_000_000:  # the same stretch in odd steps: slice boundaries fall elsewhere
+        target += 33_331
+        session.run(target)
+    periodic = [i.icount for i in snaps.infos.values() if i.kind == "periodic"]
+    grid = [icount // snaps.interval for icount in periodic]
+    assert len(first) >= 20 and len(grid) == len(set(grid))
+    assert set(periodic) >= first
+    session.close(None, "test")
+
+
 def test_unknown_snapshot_name(guests, tmp_path):
     rr = str(tmp_path / "h.rr")
     record(guests["hello"], rr)
