@@ -1,18 +1,6 @@
 /* ATA PIO on the primary channel (0x1F0-0x1F7, control 0x3F6, IRQ 14), master drive, LBA28. */
 #include "urr.h"
 
-#define ATA_DATA 0x1F0
-#define ATA_ERROR 0x1F1
-#define ATA_COUNT 0x1F2
-#define ATA_LBA0 0x1F3
-#define ATA_LBA1 0x1F4
-#define ATA_LBA2 0x1F5
-#define ATA_DRIVE 0x1F6
-#define ATA_STATUS 0x1F7        /* reading it also acknowledges the drive's interrupt */
-#define ATA_COMMAND 0x1F7
-#define ATA_ALTSTATUS 0x3F6     /* the same status, without the acknowledge */
-#define ATA_CONTROL 0x3F6
-
 #define ST_BSY 0x80
 #define ST_DRDY 0x40
 #define ST_DF 0x20

@@ -151,6 +151,17 @@ void rtc_read(struct rtc_time *t);  /* waits for UIP to clear, decodes BCD or bi
 void rtc_set_binary(int binary);    /* status B bit 2: 1 binary, 0 BCD */
 
 /* ---- ATA PIO, primary master, LBA28 (ata.c) -------------------------------------------------- */
+#define ATA_DATA 0x1F0                /* the primary channel's registers */
+#define ATA_ERROR 0x1F1
+#define ATA_COUNT 0x1F2
+#define ATA_LBA0 0x1F3
+#define ATA_LBA1 0x1F4
+#define ATA_LBA2 0x1F5
+#define ATA_DRIVE 0x1F6
+#define ATA_STATUS 0x1F7              /* reading it also acknowledges the drive's interrupt */
+#define ATA_COMMAND 0x1F7
+#define ATA_ALTSTATUS 0x3F6           /* the same status, without the acknowledge */
+#define ATA_CONTROL 0x3F6
 struct ata_info {
     char model[41];                 /* IDENTIFY words 27-46, trailing spaces removed */
     char serial[21];                /* words 10-19 */
