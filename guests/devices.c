@@ -88,15 +88,6 @@ static void pic_registers(void) {
 
 /* ---- ATA --------------------------------------------------------------------------------- */
 
-#define ATA_DATA 0x1F0
-#define ATA_ERROR 0x1F1
-#define ATA_COUNT 0x1F2
-#define ATA_LBA0 0x1F3
-#define ATA_LBA1 0x1F4
-#define ATA_LBA2 0x1F5
-#define ATA_DRIVE 0x1F6
-#define ATA_STATUS 0x1F7
-#define ATA_CONTROL 0x3F6
 #define ST_ERR 0x01
 #define ST_DRQ 0x08
 #define ST_BSY 0x80
@@ -123,7 +114,7 @@ static uint8_t ata_command(uint8_t drive, uint32_t lba, uint8_t count, uint8_t c
     outb(ATA_LBA1, (uint8_t)(lba >> 8));
     outb(ATA_LBA2, (uint8_t)(lba >> 16));
     uint32_t seen = disk_irqs;
-    outb(ATA_STATUS, command);
+    outb(ATA_COMMAND, command);
     if (irq) {
         for (int i = 0; i < 100 && disk_irqs == seen; i++) {
             sti_hlt();
@@ -132,7 +123,7 @@ static uint8_t ata_command(uint8_t drive, uint32_t lba, uint8_t count, uint8_t c
     } else {
         spin(2000);                     /* longer than the drive's busy time */
     }
-    return inb(0x3F6);
+    return inb(ATA_ALTSTATUS);
 }
 
 static uint32_t disk_sectors(void) {

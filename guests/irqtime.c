@@ -187,21 +187,21 @@ static void uart(void) {
 }
 
 static void ata_quiet(void) {
-    inb(0x1F7);                         /* acknowledge INTRQ */
-    for (int i = 0; i < 256; i++) inw(0x1F0);  /* drain the IDENTIFY block */
+    inb(ATA_STATUS);                    /* acknowledge INTRQ */
+    for (int i = 0; i < 256; i++) inw(ATA_DATA);  /* drain the IDENTIFY block */
     pic_mask(14);
 }
 
 static void ata(void) {
-    outb(0x1F6, 0xA0);                  /* master, and enable interrupts (nIEN = 0) */
-    outb(0x3F6, 0);
-    if (inb(0x1F7) == 0) {
+    outb(ATA_DRIVE, 0xA0);              /* the master, with interrupts enabled (nIEN = 0) */
+    outb(ATA_CONTROL, 0);
+    if (inb(ATA_STATUS) == 0) {
         printf("irqtime ata: no disk\n");
         return;
     }
     irq_install(14, 0);
     set_gate_entry(IRQ_VECTOR(14), irqtime_isr);
-    struct measure m = {.port = 0x1F7, .value = 0xEC, .ticks = 1};
+    struct measure m = {.port = ATA_COMMAND, .value = 0xEC, .ticks = 1};  /* IDENTIFY DEVICE */
     run("ata", "ata", 0, 0, &m, ata_quiet);
 }
 
