@@ -3,7 +3,8 @@
 Each test starts urr with `-gdb tcp::0` (the kernel picks a free port on 127.0.0.1, urr prints
 it), runs `gdb -batch` with a list of commands, and asserts on what GDB printed: names, lines and
 values from the guest's DWARF, `$pc`, and urr's `monitor info replay` positions. Probes print
-`@pc=...` lines; expected values come from the ELF, the C source or an in-process replay."""
+`@pc=...` lines; expected values come from the ELF, the C source or an in-process replay.
+Last, malformed packets from a raw client, since GDB never sends them."""
 from __future__ import annotations
 
 import os
@@ -17,8 +18,10 @@ from typing import Optional
 
 import pytest
 
+from debugger.tdesc import G_PACKET_SIZE
 from debugger.timeline import Timeline
 from tests.conftest import ROOT, run_urr
+from tests.test_gdbstub import Client, Served
 from tests.replays import Recording, recorded, source_line  # noqa: F401  (recorded is a fixture)
 
 GDB = shutil.which("gdb")
@@ -305,3 +308,26 @@ def test_record_mode_debugs_forward_and_refuses_reverse(hello, tmp_path):
                      f"shift=7,rr=replay,rrfile={rrfile},rrsnapshot=init")
     assert replay.status == hello.status, replay.err
     assert f"replayed {hello.icount} instructions" in replay.note("replayed")
+
+
+@pytest.mark.parametrize("packet, reply", [
+    ("m zz,4", "E01"), ("mffffffffffffffff,8", "E14"), ("m-1,4", "E01"), ("M100000,4:zz", "E01"),
+    ("M7fffffff,1:00", "E14"), ("X100000,4:", "E01"), ("P10=zz", "E01"), ("Pff=00", "E01"), ("p1000", "E01"),
+    ("G00", "E01"), ("qRcmd,zz", "E01"), ("vCont;q", "E01"), ("s zz", "E01"), ("Z9,0,0", ""), ("Z2,-1,8", "E01"),
+    ("qXfer:features:read:foo.xml:0,10", "E00"),
+])
+def test_stub_answers_bad_packets_on_a_real_replay(hello, packet, reply, caplog):
+    """An error reply, nothing logged (the stub logs unexpected exceptions), and the session goes on."""
+    with Timeline.for_replay(hello.rrfile, hello.kernel, snapshot="init") as tl:
+        served = Served(tl)
+        client = Client(served.server.port)
+        try:
+            assert client.ask(packet) == reply
+            assert len(client.ask("g")) == 2 * G_PACKET_SIZE
+            assert client.ask("s") == "T05thread:01;" and tl.icount == 1
+            client.send("D")
+            assert client.reply() == "OK" and served.ended() == "detach"
+        finally:
+            client.close()
+            served.server.close()
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
