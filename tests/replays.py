@@ -45,11 +45,20 @@ class Recording:
         """The line number of the one line of the guest's C source that contains `text`."""
         return source_line(os.path.join(ROOT, "guests", f"{self.name}.c"), text)
 
-    def straight_replay(self) -> Session:
-        """A plain replay of the recording from boot, without snapshots: the reference."""
+    def straight_states(self, icounts: list[int]) -> dict[int, tuple[int, str]]:
+        """The reference: where a plain replay from boot without snapshots, told to stop at each
+        icount, stops, and a hash of all registers and RAM there."""
         opts = parse_args(["-kernel", self.kernel, "-serial", "none", "-snapshots", "off",
                            "-icount", f"shift=7,rr=replay,rrfile={self.rrfile}"])
-        return Session(opts, out=io.BytesIO(), stdin_fd=None)
+        session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+        out = {}
+        try:
+            for n in sorted(icounts):
+                session.run(n)
+                out[n] = (session.machine.icount, session.state_hash())
+        finally:
+            session.close(None, "test")
+        return out
 
 
 def source_line(path: str, text: str) -> int:

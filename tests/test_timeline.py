@@ -36,19 +36,6 @@ def state(tl: Timeline) -> tuple[int, str]:
     return tl.icount, tl.session.state_hash()
 
 
-def straight_states(rec: Recording, icounts: list[int]) -> dict[int, tuple[int, str]]:
-    """Where a straight replay told to stop at each icount stops, and its state there."""
-    session = rec.straight_replay()
-    out = {}
-    try:
-        for n in sorted(icounts):
-            session.run(n)
-            out[n] = (session.machine.icount, session.state_hash())
-    finally:
-        session.close(None, "test")
-    return out
-
-
 def u64(data: bytes) -> int:
     return int.from_bytes(data, "little")
 
@@ -60,7 +47,7 @@ def test_seek_reaches_the_state_of_a_straight_replay(open_timeline, name):
     tl, rec = open_timeline(name)
     rng = random.Random(name)
     icounts = [rng.randrange(rec.icount) for _ in range(8)]
-    expected = straight_states(rec, icounts)
+    expected = rec.straight_states(icounts)
     for n in icounts:
         stop = tl.seek(n)
         assert stop.reason == "step" and stop.icount == tl.icount >= n
