@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from typing import Iterator
 
 import pytest
@@ -242,6 +243,26 @@ def test_next_and_reverse_next_stop_at_breakpoints_inside_the_call(open_timeline
     assert stop.pc == ret and len(hits) > 1
     stop = tl.reverse_next()
     assert (stop.reason, stop.icount, stop.pc) == ("breakpoint", hits[-1].icount, out)
+
+
+@pytest.mark.parametrize("direction", ["cont", "reverse_cont"])
+def test_interrupt_stops_a_run_from_another_thread(open_timeline, direction):
+    """What the GDB stub does on Ctrl-C: interrupt() until the run returns (a run clears
+    interrupts when it starts). With no breakpoints it would otherwise reach the end or start."""
+    tl, rec = open_timeline("corrupt")
+    if direction == "reverse_cont":
+        tl.seek(rec.icount)
+    start = tl.icount
+    result: list[Stop] = []
+    runner = threading.Thread(target=lambda: result.append(getattr(tl, direction)()))
+    runner.start()
+    while runner.is_alive():
+        tl.interrupt()
+        runner.join(0.001)
+    (stop,) = result
+    assert stop.reason == "interrupt"
+    assert start < stop.icount < rec.icount if direction == "cont" else 0 < stop.icount <= start
+    assert (stop.icount, stop.pc) == (tl.icount, tl.pc())
 
 
 def test_record_mode_refuses_reverse_and_runs_forward(recorded, tmp_path):  # noqa: F811
