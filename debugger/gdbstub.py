@@ -235,6 +235,12 @@ class GdbServer:
         self._listener = socket.create_server((self.host, self.port), family=family)
         self.port = self._listener.getsockname()[1]
 
+    def client_waiting(self, timeout: float) -> bool:
+        """Whether a GDB has connected and waits to be served (checked for up to `timeout` s)."""
+        if self._listener is None:
+            raise RuntimeError("GdbServer.client_waiting() before listen()")
+        return bool(select.select([self._listener], [], [], timeout)[0])
+
     def serve_one(self) -> str:
         """Accept one GDB and serve it; returns "detach", "kill" or "disconnect"."""
         if self._listener is None:

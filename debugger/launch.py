@@ -2,18 +2,42 @@
 from __future__ import annotations
 
 import sys
+import threading
+from typing import TYPE_CHECKING
 
-from debugger.timeline import Timeline
+from debugger.timeline import Stop, Timeline
 from urr.session import Session
+
+if TYPE_CHECKING:
+    from debugger.gdbstub import GdbServer
 
 
 def make_timeline(session: Session) -> Timeline:
     return Timeline(session.machine, session.snapshots, session.opts.rr == "replay")
 
 
+def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
+    """Without -S the machine runs, as QEMU's does, until a GDB connects or the run ends."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if server.client_waiting(0.05):
+                timeline.interrupt()  # again until the run returns: starting a run clears it
+                done.wait(0.01)
+    watcher = threading.Thread(target=watch, name="gdb-attach", daemon=True)
+    watcher.start()
+    try:
+        return timeline.cont()
+    finally:
+        done.set()
+        watcher.join()
+
+
 def run_debugger(session: Session, opts) -> int:
-    """Serve GDB or the console until the user detaches or quits; returns the exit status: the
-    guest's if the position is at its exit by then (a detach runs to the end first), else 0."""
+    """Serve GDB (from the start with -S, else wherever it interrupts the run) or the console
+    (from the start) until the user detaches or quits; returns the exit status: the guest's if
+    the position is at its exit by then (a detach runs to the end first), else 0."""
     timeline = make_timeline(session)
     try:
         if opts.gdb:
@@ -31,12 +55,18 @@ def run_debugger(session: Session, opts) -> int:
                 print(f"urr: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
                 return 2
             print(f"urr: waiting for gdb on {host}:{server.port}", file=sys.stderr, flush=True)
-            if server.serve_one() == "detach":
-                timeline.cont()
+            # A recording whose guest exits before GDB comes ends as without -gdb; a replay
+            # that reaches its end waits there (to be debugged backwards).
+            if opts.freeze or run_until_attached(server, timeline).reason != "exited":
+                if server.serve_one() == "detach":
+                    timeline.cont()
         else:
             from debugger.console import Console
 
             Console(timeline, opts.kernel).cmdloop()
+    except KeyboardInterrupt:  # Ctrl-C while no debugger is attached to take it
+        print(f"urr: interrupted at icount {timeline.icount}", file=sys.stderr)
+        return 130
     finally:
         session.close(timeline.exit_status, "debugger session ended")
     return timeline.exit_status or 0
