@@ -71,11 +71,13 @@ def _listening_port(proc: subprocess.Popen, err_path: str) -> int:
 
 
 def run_gdb(rec: Recording, commands: list[str], tmp_path, mode: str = "replay",
-            rrfile: Optional[str] = None, urr_args: tuple[str, ...] = ()) -> GdbRun:
+            rrfile: Optional[str] = None, freeze: bool = True) -> GdbRun:
     """GDB with `commands` against urr serving `rec` (`rrfile` instead of rec's for a new
-    recording); urr is killed if it has not ended by itself after GDB detached."""
+    recording), from its start (-S) or not; urr is killed if it has not ended by itself after
+    GDB detached."""
     args = rec.urr_args(mode) if rrfile is None else ["-kernel", rec.kernel, "-icount",
                                                       f"shift=7,rr={mode},rrfile={rrfile},rrsnapshot=init"]
+    urr_args = ("-S",) if freeze else ()
     err_path = str(tmp_path / f"urr-{time.monotonic_ns()}.err")
     with open(err_path, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-serial", "none", *args,
@@ -261,12 +263,31 @@ def test_start_and_end_of_the_recording(hello, tmp_path):
     """-S: GDB finds the machine at its first instruction; going back from there, and forward
     from the end, GDB says there is no more history; from the end one can go back."""
     run = run_gdb(hello, [PC, WHERE, "reverse-stepi", PC, WHERE, "continue", WHERE, "reverse-stepi", WHERE,
-                          "continue", WHERE], tmp_path, urr_args=("-S",))
+                          "continue", WHERE], tmp_path)
     assert run.pcs() == [hello.elf.entry, hello.elf.entry]
     assert run.icounts() == [0, 0, hello.icount, hello.icount - 1, hello.icount]
     assert run.out.count(NO_HISTORY) == 3, run.out
     assert "exited" not in run.out
     assert run.status == hello.status
+
+
+def test_without_S_the_replay_runs_until_gdb_comes(hello, tmp_path):
+    """hello's replay ends long before GDB can connect (a run notices a connection only every
+    2M instructions): GDB finds it at the end, one step back is the guest's exit `out`."""
+    run = run_gdb(hello, [WHERE, "reverse-stepi", WHERE, PC], tmp_path, freeze=False)
+    assert run.icounts() == [hello.icount, hello.icount - 1]
+    (pc,) = run.pcs()
+    assert next(i for i in hello.elf.code("_start") if i.address == pc).mnemonic == "out"
+    assert run.status == hello.status  # the detach replayed the exit again
+
+
+def test_without_S_a_recording_that_ends_before_gdb_comes_ends_urr(hello, tmp_path):
+    rrfile = str(tmp_path / "alone.rr")
+    r = run_urr("-kernel", hello.kernel, "-serial", "none", "-icount", f"shift=7,rr=record,rrfile={rrfile}",
+                "-gdb", "tcp::0")
+    assert r.status == hello.status and re.match(r"urr: waiting for gdb on 127\.0\.0\.1:\d+\n", r.err), r.err
+    replay = run_urr("-kernel", hello.kernel, "-serial", "none", "-icount", f"shift=7,rr=replay,rrfile={rrfile}")
+    assert replay.status == hello.status and f"replayed {hello.icount} instructions" in replay.note("replayed")
 
 
 def test_monitor_commands(corrupt, tmp_path):
