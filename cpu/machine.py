@@ -43,6 +43,7 @@ from replay.player import Divergence
 from replay.seam import Seam
 
 MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
+FAULT_REASON = "guest fault: "  # how a recording that ended in a guest fault says so (END record)
 DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
 GDT_BASE = 0x800  # the boot GDT: null, 64-bit code (0x08), data (0x10)
 GDT = (0, 0x00209A0000000000, 0x0000920000000000)
@@ -439,12 +440,24 @@ class Machine:
                 self.uart.receive(self.seam.char.logged())
             else:  # END
                 player.take(L.END, self.icount)
-                status = rec.fields[0]
+                status, reason = rec.fields[0], rec.fields[1].decode(errors="replace")
+                if status < 0 and reason.startswith(FAULT_REASON):
+                    self._fault_again(reason)
                 return Stop("exit" if status >= 0 else "end", self.icount,
-                            status if status >= 0 else None, rec.fields[1].decode(errors="replace"))
+                            status if status >= 0 else None, reason)
         if self.icount >= player.end_icount and not player.finished:
             return Stop("end", self.icount, None, "the recording ends here (log truncated)")
         return None
+
+    def _fault_again(self, reason: str) -> None:
+        """The recording ended in a guest fault here: the replay must meet it too, and raises the
+        same GuestError; running on instead is a divergence."""
+        at = self.icount
+        if self.halted:
+            self._idle(None)
+        else:
+            self._slice(1)
+        raise Divergence(at, f"the recording ended here with '{reason}'; the replay runs on")
 
     def _digest(self, when: int) -> None:
         """Log (record) or check (replay) the state digest, then schedule the next one."""

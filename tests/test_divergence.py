@@ -102,6 +102,26 @@ def test_divergence_exit_status_from_cli(guests, tmp_path):
     assert f"replay diverged at icount {changed}: interrupt vector 0x20 where the recording delivered 0x21" in rep.err
 
 
+def test_a_recorded_fault_the_replay_does_not_meet_is_a_divergence(guests, tmp_path):
+    """A log whose end says the guest faulted where the guest runs on: reported, not trusted."""
+    from replay import log as L
+    rr = str(tmp_path / "h.rr")
+    run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    reader = L.LogReader(rr)
+    records = [r for c in reader.chunks() for r in c.records]
+    assert records[-1].kind == L.END
+    forged = str(tmp_path / "forged.rr")
+    w = L.LogWriter(forged, reader.config)
+    for r in records[:-1]:
+        w.append(r.kind, r.icount, *r.fields)
+    where = records[-1].icount - 5  # before the guest's own exit
+    w.append(L.END, where, -1, b"guest fault: made up (icount 0, rip 0x0)")
+    w.close(where)
+    rep = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={forged}", "-snapshots", "off")
+    assert rep.status == 6, rep.err
+    assert f"replay diverged at icount {where}: the recording ended here with 'guest fault: made up" in rep.err
+
+
 @pytest.mark.parametrize("damage,message", [
     ("truncate-header", "not an urr event log"),
     ("flip-payload", "checksum mismatch"),

@@ -221,6 +221,17 @@ def test_guest_fault_is_one_line_naming_it_with_icount_and_rip(guests, tmp_path,
         assert (stop.reason, stop.icount, machine.rip()) == ("limit", icount, rip)
 
 
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_replay_meets_the_recorded_fault_again(guests, tmp_path, name):
+    """A recording that ended in a guest fault replays into the same fault, same line, same status."""
+    path, rr = guests[f"fault-{name}"], str(tmp_path / "f.rr")
+    serial = tmp_path / "serial.txt"
+    rec = run_urr("-kernel", path, "-serial", f"file:{serial}", "-icount", f"shift=7,rr=record,rrfile={rr}")
+    rep = run_urr("-kernel", path, "-serial", f"file:{serial}", "-icount", f"shift=7,rr=replay,rrfile={rr}")
+    assert rec.status == 4 and rec.err.startswith("urr: guest fault: "), rec.err
+    assert (rep.status, rep.err) == (rec.status, rec.err)
+
+
 def test_halt_with_interrupts_disabled_does_not_wait_for_input(guests):
     """Input cannot wake `cli; hlt`: the run ends while standard input is still open."""
     p = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["fault-halt"]],

@@ -5,7 +5,7 @@ import sys
 from typing import Optional
 
 from cpu.loader import KernelError
-from cpu.machine import GuestError
+from cpu.machine import FAULT_REASON, GuestError
 from replay.log import LogError
 from replay.player import Divergence
 from urr.options import USAGE, UsageError, parse_args
@@ -47,8 +47,8 @@ def run_to_end(session: Session) -> int:
     try:
         stop = session.run()
     except GuestError as e:
-        session.close(None, f"guest fault: {e}")
-        say(f"guest fault: {e}")
+        session.close(None, f"{FAULT_REASON}{e}")
+        say(f"{FAULT_REASON}{e}")
         return EXIT_GUEST_FAULT
     except Divergence as e:
         say(str(e))
