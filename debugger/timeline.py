@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 import capstone
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, Uc
@@ -37,6 +37,9 @@ from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from snapshots.manager import SnapshotManager
+
+if TYPE_CHECKING:
+    from urr.session import Session
 
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
@@ -88,7 +91,7 @@ class Timeline:
         self.replaying = replaying
         self.can_reverse = replaying and snapshots is not None
         self.start = machine.icount
-        self.session = None  # the replay session, when for_replay made this timeline
+        self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
         self.breakpoints: dict[int, int] = {}  # address -> hook handle
         self.watchpoints: dict[tuple[int, int, str], list[int]] = {}
         self.icount_breaks: set[int] = set()
@@ -134,6 +137,8 @@ class Timeline:
         self.close()
 
     def _first_time(self, output: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """`output`, passing on only bytes written at or past the furthest position reached:
+        seeks and reverse searches replay code that the user has seen print already."""
         def gated(data: bytes) -> None:
             if self.machine.now() >= self.furthest:
                 output(data)
