@@ -159,6 +159,10 @@ class Console(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
+    def do_help(self, arg: str) -> Optional[bool]:
+        """help [COMMAND]: the commands, or what one does (reverse-stepi = reverse_stepi)."""
+        return super().do_help(arg.replace("-", "_"))
+
     # -- commands -----------------------------------------------------------------------------
 
     def do_stepi(self, arg: str) -> None:

@@ -145,6 +145,12 @@ def test_watch_and_last_write_find_the_corrupting_store(console):
     assert c.do("last-write kmain 4") == f"no write to {c.where('kmain', c.rec.elf.addr('kmain'))} since the start of the recording\n"
 
 
+def test_help_takes_the_dashed_names(console):
+    c = console("hello")
+    assert c.do("help reverse-stepi") == Console.do_reverse_stepi.__doc__ + "\n"
+    assert "last_write" in c.do("help")
+
+
 def test_snapshots(console):
     c = console("hello")
     c.do("goto 5000")
