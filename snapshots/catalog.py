@@ -278,31 +278,44 @@ class Catalog:
 
         `blobs` maps hash -> raw content for whatever the caller believes may be new; content
         already stored is skipped. Every hash the snapshot refers to must then be in the file."""
-        if snap.kind not in KINDS:
-            raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
+        self.save_many([(snap, blobs)])
+
+    def save_many(self, items: Sequence[tuple[Snapshot, dict[bytes, bytes]]]) -> None:
+        """Store several snapshots in one transaction: all of them land, or none.
+
+        A commit costs more than a small snapshot's rows, so a writer that has several
+        snapshots waiting stores them together."""
+        for snap, _ in items:
+            if snap.kind not in KINDS:
+                raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
+        with self._transaction():
+            for snap, blobs in items:
+                self._insert(snap, blobs)
+
+    def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
+        """One snapshot's rows and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
         page_map, disk_map = _pack_map(snap.pages), _pack_map(snap.disk)
         referenced = set(snap.pages.values()) | set(snap.disk.values())
-        with self._transaction():
-            present = self.has_blobs(referenced | blobs.keys())
-            missing = referenced - present - blobs.keys()
-            if missing:
-                raise CatalogError(f"snapshot '{snap.name}' refers to {len(missing)} pages neither in "
-                                   f"{self.path} nor given, e.g. {min(missing).hex()}")
-            new = []
-            for h, data in blobs.items():
-                if h in present:
-                    continue
-                if content_hash(data) != h:
-                    raise CatalogError(f"content given for page {h.hex()} does not match that hash")
-                new.append((h, len(data), lz4.block.compress(data, store_size=False)))
-            self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
-            added = sum(len(c) for _, _, c in new) + sum(map(len, state)) + len(page_map) + len(disk_map)
-            self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
-                       "devices, log_pos, page_map, disk_map, pages, bytes) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (snap.name, snap.kind, snap.icount, snap.vtime_ns, snap.ram_size, *state,
-                        page_map, disk_map, len(snap.pages), added))
+        present = self.has_blobs(referenced | blobs.keys())
+        missing = referenced - present - blobs.keys()
+        if missing:
+            raise CatalogError(f"snapshot '{snap.name}' refers to {len(missing)} pages neither in "
+                               f"{self.path} nor given, e.g. {min(missing).hex()}")
+        new = []
+        for h, data in blobs.items():
+            if h in present:
+                continue
+            if content_hash(data) != h:
+                raise CatalogError(f"content given for page {h.hex()} does not match that hash")
+            new.append((h, len(data), lz4.block.compress(data, store_size=False)))
+        self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
+        added = sum(len(c) for _, _, c in new) + sum(map(len, state)) + len(page_map) + len(disk_map)
+        self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
+                   "devices, log_pos, page_map, disk_map, pages, bytes) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (snap.name, snap.kind, snap.icount, snap.vtime_ns, snap.ram_size, *state,
+                    page_map, disk_map, len(snap.pages), added))
 
     def delete(self, *names: str) -> int:
         """Delete snapshots by name; how many existed. Their content stays until `gc`."""

@@ -368,6 +368,49 @@ def test_writer_reports_an_error_at_flush_then_goes_on(db):
         assert [i.name for i in c.list()] == ["good"]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the point
+def test_a_writer_thread_that_dies_is_reported_not_waited_for(db, monkeypatch):
+    writer = CatalogWriter(db, REC)
+
+    def broken(self):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(CatalogWriter, "_next_if_waiting", broken)
+    writer.submit_save(*snapshot("s", 1, {0: page(1)}))
+    with pytest.raises(CatalogError, match="stopped unexpectedly"):
+        writer.flush()
+    writer.close()  # nothing left to stop
+
+
+def test_saves_waiting_together_share_a_transaction_and_a_bad_one_spoils_none(db, monkeypatch):
+    """Saves queued behind a busy writer go in one transaction; when one of them is refused,
+    those before it still land and those after it are skipped, as without grouping."""
+    groups: list[list[str]] = []
+    real = Catalog.save_many
+
+    def spy(self, items):
+        groups.append([snap.name for snap, _ in items])
+        return real(self, items)
+    monkeypatch.setattr(Catalog, "save_many", spy)
+    writer = CatalogWriter(db, REC)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer's first transaction waits for this one
+    snaps = [snapshot(f"q{i:02d}", i, {0: page(i)}) for i in range(30)]
+    bad, _ = snapshot("bad", 99, {0: page(99)})
+    for item in snaps[:10]:
+        writer.submit_save(*item)
+    writer.submit_save(bad, {})  # refers to content it does not give
+    for item in snaps[10:]:
+        writer.submit_save(*item)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with pytest.raises(CatalogError, match="'bad' refers to 1 pages"):
+        writer.flush()
+    writer.close()
+    assert any(len(g) > 10 for g in groups), groups  # the queued saves were grouped
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == [f"q{i:02d}" for i in range(10)]
+
+
 def test_writer_refuses_another_recordings_catalog(catalog, db):
     with pytest.raises(CatalogError, match="belongs to another recording"):
         CatalogWriter(db, "0ther")
