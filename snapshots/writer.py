@@ -108,6 +108,7 @@ class CatalogWriter:
         # the emulator blocks only when BUFFERED requests are waiting.
         self._outbox: queue.Queue[Optional[bytes]] = queue.Queue(BUFFERED)
         self._send_failed = False
+        self._unflushed = False  # requests sent since the last flush
         self._sender = threading.Thread(target=self._feed, name="urr-catalog-sender", daemon=True)
         self._sender.start()
 
@@ -133,6 +134,7 @@ class CatalogWriter:
             self._process.join(timeout=5)
             raise self._stopped()
         self._outbox.put(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+        self._unflushed = request[0] != "flush"
 
     def _receive(self) -> Optional[str]:
         try:
@@ -163,7 +165,8 @@ class CatalogWriter:
 
     def flush(self) -> None:
         """Wait for every submitted request; raise the first error one of them hit."""
-        self._round_trip("flush")
+        if self._unflushed:  # restores flush first: with nothing new, no round trip
+            self._round_trip("flush")
 
     def close(self) -> None:
         """Flush, then stop the child (also when the flush raises)."""
