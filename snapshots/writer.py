@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 from multiprocessing.connection import Connection
 from typing import Any, Iterable, Optional
@@ -31,6 +32,9 @@ BUFFERED = 256  # requests waiting for the pipe at most (about 11 MB of 10 ms sn
 
 def _serve(conn: Connection, path: str, recording_id: str) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
+    # through this child, which must still be there to do it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         catalog = Catalog.open(path, recording_id, create=True)
     except Exception as e:  # raised by the parent's constructor

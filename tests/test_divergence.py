@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from cpu.machine import DIGEST_INTERVAL
 from replay.player import Divergence
+from snapshots.catalog import Catalog
 from tests.conftest import ROOT, run_urr
 from urr.options import parse_args
 from urr.session import Session
@@ -163,6 +165,35 @@ def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
     line = rep.note("replay reached the end of the recording at icount")
     assert int(line.split("icount ")[1].split(":")[0]) > 1_000_000
     assert "log truncated" in line
+
+
+def test_ctrl_c_ends_a_recording_cleanly_with_its_snapshots(guests, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, the catalog writer included): one line, exit
+    130, a complete log and catalog, and a replay that gets exactly as far."""
+    rr = str(tmp_path / "long.rr")
+    cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
+           "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        time.sleep(3.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = err.decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    m = re.fullmatch(r"urr: interrupted at icount (\d+)\n", err)
+    assert m, err
+    where = int(m[1])
+    rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
+    assert rep.status == 0, rep.err
+    assert rep.note("replay reached the end of the recording at icount") == \
+        f"urr: replay reached the end of the recording at icount {where}: interrupted"
+    with Catalog.open_existing(rr + ".db") as catalog:
+        periodic = [i.icount for i in catalog.list() if i.kind == "periodic"]
+    assert periodic and where - max(periodic) < 2 * 78_125  # snapshots up to the interruption
 
 
 def test_serial_input_with_random_host_timing_replays(guests, tmp_path):

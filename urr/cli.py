@@ -35,10 +35,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (UsageError, KernelError, LogError, SessionError, ValueError, OSError) as e:
         say(str(e))
         return EXIT_USAGE
-    if opts.gdb or opts.debugger:
-        from debugger.launch import run_debugger
-        return run_debugger(session, opts)
-    return run_to_end(session)
+    try:
+        if opts.gdb or opts.debugger:
+            from debugger.launch import run_debugger
+            return run_debugger(session, opts)
+        return run_to_end(session)
+    except ValueError as e:  # closing failed (the snapshot catalog could not be completed)
+        say(str(e))
+        return EXIT_USAGE
 
 
 def run_to_end(session: Session) -> int:
