@@ -85,12 +85,12 @@ class Session:
         self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
                                serial_out=self._serial_sink(), debugcon_out=self._write_out,
                                sleep=opts.sleep and opts.rr != "replay")
-        if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
-            self.seam.char.attach(HostInput(stdin_fd))
         self.snapshots = None
         if opts.rr != "plain" and (opts.snapshots != "off" or opts.rrsnapshot or opts.loadvm
                                    or opts.gdb or opts.debugger):
-            self._open_catalog()
+            self._open_catalog()  # forks the catalog writer: before any thread of ours starts
+        if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
+            self.seam.char.attach(HostInput(stdin_fd))
         if self.writer is not None:
             self._last_flush = time.monotonic()
             self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush, internal=True)
