@@ -8,14 +8,16 @@ Most dense snapshots are thinned away within a second of being taken, so the man
 them in memory and writes only those the policy still keeps when they leave the dense window
 (or when the catalog must be complete: a restore, a flush, the end), and never more than
 MAX_HELD of them, the oldest going to the writer first. Snapshots on the coarsest
-grid, initial and named ones are written at once, so a killed run keeps those."""
+grid, initial and named ones are written at once, so a killed run keeps those. A write carries
+only the content its snapshot refers to that the catalog lacks, so the content of snapshots that
+were thinned before being written never reaches the file."""
 from __future__ import annotations
 
 from typing import Optional
 
 from cpu.machine import Machine
 from snapshots import policy
-from snapshots.catalog import Catalog, SnapshotInfo
+from snapshots.catalog import Catalog, Snapshot, SnapshotInfo
 from snapshots.state import capture, restore
 from snapshots.writer import CatalogWriter
 
@@ -56,8 +58,11 @@ class SnapshotManager:
         self.catalog = Catalog.open(db_path, recording_id, create=create)
         self.writer = CatalogWriter(db_path, recording_id)
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
-        self.held: dict[str, tuple] = {}  # name -> (snapshot, blobs) not yet written
-        self.unsent: dict[bytes, bytes] = {}  # content captured but not yet in the catalog
+        self.held: dict[str, Snapshot] = {}  # periodic snapshots not yet written, oldest first
+        # Content captured but not sent to the catalog, kept while a held snapshot or the RAM
+        # refers to it; `sent`: content the catalog has (or will have: it is on its way).
+        self.pool: dict[bytes, bytes] = {}
+        self.sent: set[bytes] = set()
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
         self.deleted_since_gc = 0
         self.since_thin = 0
@@ -80,11 +85,23 @@ class SnapshotManager:
             self.next_due = (self.machine.icount // self.interval + 1) * self.interval
             self.timer.arm(self.next_due + self.interval // SLACK_DIVISOR)
 
-    def _write(self, snap, blobs: dict[bytes, bytes]) -> None:
-        """Send a snapshot with all content captured so far that the catalog may lack."""
-        self.unsent.update(blobs)
-        self.writer.submit_save(snap, self.unsent)
-        self.unsent = {}
+    def _write(self, snap: Snapshot) -> None:
+        """Send a snapshot with the content it refers to that the catalog lacks.
+
+        Content that only thinned snapshots referred to (most of it: dense snapshots of pages
+        that changed again) is never sent."""
+        refs = (set(snap.pages.values()) | set(snap.disk.values())) - self.sent
+        blobs = {h: self.pool.pop(h) for h in refs if h in self.pool}
+        self.sent.update(blobs)
+        self.writer.submit_save(snap, blobs)
+
+    def _prune_pool(self) -> set[bytes]:
+        """Drop pooled content nothing can refer to any more; what still can (held snapshots,
+        the RAM as it is now: a later snapshot refers to unchanged pages without recapturing)."""
+        live = {h for snap in self.held.values() for h in (*snap.pages.values(), *snap.disk.values())}
+        live.update(self.machine.pages.hashes.values())
+        self.pool = {h: c for h, c in self.pool.items() if h in live}
+        return live
 
     def _keeps_long(self, vtime_ns: int) -> bool:
         """Whether a periodic snapshot is the first of its bucket on the coarsest grid."""
@@ -94,13 +111,13 @@ class SnapshotManager:
     def take(self, name: str, kind: str) -> SnapshotInfo:
         snap, blobs = capture(self.machine, name, kind)
         self._remember(blobs)
+        self.pool.update(blobs)
         if kind == "periodic" and not self._keeps_long(snap.vtime_ns):
-            self.held[name] = (snap, blobs)
-            self.unsent.update(blobs)
+            self.held[name] = snap
             if len(self.held) > MAX_HELD:  # a wide dense tier: write the oldest as we go
-                self._write(*self.held.pop(next(iter(self.held))))
+                self._write(self.held.pop(next(iter(self.held))))
         else:
-            self._write(snap, blobs)
+            self._write(snap)
         info = SnapshotInfo(name=name, kind=kind, icount=snap.icount, vtime_ns=snap.vtime_ns,
                             pages=len(snap.pages), bytes=0)
         self.infos[name] = info
@@ -134,15 +151,19 @@ class SnapshotManager:
             if self.held.pop(name, None) is None:
                 written.append(name)
         dense = self.tiers[0][0] or 0
-        for name in [n for n, (snap, _) in self.held.items() if position - snap.vtime_ns > dense]:
-            self._write(*self.held.pop(name))
+        for name in [n for n, snap in self.held.items() if position - snap.vtime_ns > dense]:
+            self._write(self.held.pop(name))
+        live = self._prune_pool()
         if not written:
             return
         self.writer.submit_delete(written)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
-            # Content only held snapshots use may already be in the file: keep it.
-            self.writer.submit_gc({h for snap, _ in self.held.values() for h in snap.pages.values()})
+            # Content held snapshots or the RAM refer to may be in the file only: keep it. What
+            # else the catalog keeps (its snapshots' content) is unknown here, so `sent` is cut
+            # to what is sure to stay; content dropped from it is simply sent again if needed.
+            self.writer.submit_gc(live)
+            self.sent &= live
             self.deleted_since_gc = 0
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
@@ -156,7 +177,7 @@ class SnapshotManager:
     def flush(self) -> None:
         """Make the catalog complete: write every held snapshot and wait for the writer."""
         for name in list(self.held):
-            self._write(*self.held.pop(name))
+            self._write(self.held.pop(name))
         self.writer.flush()
 
     def _remember(self, blobs: dict[bytes, bytes]) -> None:
@@ -168,7 +189,7 @@ class SnapshotManager:
 
     def _blob(self, h: bytes) -> bytes:
         """Page content: from memory when it was captured lately, else from the catalog."""
-        data = self.recent.get(h)
+        data = self.recent.get(h) or self.pool.get(h)
         if data is None:
             self.writer.flush()
             data = self.catalog.get_blob(h)
@@ -177,12 +198,10 @@ class SnapshotManager:
 
     def restore(self, name: str) -> None:
         """Load a snapshot: a held one straight from memory, others from the catalog."""
-        held = self.held.get(name)
-        if held is None:
+        snap = self.held.get(name)
+        if snap is None:
             self.writer.flush()
             snap = self.catalog.load(name)
-        else:
-            snap = held[0]
         restore(self.machine, snap, self._blob, self.OWN_TIMERS)
         self.arm()
 
