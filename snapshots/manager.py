@@ -24,6 +24,7 @@ from snapshots.writer import CatalogWriter
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 10  # periodic snapshots between thinning passes
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
+MAX_POOL = 4096  # pooled contents (16 MiB of pages) before the pool is pruned
 MAX_HELD = 128  # snapshots held in memory at most (the default 1 s dense window holds ~100)
 RECENT_PAGES = 8192  # recently captured page contents kept in memory for fast restores (32 MiB)
 
@@ -153,12 +154,14 @@ class SnapshotManager:
         dense = self.tiers[0][0] or 0
         for name in [n for n, snap in self.held.items() if position - snap.vtime_ns > dense]:
             self._write(self.held.pop(name))
-        live = self._prune_pool()
+        if len(self.pool) > MAX_POOL:
+            self._prune_pool()
         if not written:
             return
         self.writer.submit_delete(written)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
+            live = self._prune_pool()
             # Content held snapshots or the RAM refer to may be in the file only: keep it. What
             # else the catalog keeps (its snapshots' content) is unknown here, so `sent` is cut
             # to what is sure to stay; content dropped from it is simply sent again if needed.
