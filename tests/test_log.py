@@ -1,7 +1,6 @@
 """The event log codec and file format: round trips, truncation, corruption."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import given, settings
