@@ -105,6 +105,7 @@ class Machine:
         self.stop_before: Optional[str] = None  # set by a hook that stops before an instruction
         self.stop_after: Optional[str] = None  # set by a hook that stops after the current one
         self._fault: Optional[str] = None
+        self._hook_error: Optional[Exception] = None  # raised in a raw hook, for _slice to raise
         self._if_watch: Optional[int] = None  # the block hook, while an interrupt waits for IF
         self._last_block: Optional[tuple[int, int]] = None  # (address, size) it saw last
         # Called between slices once this icount's events are done: the state there is "the
@@ -195,7 +196,15 @@ class Machine:
         return value
 
     def _rdtsc(self, uc: Uc, _ud: object) -> int:
-        value = self.seam.time.read("tsc", self._host_tsc)
+        """RDTSC/RDTSCP through the time seam. Raised errors (a replay divergence) are kept for
+        `_slice` to raise: the binding's guard would return None, which ctypes cannot convert
+        to this hook's result and reports on stderr."""
+        try:
+            value = self.seam.time.read("tsc", self._host_tsc)
+        except Exception as e:
+            self._hook_error = e
+            uc.emu_stop()
+            return 1
         uc.reg_write(X.UC_X86_REG_RAX, value & 0xFFFFFFFF)
         uc.reg_write(X.UC_X86_REG_RDX, (value >> 32) & 0xFFFFFFFF)
         if uc.mem_read(self.rip_reg.read()[0], 3) == b"\x0f\x01\xf9":  # rdtscp also gives TSC_AUX
@@ -325,6 +334,9 @@ class Machine:
             self.icount += counted - 1  # the last counted instruction did not run
         else:
             self.icount += counted  # HLT: the only other way a slice ends, and it ran
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
         if err is not None:
             return self._error(err)
         if self.stop_before == "fault":

@@ -36,6 +36,7 @@ class Player:
             end = chunk.end_icount
             last_offset = chunk.next_offset
         self.end_icount = end
+        self.end_offset = last_offset  # where the writer's next chunk would have gone
         self.finished = bool(self.records) and self.records[-1].kind == L.END
         self.torn_tail = reader.truncated_tail(last_offset)
         self.pos = 0
@@ -78,10 +79,11 @@ class Player:
         """Move the cursor to a position made by `position()` or by a recording LogWriter."""
         if position.chunk in self.chunk_offsets:
             c = self.chunk_offsets.index(position.chunk)
+            following = self.chunk_first[c + 1] if c + 1 < len(self.chunk_first) else len(self.records)
+            if not 0 <= position.index <= following - self.chunk_first[c]:
+                raise L.LogError(f"log position {position} is not in {self.reader.path}")
             self.pos = self.chunk_first[c] + position.index
-        elif position.index == 0 and position.chunk >= (self.chunk_offsets[-1] if self.chunk_offsets else 0):
+        elif position.index == 0 and position.chunk == self.end_offset:
             self.pos = len(self.records)  # the writer's position after its last flushed chunk
         else:
             raise L.LogError(f"log position {position} is not in {self.reader.path}")
-        if self.pos > len(self.records):
-            raise L.LogError(f"log position {position} is past the end of {self.reader.path}")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+from unicorn import UcError
+
 from cpu.machine import Machine
 from snapshots import policy
-from snapshots.catalog import Catalog, Snapshot, SnapshotInfo
+from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo
 from snapshots.state import capture, restore
 from snapshots.writer import CatalogWriter
 
@@ -205,7 +207,14 @@ class SnapshotManager:
         if snap is None:
             self.writer.flush()
             snap = self.catalog.load(name)
-        restore(self.machine, snap, self._blob, self.OWN_TIMERS)
+        try:
+            restore(self.machine, snap, self._blob, self.OWN_TIMERS)
+        except CatalogError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, UcError) as e:
+            # Rows are checksummed only as content: a state of the wrong shape ends up here.
+            raise CatalogError(f"snapshot '{name}' in {self.catalog.path} is corrupt (its state "
+                               f"does not fit this machine: {type(e).__name__} {e})") from None
         self.arm()
 
     def close(self) -> None:

@@ -104,6 +104,27 @@ def test_divergence_exit_status_from_cli(guests, tmp_path):
     assert f"replay diverged at icount {changed}: interrupt vector 0x20 where the recording delivered 0x21" in rep.err
 
 
+def test_a_divergence_inside_rdtsc_is_one_line(guests, tmp_path):
+    """The rdtsc hook is a raw callback: its divergence must surface like any other, with no
+    extra noise on stderr."""
+    from replay import log as L
+    rr = str(tmp_path / "c.rr")
+    run_urr("-kernel", guests["clock"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    reader = L.LogReader(rr)
+    records = [r for c in reader.chunks() for r in c.records]
+    tsc = [r for r in records if r.kind == L.CLOCK and r.fields[0] == 0]
+    dropped = tsc[len(tsc) // 2]
+    forged = str(tmp_path / "forged.rr")
+    w = L.LogWriter(forged, reader.config)
+    for r in records:
+        if r is not dropped:
+            w.append(r.kind, r.icount, *r.fields)
+    w.close(records[-1].icount)
+    rep = run_urr("-kernel", guests["clock"], "-icount", f"shift=7,rr=replay,rrfile={forged}", "-snapshots", "off")
+    assert rep.status == 6, rep.err
+    assert len(rep.err.splitlines()) == 1 and rep.err.startswith(f"urr: replay diverged at icount {dropped.icount}"), rep.err
+
+
 def test_a_recorded_fault_the_replay_does_not_meet_is_a_divergence(guests, tmp_path):
     """A log whose end says the guest faulted where the guest runs on: reported, not trusted."""
     from replay import log as L

@@ -3,6 +3,7 @@ dedup, thinning, crash safety and refusal of foreign or corrupt content."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import shutil
@@ -209,6 +210,30 @@ def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guest
     assert len(first) >= 20 and len(grid) == len(set(grid))
     assert set(periodic) >= first
     session.close(None, "test")
+
+
+@pytest.mark.parametrize("column,tamper", [
+    ("devices", lambda d: d["board"].pop("pit")),
+    ("devices", lambda d: d.update(timers=[1, 2])),
+    ("cpu", lambda c: c.update(rax="not a number")),
+    ("cpu", lambda c: c.pop("gdtr")),
+    ("log_pos", lambda p: p.update(chunk=10**6)),
+])
+def test_a_state_of_the_wrong_shape_is_refused_in_one_line(guests, tmp_path, column, tamper):
+    """Catalog rows are checked as content, not as meaning: a tampered state that no longer fits
+    the machine is reported naming the snapshot, never a traceback."""
+    rr = str(tmp_path / "t.rr")
+    record(guests["ticks"], rr)
+    db = sqlite3.connect(rr + ".db")
+    state = json.loads(db.execute(f"SELECT {column} FROM snapshots WHERE name = 'init'").fetchone()[0])
+    tamper(state)
+    db.execute(f"UPDATE snapshots SET {column} = ? WHERE name = 'init'", (json.dumps(state),))
+    db.commit()
+    db.close()
+    r = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
+    assert r.status == 2 and "Traceback" not in r.err, r.err
+    assert r.err.startswith("urr: snapshot 'init' in ") and "is corrupt" in r.err
+    assert len(r.err.splitlines()) == 1
 
 
 def test_unknown_snapshot_name(guests, tmp_path):
