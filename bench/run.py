@@ -8,6 +8,7 @@ Figures (targets in docs/replay.md):
   record_vs_plain, replay_vs_record   PIT-driven CPU-bound guest (cpuloop), 1 kHz, shift=7
   log_bytes_per_kinstr                event log size of that recording
   snapshot_overhead_record            record with the default snapshot policy vs without
+  snapshot_overhead_record_coarse     record with the coarsest tier only (-snapshots 100ms) vs without
   snapshot_overhead_replay            replay with dense snapshots vs without
   restore_ms_median                   restoring a snapshot
   catalog_bytes_per_snapshot          median catalog growth per periodic snapshot
@@ -132,6 +133,7 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
     without = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "off")[1])
     with_default = median_of(runs, lambda: run_urr(path, *rec)[1])
+    coarse = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "100ms")[1])
     replay_plain = median_of(runs, lambda: run_urr(path, *rep, "-snapshots", "off")[1])
 
     def dense_replay() -> float:
@@ -145,6 +147,7 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     db.close()
     restore_ms = _restore_times(path, rr)
     return {"snapshot_overhead_record": round(with_default / without, 3),
+            "snapshot_overhead_record_coarse": round(coarse / without, 3),
             "snapshot_overhead_replay": round(replay_dense / replay_plain, 3),
             "snapshots_dense": len(added),
             "restore_ms_median": round(statistics.median(restore_ms), 3),
