@@ -178,7 +178,7 @@ def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
     cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
            "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3.0)
+    time.sleep(1.5)  # well inside the ~3 s run: the guest must not finish first
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off")
@@ -197,7 +197,7 @@ def test_ctrl_c_ends_a_recording_cleanly_with_its_snapshots(guests, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        time.sleep(3.0)
+        time.sleep(1.5)  # well inside the ~3.5 s run: the guest must not finish first
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
