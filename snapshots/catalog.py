@@ -62,6 +62,10 @@ class Snapshot:
     disk: dict[int, bytes]  # overlay sector number -> content hash
     ram_size: int
 
+    def references(self) -> set[bytes]:
+        """Every content hash the snapshot needs: its pages' and its sectors'."""
+        return set(self.pages.values()) | set(self.disk.values())
+
 
 @dataclass
 class SnapshotInfo:
@@ -296,7 +300,7 @@ class Catalog:
         """One snapshot's rows and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
         page_map, disk_map = _pack_map(snap.pages), _pack_map(snap.disk)
-        referenced = set(snap.pages.values()) | set(snap.disk.values())
+        referenced = snap.references()
         present = self.has_blobs(referenced | blobs.keys())
         missing = referenced - present - blobs.keys()
         if missing:

@@ -93,7 +93,7 @@ class SnapshotManager:
 
         Content that only thinned snapshots referred to (most of it: dense snapshots of pages
         that changed again) is never sent."""
-        refs = (set(snap.pages.values()) | set(snap.disk.values())) - self.sent
+        refs = snap.references() - self.sent
         blobs = {h: self.pool.pop(h) for h in refs if h in self.pool}
         self.sent.update(blobs)
         self.writer.submit_save(snap, blobs)
@@ -101,8 +101,9 @@ class SnapshotManager:
     def _prune_pool(self) -> set[bytes]:
         """Drop pooled content nothing can refer to any more; what still can (held snapshots,
         the RAM as it is now: a later snapshot refers to unchanged pages without recapturing)."""
-        live = {h for snap in self.held.values() for h in (*snap.pages.values(), *snap.disk.values())}
-        live.update(self.machine.pages.hashes.values())
+        live = set(self.machine.pages.hashes.values())
+        for snap in self.held.values():
+            live |= snap.references()
         self.pool = {h: c for h, c in self.pool.items() if h in live}
         return live
 
