@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import xxhash
 
-from cpu.ram import ZERO_PAGE, Ram
+from cpu.ram import ZERO_DIGEST, Ram, page_digest
 
-
-def page_digest(data: bytes) -> bytes:
-    """The 16-byte content hash used everywhere a page is named by content."""
-    return xxhash.xxh3_128_digest(data)
+__all__ = ["PageTracker", "page_digest"]
 
 
 def _fold(index: int, digest: bytes) -> int:
@@ -30,9 +27,9 @@ class PageTracker:
 
     def update(self) -> None:
         """Rehash the pages written since the last update."""
-        for index, data in self.ram.sync():
+        for index, digest, data in self.ram.sync():
             old = self.hashes.get(index)
-            new = None if data == ZERO_PAGE else page_digest(data)
+            new = None if digest == ZERO_DIGEST else digest
             if old == new:
                 continue
             if old is not None:

@@ -1,28 +1,38 @@
 """Guest RAM on a private mapping of a memfd, with dirty-page tracking by the host kernel.
 
-The memfd holds the RAM as of the last `sync()`; the guest runs on a MAP_PRIVATE mapping of it,
-so the first store to a page makes the kernel give that page an anonymous copy. /proc/self/pagemap
-tells anonymous pages (written since the last sync) from file pages (unchanged), so finding what
-changed costs a 8-bytes-per-page read, not a hash of all RAM. `sync()` writes the changed pages
-back to the memfd and drops the private copies (MADV_DONTNEED), making them clean again. Unicorn
-reaches the RAM through the same host addresses throughout (`mem_map_ptr`), so none of this is
-visible to the guest. The cost of a snapshot or a digest therefore grows with what changed.
+The memfd holds the RAM as it was when pages were last cleaned; the guest runs on a MAP_PRIVATE
+mapping of it, so the first store to a page makes the kernel give that page an anonymous copy.
+The kernel tells anonymous pages from file pages (cpu.pagemap), so finding the pages that may
+have changed costs a page-table walk, not a hash of all RAM. Unicorn reaches the RAM through the
+same host addresses throughout (`mem_map_ptr`), so none of this is visible to the guest, and the
+cost of a snapshot or a digest grows with what the guest writes.
 
-Cleaning a page costs a write-back, and the guest's next store to it two page faults (map, then
-copy). Pages that are written in every interval (the stack, hot globals) would pay that at
-every sync, so a page written in two syncs running stays private ("hot"): each sync copies it and
-compares it with what the last sync saw (a memcmp, no faults), and cleans it once it is found
-unchanged."""
+Once written, a page stays private while the guest keeps writing it: each sync hashes it in
+place (~0.4 us) and reports it only if its content changed. Cleaning it instead (write back to
+the memfd, MADV_DONTNEED) costs two system calls and the guest's next store a page fault, ~7 us
+in all, which pages written every few intervals (stacks, buffers, hot globals) would pay again
+and again. A page unchanged for IDLE_SYNCS syncs running is cleaned, and so are the longest idle
+ones beyond MAX_PRIVATE, which bounds the cost of a sync."""
 from __future__ import annotations
 
 import ctypes
 import mmap
 import os
 
-PAGE = 4096
-ZERO_PAGE = bytes(PAGE)
-# Top byte of a pagemap entry: bit 7 present, bit 6 swapped, bit 5 file-backed (clean here).
-_DIRTY_TOP_BYTE = bytes(1 if (b & 0xC0) and not (b & 0x20) else 0 for b in range(256))
+import xxhash
+
+from cpu.pagemap import PAGE, WrittenPages
+
+IDLE_SYNCS = 4  # syncs a private page may go unchanged before it is cleaned
+MAX_PRIVATE = 1024  # private pages (4 MiB) kept at most between syncs
+
+
+def page_digest(data) -> bytes:
+    """The 16-byte content hash used everywhere a page is named by content."""
+    return xxhash.xxh3_128_digest(data)
+
+
+ZERO_DIGEST = page_digest(bytes(PAGE))
 
 
 class Ram:
@@ -40,9 +50,9 @@ class Ram:
         self._cbuf = (ctypes.c_char * size).from_buffer(self.mm)
         self.address = ctypes.addressof(self._cbuf)
         self.view = memoryview(self.mm)
-        self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        self._hot: dict[int, bytes] = {}  # private pages kept so, with their content at the last sync
-        self._reported: set[int] = set()  # pages the last sync reported as changed
+        self._written = WrittenPages(self.address, self.pages)
+        # Private pages: index -> [digest at the last sync, syncs since it last changed].
+        self._private: dict[int, list] = {}
 
     def read(self, addr: int, length: int) -> bytes:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -59,38 +69,31 @@ class Ram:
 
     def dirty_pages(self) -> list[int]:
         """Pages written since the last sync, in ascending order."""
-        raw = os.pread(self._pagemap, self.pages * 8, (self.address // PAGE) * 8)
-        flags = raw[7::8].translate(_DIRTY_TOP_BYTE)
-        out = []
-        i = flags.find(1)
-        while i >= 0:
-            out.append(i)
-            i = flags.find(1, i + 1)
-        return out
+        return self._written.scan()
 
-    def sync(self) -> list[tuple[int, bytes]]:
-        """The (index, content) of every page whose content changed since the last sync.
-
-        Pages reported now that were also reported last time stay private (hot); every other
-        written page is made clean again."""
-        changed: list[tuple[int, bytes]] = []
+    def sync(self) -> list[tuple[int, bytes, bytes]]:
+        """(index, digest, content) of every page whose content changed since the last sync."""
+        changed: list[tuple[int, bytes, bytes]] = []
         clean: list[int] = []
-        hot: dict[int, bytes] = {}
+        private, view = self._private, self.view
         for i in self.dirty_pages():
-            data = self.page(i)
-            if self._hot.get(i) == data:  # hot, but not written since: clean it now
-                clean.append(i)
-                continue
-            changed.append((i, data))
-            if i in self._reported:
-                hot[i] = data
+            digest = page_digest(view[i * PAGE:(i + 1) * PAGE])
+            entry = private.get(i)
+            if entry is None or entry[0] != digest:
+                changed.append((i, digest, self.mm[i * PAGE:(i + 1) * PAGE]))
+                private[i] = [digest, 0]
             else:
-                clean.append(i)
-        for start, count in _ranges(clean):  # one write and one madvise per run of pages
+                entry[1] += 1
+                if entry[1] >= IDLE_SYNCS:
+                    clean.append(i)
+        if len(private) - len(clean) > MAX_PRIVATE:
+            idle = sorted((e[1], i) for i, e in private.items() if e[1] < IDLE_SYNCS)
+            clean += [i for _, i in idle[len(idle) - (len(private) - len(clean) - MAX_PRIVATE):]]
+        for i in clean:
+            del private[i]
+        for start, count in _ranges(sorted(clean)):  # one write and one madvise per run of pages
             os.pwrite(self.fd, self.view[start * PAGE:(start + count) * PAGE], start * PAGE)
             self.mm.madvise(mmap.MADV_DONTNEED, start * PAGE, count * PAGE)
-        self._hot = hot
-        self._reported = {i for i, _ in changed}
         return changed
 
     def load_pages(self, pages: dict[int, bytes]) -> None:
@@ -100,11 +103,11 @@ class Ram:
         for i in sorted(pages):
             os.pwrite(self.fd, pages[i], i * PAGE)
         self.mm.madvise(mmap.MADV_DONTNEED, 0, self.size)
-        self._hot, self._reported = {}, set()
+        self._private = {}
 
     def close(self) -> None:
         self.view.release()
-        os.close(self._pagemap)
+        self._written.close()
         os.close(self.fd)
 
 
