@@ -65,60 +65,75 @@ class RegisterBatch:
             raise UcError(err)
 
 
+_SLOT = 32  # bytes per register in a raw read
+# The slot layout of each kind, padded to _SLOT bytes.
+_FORMATS = {"u64": "Q24x", "u128": "QQ16x", "mmr": "H6xQII8x", "fpr": "QH22x", "msr": "I4xQ16x"}
+_LAYOUT: list[tuple[str, str]] = (
+    [(n, "u64") for n in _U64] + [(n, "u128") for n in XMMS] + [(n, "mmr") for n in TABLES]
+    + [(n, "fpr") for n in FPRS] + [(n, "msr") for n in MSRS])
+_UNPACK = struct.Struct("<" + "".join(_FORMATS[k] for _, k in _LAYOUT))
+RAW_SIZE = _UNPACK.size
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """Every guest-visible register as ints (tables and x87 registers as lists), from the bytes
+    `RegisterReader.read_raw` returned."""
+    if len(raw) != RAW_SIZE:
+        raise ValueError(f"raw register state is {len(raw)} bytes, not {RAW_SIZE}")
+    values = _UNPACK.unpack(raw)
+    n = len(_U64)
+    out: dict[str, Any] = dict(zip(_U64, values[:n]))
+    for name in XMMS:
+        out[name] = values[n] | (values[n + 1] << 64)
+        n += 2
+    for name in TABLES:
+        out[name] = list(values[n:n + 4])
+        n += 4
+    for name in FPRS:
+        out[name] = list(values[n:n + 2])
+        n += 2
+    for name in MSRS:
+        out[name] = values[n + 1]
+        n += 2
+    return out
+
+
 class RegisterReader:
     """Reads every register of `capture` in ONE `uc_reg_read_batch` call into one buffer.
 
     The binding's reg_read costs ~4 us a register and its reg_read_batch ~3 us a register
     (ctypes objects per value); snapshots and digests read ~80 registers, so the ids and
-    pointers are prepared once, every value lands in a 32-byte slot of one buffer, and one
-    precompiled struct unpacks them all (about 10 us for the lot)."""
-
-    _SLOT = 32
-    # The slot layout of each kind, padded to _SLOT bytes.
-    _FORMATS = {"u64": "Q24x", "u128": "QQ16x", "mmr": "H6xQII8x", "fpr": "QH22x", "msr": "I4xQ16x"}
+    pointers are prepared once and every value lands in a 32-byte slot of one buffer. A
+    snapshot keeps those bytes as they are (`read_raw`) and leaves `decode` to the catalog
+    writer's process."""
 
     def __init__(self, uc: Uc) -> None:
         self.uc = uc
-        self.layout: list[tuple[str, str]] = (
-            [(n, "u64") for n in _U64] + [(n, "u128") for n in XMMS] + [(n, "mmr") for n in TABLES]
-            + [(n, "fpr") for n in FPRS] + [(n, "msr") for n in MSRS])
-        ids = [X.UC_X86_REG_MSR if kind == "msr" else reg_id(name) for name, kind in self.layout]
+        ids = [X.UC_X86_REG_MSR if kind == "msr" else reg_id(name) for name, kind in _LAYOUT]
         self.count = len(ids)
-        self.buffer = ctypes.create_string_buffer(self._SLOT * self.count)
+        self.buffer = ctypes.create_string_buffer(RAW_SIZE)
         # The core reads an MSR's number from its slot and overwrites the slot: every read
         # starts from this template, which holds the numbers.
-        template = bytearray(self._SLOT * self.count)
-        for i, (name, kind) in enumerate(self.layout):
+        template = bytearray(RAW_SIZE)
+        for i, (name, kind) in enumerate(_LAYOUT):
             if kind == "msr":
-                struct.pack_into("<I", template, i * self._SLOT, MSRS[name])
+                struct.pack_into("<I", template, i * _SLOT, MSRS[name])
         self.template = bytes(template)
-        self.unpack = struct.Struct("<" + "".join(self._FORMATS[k] for _, k in self.layout)).unpack_from
         base = ctypes.addressof(self.buffer)
         self.ids = (ctypes.c_int32 * self.count)(*ids)
-        self.ptrs = (ctypes.c_void_p * self.count)(*[base + i * self._SLOT for i in range(self.count)])
+        self.ptrs = (ctypes.c_void_p * self.count)(*[base + i * _SLOT for i in range(self.count)])
 
-    def read(self) -> dict[str, Any]:
-        """Every guest-visible register as ints (tables and x87 registers as lists)."""
-        ctypes.memmove(self.buffer, self.template, len(self.template))
+    def read_raw(self) -> bytes:
+        """Every register, undecoded (see `decode`)."""
+        ctypes.memmove(self.buffer, self.template, RAW_SIZE)
         err = uclib.uc_reg_read_batch(self.uc._uch, self.ids, self.ptrs, self.count)
         if err:
             raise UcError(err)
-        values = self.unpack(self.buffer)
-        n = len(_U64)
-        out: dict[str, Any] = dict(zip(_U64, values[:n]))
-        for name in XMMS:
-            out[name] = values[n] | (values[n + 1] << 64)
-            n += 2
-        for name in TABLES:
-            out[name] = list(values[n:n + 4])
-            n += 4
-        for name in FPRS:
-            out[name] = list(values[n:n + 2])
-            n += 2
-        for name in MSRS:
-            out[name] = values[n + 1]
-            n += 2
-        return out
+        return self.buffer.raw
+
+    def read(self) -> dict[str, Any]:
+        """Every guest-visible register as ints (tables and x87 registers as lists)."""
+        return decode(self.read_raw())
 
 
 def restore(uc: Uc, state: dict[str, Any]) -> None:

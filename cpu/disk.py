@@ -19,6 +19,7 @@ class DiskImage:
     def __init__(self, path: Optional[str], sectors: int = 0) -> None:
         self.path = path
         self.overlay: dict[int, bytes] = {}
+        self.written: set[int] = set()  # sectors written since the last `take_written`
         self._sha256: Optional[str] = None
         self.fd: Optional[int] = None
         if path is None:
@@ -63,6 +64,7 @@ class DiskImage:
         """Whole sectors into the overlay (a short last one is padded with zeros)."""
         for i in range(0, len(data), SECTOR):
             self.overlay[lba + i // SECTOR] = bytes(data[i:i + SECTOR]).ljust(SECTOR, b"\0")
+            self.written.add(lba + i // SECTOR)
 
     def identity(self) -> dict:
         """What names the base image: its path, size and content hash (computed once)."""
@@ -79,5 +81,12 @@ class DiskImage:
         """The written sectors, in sector order (not write order, which a restore cannot know)."""
         return {s: self.overlay[s] for s in sorted(self.overlay)}
 
+    def take_written(self) -> dict[int, bytes]:
+        """The sectors written since the last call (snapshots store only those anew)."""
+        out = {s: self.overlay[s] for s in sorted(self.written)}
+        self.written = set()
+        return out
+
     def set_overlay(self, overlay: dict[int, bytes]) -> None:
         self.overlay = dict(overlay)
+        self.written = set()

@@ -69,7 +69,7 @@ class GuestError(RuntimeError):
 class Stop:
     """Why `Machine.run` returned."""
 
-    reason: str  # "exit" | "limit" | "end", or what a debugger hook asked for ("breakpoint", ...)
+    reason: str  # "exit" | "limit" | "end" | "interrupt", or what a debugger hook asked for ("breakpoint", ...)
     icount: int
     status: Optional[int] = None  # the guest's exit status, for "exit"
     message: str = ""
@@ -111,6 +111,7 @@ class Machine:
         # Called between slices once this icount's events are done: the state there is "the
         # state at icount N" that snapshots capture and debugger stops show.
         self.boundary_hooks: list[Callable[[], None]] = []
+        self.stop_requested = False  # set by `request_stop` (a signal handler may call it)
         self._host_t0 = time.monotonic_ns()
         self._tsc_last = 0
 
@@ -234,6 +235,12 @@ class Machine:
     def if_set(self) -> bool:
         return bool(self.flags_reg.read()[0] & IF)
 
+    def request_stop(self) -> None:
+        """Make `run` return ("interrupt") at the next slice boundary, after the timers due there
+        and before anything else: where a replay of the log ending there stops too. A Ctrl-C
+        raised as an exception could land half-way through logging an event instead."""
+        self.stop_requested = True
+
     def run(self, until: Optional[int] = None) -> Stop:
         """Run until the guest exits, `until` is reached, a breakpoint hook stops it, or (replay)
         the recording ends."""
@@ -242,6 +249,9 @@ class Machine:
             if self.exit_status is not None:
                 return Stop("exit", self.icount, self.exit_status)
             self.timers.fire_due(self.icount)
+            if self.stop_requested:
+                self.stop_requested = False
+                return Stop("interrupt", self.icount)
             if replaying:
                 end = self._replay_events()
                 if end is not None:
@@ -414,6 +424,8 @@ class Machine:
             reached = self.icount + (elapsed >> self.shift)
             if deadline is not None and reached >= deadline:
                 return deadline
+            if self.stop_requested:
+                return reached
             remaining = None if deadline is None else ((deadline - reached) << self.shift) / 1e9
             data = self.seam.char.host.take(timeout=min(remaining or 0.5, 0.5)) if self.seam.char.host else b""
             if data:

@@ -3,8 +3,12 @@
 Digests (divergence detection) and snapshots both need "what is in RAM now" by content. The
 tracker asks the RAM for the pages written since the last look (cpu.ram's pagemap tracking),
 rehashes only those, and keeps an order-independent hash of the whole RAM (XOR of per-page
-hashes that fold in the page number) so a full-RAM digest costs nothing extra."""
+hashes that fold in the page number) so a full-RAM digest costs nothing extra. Snapshots take
+what changed since the previous snapshot (`take_snapshot_changes`), so their cost too follows
+what the guest wrote, not how much RAM it uses."""
 from __future__ import annotations
+
+from typing import Optional
 
 import xxhash
 
@@ -23,11 +27,14 @@ class PageTracker:
         self.hashes: dict[int, bytes] = {}  # non-zero pages only
         self.ram_hash = 0
         self.since_digest: dict[int, bytes] = {}
-        self.new_content: dict[bytes, bytes] = {}  # for the snapshot writer, cleared by it
+        # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
+        # while something takes snapshots (`for_snapshots`).
+        self.for_snapshots = False
+        self.since_snapshot: dict[int, Optional[bytes]] = {}
 
     def update(self) -> None:
         """Rehash the pages written since the last update."""
-        for index, digest, data in self.ram.sync():
+        for index, digest in self.ram.sync():
             old = self.hashes.get(index)
             new = None if digest == ZERO_DIGEST else digest
             if old == new:
@@ -38,8 +45,9 @@ class PageTracker:
             if new is not None:
                 self.ram_hash ^= _fold(index, new)
                 self.hashes[index] = new
-                self.new_content[new] = data
             self.since_digest[index] = new or b""
+            if self.for_snapshots:
+                self.since_snapshot[index] = new
 
     def take_digest_changes(self) -> list[tuple[int, int]]:
         """(page, 64-bit hash) of pages changed since the last call; 0 stands for a zero page."""
@@ -47,6 +55,12 @@ class PageTracker:
                for i, h in sorted(self.since_digest.items())]
         self.since_digest.clear()
         return out
+
+    def take_snapshot_changes(self) -> dict[int, Optional[bytes]]:
+        """Pages changed since the last call (page -> digest, None for a page now zero), up to
+        the last update: their content is what the RAM holds now."""
+        changes, self.since_snapshot = self.since_snapshot, {}
+        return changes
 
     def hash64(self, index: int) -> int:
         h = self.hashes.get(index)
@@ -60,3 +74,4 @@ class PageTracker:
         for i, h in pages.items():
             self.ram_hash ^= _fold(i, h)
         self.since_digest.clear()
+        self.since_snapshot.clear()

@@ -67,20 +67,24 @@ class Ram:
     def page(self, index: int) -> bytes:
         return self.mm[index * PAGE:(index + 1) * PAGE]
 
+    def page_view(self, index: int) -> memoryview:
+        """A page without copying it: valid until the guest writes it."""
+        return self.view[index * PAGE:(index + 1) * PAGE]
+
     def dirty_pages(self) -> list[int]:
         """Pages written since the last sync, in ascending order."""
         return self._written.scan()
 
-    def sync(self) -> list[tuple[int, bytes, bytes]]:
-        """(index, digest, content) of every page whose content changed since the last sync."""
-        changed: list[tuple[int, bytes, bytes]] = []
+    def sync(self) -> list[tuple[int, bytes]]:
+        """(index, content digest) of every page whose content changed since the last sync."""
+        changed: list[tuple[int, bytes]] = []
         clean: list[int] = []
         private, view = self._private, self.view
         for i in self.dirty_pages():
             digest = page_digest(view[i * PAGE:(i + 1) * PAGE])
             entry = private.get(i)
             if entry is None or entry[0] != digest:
-                changed.append((i, digest, self.mm[i * PAGE:(i + 1) * PAGE]))
+                changed.append((i, digest))
                 private[i] = [digest, 0]
             else:
                 entry[1] += 1

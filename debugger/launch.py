@@ -1,6 +1,7 @@
 """Starting a debugger (GDB stub or console) on a session from the launcher's options."""
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -17,8 +18,17 @@ def make_timeline(session: Session) -> Timeline:
 
 
 def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
-    """Without -S the machine runs, as QEMU's does, until a GDB connects or the run ends."""
+    """Without -S the machine runs, as QEMU's does, until a GDB connects or the run ends.
+
+    Ctrl-C meanwhile stops the run where the timeline stops for an attaching GDB, between two
+    chunks, and is raised there as KeyboardInterrupt: raised wherever Python happened to be,
+    it could cut a recording's log off half-way through an event."""
     done = threading.Event()
+    ctrl_c = threading.Event()
+
+    def on_sigint(*_: object) -> None:
+        ctrl_c.set()
+        timeline.interrupt()
 
     def watch() -> None:
         while not done.is_set():
@@ -27,11 +37,16 @@ def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
                 done.wait(0.01)
     watcher = threading.Thread(target=watch, name="gdb-attach", daemon=True)
     watcher.start()
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        return timeline.cont()
+        stop = timeline.cont()
     finally:
+        signal.signal(signal.SIGINT, previous)
         done.set()
         watcher.join()
+    if ctrl_c.is_set() and stop.reason == "interrupt":
+        raise KeyboardInterrupt
+    return stop
 
 
 def run_debugger(session: Session, opts) -> int:
@@ -39,6 +54,7 @@ def run_debugger(session: Session, opts) -> int:
     (from the start) until the user detaches or quits; returns the exit status: the guest's if
     the position is at its exit by then (a detach runs to the end first), else 0."""
     timeline = make_timeline(session)
+    reason = "debugger session ended"
     try:
         if opts.gdb:
             from debugger.gdbstub import GdbServer, parse_gdb_address
@@ -65,8 +81,9 @@ def run_debugger(session: Session, opts) -> int:
 
             Console(timeline, opts.kernel).cmdloop()
     except KeyboardInterrupt:  # Ctrl-C while no debugger is attached to take it
+        reason = "interrupted"
         print(f"urr: interrupted at icount {timeline.icount}", file=sys.stderr)
         return 130
     finally:
-        session.close(timeline.exit_status, "debugger session ended")
+        session.close(timeline.exit_status, reason)
     return timeline.exit_status or 0

@@ -65,7 +65,7 @@ def verify_catalog(rrfile: str, db_path: str,
             except Divergence as e:
                 problems.append(Mismatch(after.name, e.icount, str(e)))
                 continue
-            got, _ = capture(machine, after.name, after.kind)
+            got = capture(machine, after.name, after.kind, full=True).snapshot({}, {})
             diffs = _differences(catalog.load(after.name), got)
             if diffs:
                 problems.append(Mismatch(after.name, after.icount, "; ".join(diffs)))

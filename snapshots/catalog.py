@@ -141,7 +141,8 @@ def _connect(path: str, create: bool) -> sqlite3.Connection:
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
     conn = None
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        # One thread at a time, not always the one that opened it (a debugger's runner thread).
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
@@ -154,7 +155,7 @@ def _connect(path: str, create: bool) -> sqlite3.Connection:
 
 
 class Catalog:
-    """One open catalog: a single SQLite connection, used from one thread."""
+    """One open catalog: a single SQLite connection, used from one thread at a time."""
 
     def __init__(self, path: str, conn: sqlite3.Connection, cache_blobs: int) -> None:
         self.path = path
@@ -402,6 +403,12 @@ class Catalog:
                                         "coalesce(sum(size), 0) FROM blobs")[0]
         kinds = dict(self._rows("SELECT kind, count(*) FROM snapshots GROUP BY kind ORDER BY kind"))
         return CatalogStats(kinds, blobs, stored, raw, references, len(referenced), self._garbage(referenced))
+
+    def checkpoint_every(self, pages: int) -> None:
+        """Copy the write-ahead log into the file whenever it reaches `pages` (SQLite's default
+        is 1000): the last connection to close copies what is left, so a small log keeps the end
+        of a run short."""
+        self._rows(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
     def close(self) -> None:
         self._cache.clear()

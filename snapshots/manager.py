@@ -2,15 +2,11 @@
 
 Periodic snapshots are taken on a virtual-time grid (every finest-tier interval, 10 ms by
 default) while recording and while replaying; the policy thins them so that density follows the
-current position. Catalog writes happen in a separate process (snapshots.writer).
-
-Most dense snapshots are thinned away within a second of being taken, so the manager holds
-them in memory and writes only those the policy still keeps when they leave the dense window
-(or when the catalog must be complete: a restore, a flush, the end), and never more than
-MAX_HELD of them, the oldest going to the writer first. Snapshots on the coarsest
-grid, initial and named ones are written at once, so a killed run keeps those. A write carries
-only the content its snapshot refers to that the catalog lacks, so the content of snapshots that
-were thinned before being written never reaches the file."""
+current position. A snapshot is captured as what changed since the previous one and handed to
+the catalog writer's process (snapshots.writer), which makes it whole and stores it, so the
+emulator's share of a snapshot is finding and copying what changed; thinning sends deletions the
+same way. Content captured lately stays in memory, so restoring a recent snapshot (a reverse
+step) reads little from the catalog."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,16 +15,14 @@ from unicorn import UcError
 
 from cpu.machine import Machine
 from snapshots import policy
-from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo
+from snapshots.catalog import Catalog, CatalogError, SnapshotInfo
 from snapshots.state import capture, restore
 from snapshots.writer import CatalogWriter
 
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 10  # periodic snapshots between thinning passes
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
-MAX_POOL = 4096  # pooled contents (16 MiB of pages) before the pool is pruned
-MAX_HELD = 128  # snapshots held in memory at most (the default 1 s dense window holds ~100)
-RECENT_PAGES = 8192  # recently captured page contents kept in memory for fast restores (32 MiB)
+RECENT_PAGES = 8192  # page contents kept in a replay for fast restores (32 MiB)
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -61,14 +55,14 @@ class SnapshotManager:
         self.catalog = Catalog.open(db_path, recording_id, create=create)
         self.writer = CatalogWriter(db_path, recording_id)
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
-        self.held: dict[str, Snapshot] = {}  # periodic snapshots not yet written, oldest first
-        # Content captured but not sent to the catalog, kept while a held snapshot or the RAM
-        # refers to it; `sent`: content the catalog has (or will have: it is on its way).
-        self.pool: dict[bytes, bytes] = {}
-        self.sent: set[bytes] = set()
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
+        # A recording never restores; keeping content for that would only cost memory (and its
+        # page faults while the cache fills).
+        self.recent_limit = RECENT_PAGES if machine.seam.core.replaying else 0
         self.deleted_since_gc = 0
         self.since_thin = 0
+        machine.pages.for_snapshots = True
+        self.full_next = True  # the writer knows nothing of this machine's RAM yet
         # The grid point is a soft deadline: the snapshot is taken at the first slice boundary at
         # or after it (a PIT tick usually comes first); the timer, armed a quarter interval later,
         # only makes sure there is one. So snapshots add no slices of their own to a ticking guest.
@@ -88,45 +82,16 @@ class SnapshotManager:
             self.next_due = (self.machine.icount // self.interval + 1) * self.interval
             self.timer.arm(self.next_due + self.interval // SLACK_DIVISOR)
 
-    def _write(self, snap: Snapshot) -> None:
-        """Send a snapshot with the content it refers to that the catalog lacks.
-
-        Content that only thinned snapshots referred to (most of it: dense snapshots of pages
-        that changed again) is never sent."""
-        refs = snap.references() - self.sent
-        blobs = {h: self.pool.pop(h) for h in refs if h in self.pool}
-        self.sent.update(blobs)
-        self.writer.submit_save(snap, blobs)
-
-    def _prune_pool(self) -> set[bytes]:
-        """Drop pooled content nothing can refer to any more; what still can (held snapshots,
-        the RAM as it is now: a later snapshot refers to unchanged pages without recapturing)."""
-        live = set(self.machine.pages.hashes.values())
-        for snap in self.held.values():
-            live |= snap.references()
-        self.pool = {h: c for h, c in self.pool.items() if h in live}
-        return live
-
-    def _keeps_long(self, vtime_ns: int) -> bool:
-        """Whether a periodic snapshot is the first of its bucket on the coarsest grid."""
-        coarse = self.tiers[-1][1] if self.tiers else 1
-        return vtime_ns % coarse < (self.interval << self.machine.shift if self.interval else 1)
-
     def take(self, name: str, kind: str) -> SnapshotInfo:
-        snap, blobs = capture(self.machine, name, kind)
-        self._remember(blobs)
-        self.pool.update(blobs)
-        if kind == "periodic" and not self._keeps_long(snap.vtime_ns):
-            self.held[name] = snap
-            if len(self.held) > MAX_HELD:  # a wide dense tier: write the oldest as we go
-                self._write(self.held.pop(next(iter(self.held))))
-        else:
-            self._write(snap)
-        info = SnapshotInfo(name=name, kind=kind, icount=snap.icount, vtime_ns=snap.vtime_ns,
-                            pages=len(snap.pages), bytes=0)
+        cap = capture(self.machine, name, kind, full=self.full_next)
+        self.full_next = False
+        self._remember(cap.blobs)
+        self.writer.submit_capture(cap)
+        info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
+                            pages=len(self.machine.pages.hashes), bytes=0)
         self.infos[name] = info
         if kind == "periodic" and self.interval:
-            self.grid.add(snap.icount // self.interval)
+            self.grid.add(cap.icount // self.interval)
         return info
 
     def _at_boundary(self) -> None:
@@ -142,34 +107,20 @@ class SnapshotManager:
         self.arm()
 
     def thin(self) -> None:
-        """Apply the policy; write held snapshots that survive and have left the dense window."""
+        """Apply the policy: delete the periodic snapshots it no longer keeps."""
         self.since_thin = 0
         if not self.tiers:
             return
-        position = self.machine.vtime_ns()
-        doomed = policy.to_delete(list(self.infos.values()), position, self.tiers)
-        written = []
+        doomed = policy.to_delete(list(self.infos.values()), self.machine.vtime_ns(), self.tiers)
+        if not doomed:
+            return
         for name in doomed:
             info = self.infos.pop(name)
             self.grid.discard(info.icount // self.interval)
-            if self.held.pop(name, None) is None:
-                written.append(name)
-        dense = self.tiers[0][0] or 0
-        for name in [n for n, snap in self.held.items() if position - snap.vtime_ns > dense]:
-            self._write(self.held.pop(name))
-        if len(self.pool) > MAX_POOL:
-            self._prune_pool()
-        if not written:
-            return
-        self.writer.submit_delete(written)
+        self.writer.submit_delete(doomed)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
-            live = self._prune_pool()
-            # Content held snapshots or the RAM refer to may be in the file only: keep it. What
-            # else the catalog keeps (its snapshots' content) is unknown here, so `sent` is cut
-            # to what is sure to stay; content dropped from it is simply sent again if needed.
-            self.writer.submit_gc(live)
-            self.sent &= live
+            self.writer.submit_gc()
             self.deleted_since_gc = 0
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
@@ -181,33 +132,32 @@ class SnapshotManager:
         return best
 
     def flush(self) -> None:
-        """Make the catalog complete: write every held snapshot and wait for the writer."""
-        for name in list(self.held):
-            self._write(self.held.pop(name))
+        """Wait until the catalog holds every snapshot taken."""
         self.writer.flush()
 
-    def _remember(self, blobs: dict[bytes, bytes]) -> None:
-        self.recent.update(blobs)
-        excess = len(self.recent) - RECENT_PAGES
+    def _remember(self, blobs: dict) -> None:
+        """Keep copies of content (captured pages are views of the live RAM)."""
+        if not self.recent_limit:
+            return
+        self.recent.update((h, bytes(c)) for h, c in blobs.items())
+        excess = len(self.recent) - self.recent_limit
         if excess > 0:
             for _ in range(excess):  # the oldest first: dicts keep insertion order
                 del self.recent[next(iter(self.recent))]
 
     def _blob(self, h: bytes) -> bytes:
         """Page content: from memory when it was captured lately, else from the catalog."""
-        data = self.recent.get(h) or self.pool.get(h)
+        data = self.recent.get(h)
         if data is None:
-            self.writer.flush()
             data = self.catalog.get_blob(h)
             self._remember({h: data})
         return data
 
     def restore(self, name: str) -> None:
-        """Load a snapshot: a held one straight from memory, others from the catalog."""
-        snap = self.held.get(name)
-        if snap is None:
-            self.writer.flush()
-            snap = self.catalog.load(name)
+        """Load a snapshot from the catalog (once the writer has stored everything)."""
+        self.writer.flush()
+        snap = self.catalog.load(name)
+        self.full_next = True  # until the writer is told where the RAM now comes from
         try:
             restore(self.machine, snap, self._blob, self.OWN_TIMERS)
         except CatalogError:
@@ -216,10 +166,14 @@ class SnapshotManager:
             # Rows are checksummed only as content: a state of the wrong shape ends up here.
             raise CatalogError(f"snapshot '{name}' in {self.catalog.path} is corrupt (its state "
                                f"does not fit this machine: {type(e).__name__} {e})") from None
+        self.writer.submit_base(name)
+        self.full_next = False
         self.arm()
 
     def close(self) -> None:
         self.thin()
+        if self.deleted_since_gc:
+            self.writer.submit_gc()
         self.flush()
+        self.catalog.close()  # first: the writer's connection, the last, tidies the file up
         self.writer.close()
-        self.catalog.close()

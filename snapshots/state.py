@@ -3,9 +3,15 @@
 What a snapshot holds: the registers (cpu.cpustate), RAM by page content hash (cpu.pagetrack
 keeps those current at the cost of what changed), every device's state, every pending timer, the
 disk overlay by sector content hash, the virtual clock and the position in the event log.
-Restoring then replaying forward reaches exactly the state a straight replay reaches."""
+Restoring then replaying forward reaches exactly the state a straight replay reaches.
+
+Taking a snapshot must cost what changed, not what the guest uses: a `Capture` holds RAM and
+disk as the changes since the previous capture (with their new content) and the registers as
+raw bytes. The catalog writer, which sees every capture in order, turns it into a `Snapshot`
+against its running maps (`Capture.snapshot`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from cpu import cpustate
@@ -13,6 +19,42 @@ from cpu.machine import Machine
 from cpu.pagetrack import page_digest
 from replay import log as L
 from snapshots.catalog import Snapshot
+
+
+@dataclass
+class Capture:
+    """A snapshot as taken, RAM and disk given as changes (or whole, if `full`)."""
+    name: str
+    kind: str
+    icount: int
+    vtime_ns: int
+    registers: bytes  # cpustate.RegisterReader.read_raw()
+    devices: dict
+    log_pos: dict
+    pages: dict[int, Optional[bytes]]  # page -> content hash; None: the page is now zero
+    disk: dict[int, bytes]  # overlay sector -> content hash
+    # The content of those hashes. Pages are views of the live RAM, not copies: valid until the
+    # guest runs again (the catalog writer copies them out at once).
+    blobs: dict[bytes, bytes | memoryview]
+    ram_size: int
+    full: bool  # pages and disk are the whole maps, not changes
+
+    def snapshot(self, pages: dict[int, bytes], disk: dict[int, bytes]) -> Snapshot:
+        """The whole snapshot, given the maps as of the previous capture (brought up to date
+        in place: the caller keeps them for the next one)."""
+        if self.full:
+            pages.clear()
+            disk.clear()
+        for page, h in self.pages.items():
+            if h is None:
+                pages.pop(page, None)
+            else:
+                pages[page] = h
+        disk.update(self.disk)
+        return Snapshot(name=self.name, kind=self.kind, icount=self.icount, vtime_ns=self.vtime_ns,
+                        cpu=cpustate.decode(self.registers), devices=self.devices,
+                        log_pos=self.log_pos, pages=dict(pages), disk=dict(disk),
+                        ram_size=self.ram_size)
 
 
 def log_position(machine: Machine) -> dict:
@@ -26,34 +68,33 @@ def log_position(machine: Machine) -> dict:
     return {"chunk": pos.chunk, "index": pos.index}
 
 
-def capture(machine: Machine, name: str, kind: str) -> tuple[Snapshot, dict[bytes, bytes]]:
-    """The snapshot and the content (hash -> bytes) of pages and sectors it references."""
+def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
+    """The machine state now: RAM and disk changed since the previous capture, or all of them
+    (with all their content) if `full`."""
     machine.pages.update()
-    pages = dict(machine.pages.hashes)
-    referenced = set(pages.values())
-    blobs = {h: c for h, c in machine.pages.new_content.items() if h in referenced}
-    machine.pages.new_content = {}
+    pages = machine.pages.take_snapshot_changes()
+    written = machine.disk.take_written() if machine.disk is not None else {}
+    if full:
+        pages = dict(machine.pages.hashes)
+        written = machine.disk.get_overlay() if machine.disk is not None else {}
+    blobs: dict[bytes, bytes | memoryview] = {h: machine.ram.page_view(i)
+                                              for i, h in pages.items() if h is not None}
     disk: dict[int, bytes] = {}
-    if machine.disk is not None:
-        for sector, data in machine.disk.get_overlay().items():
-            h = page_digest(data)
-            disk[sector] = h
-            blobs[h] = data
-    snap = Snapshot(
+    for sector, data in written.items():
+        h = page_digest(data)
+        disk[sector] = h
+        blobs[h] = data
+    return Capture(
         name=name, kind=kind, icount=machine.icount, vtime_ns=machine.vtime_ns(),
-        cpu=machine.registers.read(),
+        registers=machine.registers.read_raw(),
         devices={
             "board": machine.board.get_state(),
             "timers": {t.name: t.deadline for t in machine.timers.timers},
             "halted": machine.halted,
             "exit_status": machine.exit_status,
         },
-        log_pos=log_position(machine),
-        pages=pages,
-        disk=disk,
-        ram_size=machine.ram.size,
-    )
-    return snap, blobs
+        log_pos=log_position(machine), pages=pages, disk=disk, blobs=blobs,
+        ram_size=machine.ram.size, full=full)
 
 
 def restore(machine: Machine, snap: Snapshot, blob: Callable[[bytes], bytes],
@@ -66,7 +107,6 @@ def restore(machine: Machine, snap: Snapshot, blob: Callable[[bytes], bytes],
         raise ValueError(f"snapshot {snap.name} has {snap.ram_size} bytes of RAM, the machine {machine.ram.size}")
     contents = {h: blob(h) for h in set(snap.pages.values())}
     machine.pages.load(snap.pages, contents)
-    machine.pages.new_content = {}
     cpustate.restore(machine.uc, snap.cpu)
     machine.board.set_state(snap.devices["board"])
     saved = snap.devices["timers"]

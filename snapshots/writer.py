@@ -1,121 +1,267 @@
-"""Catalog writes in a forked child process, so SQLite and compression run beside Unicorn.
+"""Catalog writes in a forked child process, so SQLite, compression and the turning of captures
+into whole snapshots run beside Unicorn, not in its way.
 
-The Python work around each save (JSON, packing maps, hashing and compressing pages) would hold
-the GIL in a writer thread, which the emulator thread takes back thousands of times a second
-between slices; in a child it cannot. Measured side by side, a thread and a child cost a dense
-replay the same within this machine's noise (1.37 vs 1.37, then 1.39 vs 1.33 with the buffer
-below), so the child is kept for that isolation, not for a measured gain. It costs the emulator
-pickling each request (~20 us).
+Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: the changes
+since the previous one. The child keeps the running page and sector maps, so the emulator's cost
+of a snapshot follows what changed, and the child makes the whole snapshot and stores it. Most
+dense snapshots are deleted again when the policy thins them a second later; storing them at
+once anyway keeps the end of a run cheap (nothing is left to write) and a killed run complete.
 
-The child opens its own SQLite connection (never the parent's) and applies save/delete/gc
-requests in the order they were submitted; saves that wait in the pipe together are stored in
-one transaction (a commit costs more than a small snapshot). The emulator waits only when
-BUFFERED requests are queued ahead of the pipe. The first error is kept and raised by the next
-`flush()`; requests after it are skipped until then, since they may rely on the one that
+Requests go down a pipe as length-prefixed pickles, written without blocking: what the pipe
+cannot take yet waits in a backlog that the next request (or a flush) pushes on, so the emulator
+waits only if the backlog outgrows MAX_BACKLOG. There is no sender thread to wake per request.
+The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
+45 KB into a pipe took ~75 us on these machines, into shared memory a few.
+The child runs at the lowest CPU priority, so on a small machine it yields to the emulator, and
+gathers the snapshots that arrive within COMMIT_EVERY into one transaction (a commit costs more
+than a small snapshot's rows); any other request, a flush included, commits first. Requests
+are applied in the order they were submitted. The first error is kept and raised by the next
+`flush()`; storing is skipped until then, since later snapshots may rely on the one that
 failed. A child that died is reported by the next call, never waited for."""
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import mmap
 import multiprocessing
 import os
 import pickle
-import queue
+import select
 import signal
-import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any, Iterable, Optional
 
 from snapshots.catalog import Catalog, CatalogError, Snapshot
+from snapshots.state import Capture
 
-# ("save", (snapshot, blobs)) | ("delete", names) | ("gc", hashes to keep) | ("flush", None)
+# ("capture", Capture) | ("save", (snapshot, blobs)) | ("base", name) | ("delete", names)
+# | ("gc", hashes to keep) | ("flush", None) | ("close", None)
 Request = tuple[str, Any]
-BUFFERED = 256  # requests waiting for the pipe at most (about 11 MB of 10 ms snapshots)
+_CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture))
+_STORES = ("capture", "save")  # requests that store a snapshot: they share commits
+COMMIT_EVERY = 0.05  # seconds a stored snapshot may wait for others to share its commit
+MAX_GROUP = 256  # snapshots in one commit at most
+PIPE_BYTES = 1 << 20  # asked of the kernel for the request pipe (about 20 snapshots)
+MAX_BACKLOG = 64 << 20  # bytes of requests waiting for the pipe before the emulator waits too
+_LENGTH = 8  # bytes of the length prefix
+CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done by the child as it goes
+RING_BYTES = 8 << 20  # shared memory for page content on its way (~200 snapshots of 10 pages)
 
 
-def _serve(conn: Connection, path: str, recording_id: str) -> None:
+class _Ring:
+    """A circular buffer of content in memory shared with the child, made before the fork.
+
+    The parent puts each blob at `head` (kept contiguous: a blob that would wrap starts over at
+    the beginning) and names it by (position, length) in the request; the child copies it out and
+    publishes how far it has consumed in the first 8 bytes, which the parent never overtakes."""
+
+    HEADER = 4096
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.mm = mmap.mmap(-1, self.HEADER + size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        self.view = memoryview(self.mm)
+        self.consumed = self.view[:8].cast("Q")  # one aligned 8-byte word: written atomically
+        self.head = 0  # bytes put in all (the parent's count)
+
+    def put(self, data: bytes | memoryview) -> Optional[tuple[int, int]]:
+        """Copy `data` in: its (position, length), or None while the child has not made room."""
+        n = len(data)
+        pos = self.head
+        if pos % self.size + n > self.size:
+            pos += self.size - pos % self.size
+        if pos + n - self.consumed[0] > self.size:
+            return None
+        start = self.HEADER + pos % self.size
+        self.view[start:start + n] = data
+        self.head = pos + n
+        return pos, n
+
+    def get(self, pos: int, n: int) -> bytes:
+        start = self.HEADER + pos % self.size
+        return bytes(self.view[start:start + n])
+
+    def release(self, upto: int) -> None:
+        """The child is done with everything before position `upto`."""
+        self.consumed[0] = upto
+
+    def close(self) -> None:
+        self.consumed.release()
+        self.view.release()
+        self.mm.close()
+
+
+class _Inbox:
+    """The child's end of the request pipe: whole requests out of a byte stream."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+
+    def _next(self) -> Optional[Request]:
+        if len(self.buf) - self.pos < _LENGTH:
+            return None
+        size = int.from_bytes(self.buf[self.pos:self.pos + _LENGTH], "little")
+        start = self.pos + _LENGTH
+        if len(self.buf) - start < size:
+            return None
+        self.pos = start + size
+        request = pickle.loads(self.buf[start:self.pos])
+        if self.pos > PIPE_BYTES:
+            del self.buf[:self.pos]
+            self.pos = 0
+        return request
+
+    def get(self, timeout: Optional[float]) -> Optional[Request]:
+        """The next request, or None if none came within `timeout` seconds (None: wait).
+        EOFError once the parent has gone."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (request := self._next()) is None:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                    return None
+            data = os.read(self.fd, PIPE_BYTES)
+            if not data:
+                raise EOFError
+            self.buf += data
+        return request
+
+
+class _Child:
+    """The writer process's state: its catalog and the maps as of the last capture."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.pages: dict[int, bytes] = {}
+        self.disk: dict[int, bytes] = {}
+
+    def store(self, group: list[Request], stored: bool) -> None:
+        """Snapshots in one transaction; if that fails, one by one, so those before the bad one
+        still land (and the first error is the one reported). Captures update the running maps
+        even when not `stored` (after an error), so the ones after it stay right."""
+        items = [self.whole(args) if op == "capture" else args for op, args in group]
+        if not stored:
+            return
+        if len(items) > 1:
+            try:
+                self.catalog.save_many(items)
+                return
+            except CatalogError:
+                pass
+        for item in items:
+            self.catalog.save(*item)
+
+    def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes]]:
+        return cap.snapshot(self.pages, self.disk), cap.blobs
+
+    def apply(self, op: str, args: Any) -> None:
+        if op == "base":  # the parent restored this snapshot: later captures change its maps
+            snap = self.catalog.load(args)
+            self.pages, self.disk = dict(snap.pages), dict(snap.disk)
+        elif op == "delete":
+            self.catalog.delete(*args)
+        else:  # gc: the running maps are content the next capture refers to without giving it
+            self.catalog.gc(set(args) | set(self.pages.values()) | set(self.disk.values()))
+
+
+def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: str,
+           recording_id: str) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
+    os.close(parent_end)  # so that the parent's exit is an end of file here
     # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
     # through this child, which must still be there to do it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(19)
     try:
         catalog = Catalog.open(path, recording_id, create=True)
+        catalog.checkpoint_every(CHECKPOINT_PAGES)
     except Exception as e:  # raised by the parent's constructor
         conn.send(str(e))
         os._exit(0)
     conn.send(None)
+    child, inbox = _Child(catalog), _Inbox(requests)
     error: Optional[str] = None
-    pending: Optional[Request] = None
+    group: list[Request] = []  # stores waiting for their commit
+    first = 0.0  # when the oldest of them came
+
+    def commit() -> None:
+        nonlocal error
+        try:
+            child.store(group, stored=error is None)
+        except Exception as e:  # kept for the next flush
+            error = str(e)
+        group.clear()
+
     try:
         while True:
-            op, args = pending if pending is not None else conn.recv()
-            pending = None
-            if op in ("flush", "close"):
+            timeout = None if not group else max(0.0, first + COMMIT_EVERY - time.monotonic())
+            request = inbox.get(timeout)
+            if group and (request is None or request[0] not in _STORES or len(group) >= MAX_GROUP):
+                commit()
+            if request is None:
+                continue
+            op, args = request
+            if op == "capture":  # its content, out of the ring at once to make room
+                fields, end = args
+                cap = Capture(*fields)
+                if end is not None:  # else the content came in the request itself
+                    cap.blobs = {h: ring.get(*where) for h, where in cap.blobs.items()}
+                    ring.release(end)
+                request = (op, cap)
+            if op in _STORES:
+                if not group:
+                    first = time.monotonic()
+                group.append(request)
+            elif op == "flush":
                 conn.send(error)
                 error = None
-                if op == "close":
-                    break
-                continue
-            batch = [args]
-            while op == "save" and conn.poll():  # saves waiting behind a save share its transaction
-                pending = conn.recv()
-                if pending[0] != "save":
-                    break
-                batch.append(pending[1])
-                pending = None
-            if error is None:
+            elif op == "close":  # the file complete and tidied up first: the parent will not wait
+                catalog.close()  # for this process's exit, which takes a while
+                conn.send(error)
+                os._exit(0)
+            else:
                 try:
-                    _apply(catalog, op, batch)
+                    if error is None or op == "base":
+                        child.apply(op, args)
                 except Exception as e:  # kept for the next flush
-                    error = str(e)
-    except EOFError:  # the parent went away
-        pass
+                    error = error or str(e)
+    except EOFError:  # the parent went away: keep what came
+        if group:
+            commit()
     finally:
         catalog.close()
         os._exit(0)
 
 
-def _apply(catalog: Catalog, op: str, batch: list) -> None:
-    """Saves go in one transaction; if that fails, one by one, so those before the bad one
-    still land (and the first error is the one reported)."""
-    if op == "save" and len(batch) > 1:
-        try:
-            catalog.save_many(batch)
-            return
-        except CatalogError:
-            pass
-    for args in batch:
-        if op == "save":
-            catalog.save(*args)
-        elif op == "delete":
-            catalog.delete(*args)
-        else:
-            catalog.gc(args)
-
-
 class CatalogWriter:
-    """`submit_*` return at once; `flush()` waits until everything submitted is in the file.
-
-    Submitted snapshots and blob dicts are copied into the pipe: the caller may keep them."""
+    """`submit_*` return at once; `flush()` waits until everything submitted is in the file."""
 
     def __init__(self, path: str, recording_id: str) -> None:
         self.path = path
         ctx = multiprocessing.get_context("fork")
-        self._conn, child_end = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child_end, path, recording_id),
-                                    name="urr-catalog-writer", daemon=True)
+        self._conn, child_end = ctx.Pipe()  # replies
+        read_end, self._fd = os.pipe2(os.O_CLOEXEC)  # requests
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:  # over the system's limit: the default size works, only more slowly
+            pass
+        self._ring = _Ring(RING_BYTES)
+        self._process = ctx.Process(target=_serve, name="urr-catalog-writer", daemon=True,
+                                    args=(child_end, read_end, self._fd, self._ring, path, recording_id))
         self._process.start()
         child_end.close()
+        os.close(read_end)
+        os.set_blocking(self._fd, False)
+        self._backlog = bytearray()
+        self._unflushed = False  # requests sent since the last flush
         failure = self._receive()
         if failure is not None:
             self._process.join()
+            self._close_pipes()
             raise CatalogError(failure)
-        # The child stalls now and then (a WAL checkpoint takes ~15 ms) and a socket holds only a
-        # few snapshots: requests wait here, pickled, and a thread feeds them to the pipe, so
-        # the emulator blocks only when BUFFERED requests are waiting.
-        self._outbox: queue.Queue[Optional[bytes]] = queue.Queue(BUFFERED)
-        self._send_failed = False
-        self._unflushed = False  # requests sent since the last flush
-        self._sender = threading.Thread(target=self._feed, name="urr-catalog-sender", daemon=True)
-        self._sender.start()
 
     def _stopped(self) -> CatalogError:
         """The error for a child that is gone (reaped first, so its exit status is known)."""
@@ -123,23 +269,39 @@ class CatalogWriter:
         return CatalogError(f"the snapshot writer for {self.path} stopped unexpectedly "
                             f"(exit status {self._process.exitcode})")
 
-    def _feed(self) -> None:
-        """The sender thread: requests to the pipe, in order, until None."""
-        while (payload := self._outbox.get()) is not None:
-            try:
-                self._conn.send_bytes(payload)
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                self._send_failed = True  # reported by the next round trip
-            finally:
-                self._outbox.task_done()
-        self._outbox.task_done()
+    def _push(self, *parts: bytes) -> None:
+        """Write the backlog and `parts` as far as the pipe takes them without waiting."""
+        if self._backlog:
+            self._backlog += b"".join(parts)
+            parts = (self._backlog,)
+        try:
+            written = os.writev(self._fd, parts)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the child is gone
+            raise self._stopped() from None
+        if parts and parts[0] is self._backlog:
+            del self._backlog[:written]
+        elif written < sum(map(len, parts)):
+            self._backlog += b"".join(parts)[written:]
+
+    def _drain(self) -> None:
+        """Wait until the pipe has taken the whole backlog."""
+        while self._backlog:
+            select.select([], [self._fd], [], 1.0)
+            if not self._process.is_alive():
+                raise self._stopped()
+            self._push()
 
     def _send(self, request: Request) -> None:
         if self._conn.closed:
             raise CatalogError(f"the snapshot writer for {self.path} is closed")
-        if self._send_failed or not self._process.is_alive():
+        if not self._process.is_alive():
             raise self._stopped()
-        self._outbox.put(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+        payload = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+        self._push(len(payload).to_bytes(_LENGTH, "little"), payload)
+        if len(self._backlog) > MAX_BACKLOG:
+            self._drain()
         self._unflushed = request[0] != "flush"
 
     def _receive(self) -> Optional[str]:
@@ -148,21 +310,44 @@ class CatalogWriter:
         except (EOFError, ConnectionResetError, OSError):
             raise self._stopped() from None
 
+    def submit_capture(self, cap: Capture) -> None:
+        """Store a capture, made whole against the captures before it (or the `base`). Its
+        content is copied before this returns (pages may be views of the live RAM)."""
+        if sum(map(len, cap.blobs.values())) > self._ring.size // 2:  # a big whole capture
+            blobs, end = {h: bytes(data) for h, data in cap.blobs.items()}, None
+        else:
+            blobs = {h: self._into_ring(data) for h, data in cap.blobs.items()}
+            end = self._ring.head
+        # As a plain tuple: pickling a dataclass costs twice as much.
+        fields = tuple(blobs if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
+        self._send(("capture", (fields, end)))
+
+    def _into_ring(self, data: bytes | memoryview) -> tuple[int, int]:
+        while (where := self._ring.put(data)) is None:  # the child is behind: let it catch up
+            self._drain()
+            if not self._process.is_alive():
+                raise self._stopped()
+            time.sleep(0.001)
+        return where
+
+    def submit_base(self, name: str) -> None:
+        """The machine was restored to snapshot `name`: the next capture's changes are from it."""
+        self._send(("base", name))
+
     def submit_save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
+        """Store a whole snapshot; `blobs` holds whatever content the catalog may lack."""
         self._send(("save", (snap, blobs)))
 
     def submit_delete(self, names: Iterable[str]) -> None:
         self._send(("delete", tuple(names)))
 
     def submit_gc(self, keep: Iterable[bytes] = ()) -> None:
-        """Collect unreferenced content, except `keep` (content of snapshots not yet submitted)."""
+        """Collect content nothing refers to, except `keep` and what the last capture refers to."""
         self._send(("gc", set(keep)))
 
     def _round_trip(self, op: str) -> None:
         self._send((op, None))
-        self._outbox.join()
-        if self._send_failed:
-            raise self._stopped()
+        self._drain()
         error = self._receive()
         if error is not None:
             raise CatalogError(f"writing snapshots to {self.path} failed: {error}")
@@ -172,15 +357,19 @@ class CatalogWriter:
         if self._unflushed:  # restores flush first: with nothing new, no round trip
             self._round_trip("flush")
 
+    def _close_pipes(self) -> None:
+        self._conn.close()
+        os.close(self._fd)
+        self._ring.close()
+
     def close(self) -> None:
-        """Flush, then stop the child (also when the flush raises)."""
+        """Flush, then stop the child (also when the flush raises). The child answers once the
+        file is complete and closed; its exit (~5 ms, unmapping a copy of the emulator) is not
+        waited for: multiprocessing reaps it later."""
         if self._conn.closed:
             return
         try:
             if self._process.is_alive():
                 self._round_trip("close")
         finally:
-            self._outbox.put(None)
-            self._sender.join()
-            self._conn.close()
-            self._process.join(timeout=30)
+            self._close_pipes()

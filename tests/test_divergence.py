@@ -188,12 +188,11 @@ def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
     assert "log truncated" in line
 
 
-def test_ctrl_c_ends_a_recording_cleanly_with_its_snapshots(guests, tmp_path):
-    """Ctrl-C (SIGINT to the whole process group, the catalog writer included): one line, exit
-    130, a complete log and catalog, and a replay that gets exactly as far."""
-    rr = str(tmp_path / "long.rr")
+def _interrupt_recording(guests, rr: str, *extra: str) -> int:
+    """Record longloop, send Ctrl-C (to the whole process group, the catalog writer included)
+    1.5 s in; check the one line and exit 130, and return the icount it names."""
     cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
-           "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+           "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
@@ -205,16 +204,34 @@ def test_ctrl_c_ends_a_recording_cleanly_with_its_snapshots(guests, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     err = err.decode()
     assert proc.returncode == 130 and "Traceback" not in err, err
-    m = re.fullmatch(r"urr: interrupted at icount (\d+)\n", err)
+    m = re.search(r"^urr: interrupted at icount (\d+)\n\Z", err, re.M)
     assert m, err
-    where = int(m[1])
+    return int(m[1])
+
+
+def _replays_to(guests, rr: str, where: int) -> None:
     rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
     assert rep.status == 0, rep.err
     assert rep.note("replay reached the end of the recording at icount") == \
         f"urr: replay reached the end of the recording at icount {where}: interrupted"
+
+
+def test_ctrl_c_ends_a_recording_cleanly_with_its_snapshots(guests, tmp_path):
+    """Ctrl-C: one line, exit 130, a complete log and catalog, and a replay that gets exactly as
+    far. The machine stops at a slice boundary (a Ctrl-C raised mid-event once cut a digest)."""
+    rr = str(tmp_path / "long.rr")
+    where = _interrupt_recording(guests, rr)
+    _replays_to(guests, rr, where)
     with Catalog.open_existing(rr + ".db") as catalog:
         periodic = [i.icount for i in catalog.list() if i.kind == "periodic"]
     assert periodic and where - max(periodic) < 2 * 78_125  # snapshots up to the interruption
+
+
+def test_ctrl_c_before_gdb_attaches_ends_the_recording_cleanly(guests, tmp_path):
+    """With -gdb and no GDB yet, the run goes on (as QEMU's does); Ctrl-C ends it the same way."""
+    rr = str(tmp_path / "long.rr")
+    where = _interrupt_recording(guests, rr, "-gdb", "tcp::0")
+    _replays_to(guests, rr, where)
 
 
 def test_serial_input_with_random_host_timing_replays(guests, tmp_path):

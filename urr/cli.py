@@ -1,6 +1,7 @@
 """The `urr` launcher: QEMU-style options in, the guest's exit status out."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional
 
@@ -48,6 +49,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 def run_to_end(session: Session) -> int:
     """Run the machine to its end, closing the recording whatever happens."""
     mode = session.opts.rr
+    # Ctrl-C stops the machine at the next slice boundary, where the log can end cleanly.
+    previous = signal.signal(signal.SIGINT, lambda *_: session.machine.request_stop())
     try:
         stop = session.run()
     except GuestError as e:
@@ -57,14 +60,16 @@ def run_to_end(session: Session) -> int:
     except Divergence as e:
         say(str(e))
         return EXIT_DIVERGENCE
-    except KeyboardInterrupt:
-        session.close(None, "interrupted")
-        say(f"interrupted at icount {session.machine.icount}")
-        return 130
     except (LogError, ValueError) as e:
         session.close(None, f"error: {e}")
         say(str(e))
         return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.reason == "interrupt":
+        session.close(None, "interrupted")
+        say(f"interrupted at icount {session.machine.icount}")
+        return 130
     session.close(stop.status, stop.message or stop.reason)
     icount = session.machine.icount
     if mode == "record":
