@@ -14,7 +14,10 @@ import time
 
 import pytest
 
+from cpu import cpustate
+from snapshots import writer as writer_module
 from snapshots.catalog import Catalog, CatalogError, Snapshot, content_hash
+from snapshots.state import Capture
 from snapshots.writer import CatalogWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -411,6 +414,53 @@ def test_saves_waiting_together_share_a_transaction_and_a_bad_one_spoils_none(db
     assert max(groups) > 1, groups  # the queued saves were grouped
     with Catalog.open(db, REC, create=False) as c:
         assert [i.name for i in c.list()] == [f"q{i:02d}" for i in range(10)]
+
+
+def _capture(name: str, icount: int, changes: dict[int, bytes | None], full: bool = False) -> Capture:
+    """A capture of page changes (None: the page became zero), content as RAM-like views."""
+    return Capture(name=name, kind="periodic", icount=icount, vtime_ns=icount * 128,
+                   registers=bytes(range(256)) * (cpustate.RAW_SIZE // 256) + bytes(cpustate.RAW_SIZE % 256),
+                   devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
+                   log_pos={"chunk": 0, "index": icount}, ram_size=16 << 20, full=full,
+                   pages={n: content_hash(d) if d is not None else None for n, d in changes.items()},
+                   disk={}, blobs={content_hash(d): memoryview(bytearray(d)) for d in changes.values() if d})
+
+
+def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
+    """The writer keeps the running page map, so each stored snapshot is the whole RAM although
+    a capture carries only changes. Content goes through shared memory: with a ring of a few
+    pages it wraps many times and the emulator waits for room; a capture too big for the ring
+    travels in the request instead. The content was a view: changing it afterwards changes
+    nothing stored."""
+    monkeypatch.setattr(writer_module, "RING_BYTES", 5 * 4096)
+    writer = CatalogWriter(db, REC)
+    ram = {n: page(n) for n in range(8)}
+    first = _capture("c000", 0, dict(ram), full=True)  # 8 pages: more than half the ring
+    writer.submit_capture(first)
+    expected = {"c000": dict(ram)}
+    rng = random.Random(7)
+    for i in range(1, 60):
+        changes: dict[int, bytes | None] = {}
+        for n in rng.sample(range(12), 2):
+            changes[n] = None if rng.random() < 0.2 else page(1000 * i + n)
+        cap = _capture(f"c{i:03d}", i, changes)
+        writer.submit_capture(cap)
+        for view in cap.blobs.values():
+            view[:8] = b"CHANGED!"  # the guest runs on: the writer must have copied already
+        for n, d in changes.items():
+            if d is None:
+                ram.pop(n, None)
+            else:
+                ram[n] = d
+        expected[cap.name] = dict(ram)
+    writer.close()
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == sorted(expected)
+        for name, pages in expected.items():
+            snap = c.load(name)
+            assert snap.pages == {n: content_hash(d) for n, d in pages.items()}, name
+            assert {n: c.get_blob(h) for n, h in snap.pages.items()} == pages, name
+            assert snap.cpu == cpustate.decode(first.registers)
 
 
 def test_writer_refuses_another_recordings_catalog(catalog, db):
