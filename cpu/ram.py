@@ -53,6 +53,7 @@ class Ram:
         self._written = WrittenPages(self.address, self.pages)
         # Private pages: index -> [digest at the last sync, syncs since it last changed].
         self._private: dict[int, list] = {}
+        self._views: dict[int, memoryview] = {}  # views of the pages seen private since cleaned
 
     def read(self, addr: int, length: int) -> bytes:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -79,9 +80,12 @@ class Ram:
         """(index, content digest) of every page whose content changed since the last sync."""
         changed: list[tuple[int, bytes]] = []
         clean: list[int] = []
-        private, view = self._private, self.view
+        private, views = self._private, self._views
         for i in self.dirty_pages():
-            digest = page_digest(view[i * PAGE:(i + 1) * PAGE])
+            page = views.get(i)
+            if page is None:
+                page = views[i] = self.view[i * PAGE:(i + 1) * PAGE]
+            digest = page_digest(page)
             entry = private.get(i)
             if entry is None or entry[0] != digest:
                 changed.append((i, digest))
@@ -95,6 +99,7 @@ class Ram:
             clean += [i for _, i in idle[len(idle) - (len(private) - len(clean) - MAX_PRIVATE):]]
         for i in clean:
             del private[i]
+            views.pop(i).release()
         for start, count in _ranges(sorted(clean)):  # one write and one madvise per run of pages
             os.pwrite(self.fd, self.view[start * PAGE:(start + count) * PAGE], start * PAGE)
             self.mm.madvise(mmap.MADV_DONTNEED, start * PAGE, count * PAGE)
@@ -110,6 +115,8 @@ class Ram:
         self._private = {}
 
     def close(self) -> None:
+        for page in self._views.values():
+            page.release()
         self.view.release()
         self._written.close()
         os.close(self.fd)
