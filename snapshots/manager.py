@@ -9,13 +9,14 @@ same way. Content captured lately stays in memory, so restoring a recent snapsho
 step) reads little from the catalog."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Optional
 
 from unicorn import UcError
 
 from cpu.machine import Machine
 from snapshots import policy
-from snapshots.catalog import Catalog, CatalogError, SnapshotInfo
+from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo
 from snapshots.state import capture, restore
 from snapshots.writer import CatalogWriter
 
@@ -23,6 +24,7 @@ GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 50  # periodic snapshots between thinning passes (a pass costs ~0.3 ms)
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
 RECENT_PAGES = 8192  # page contents kept in a replay for fast restores (32 MiB)
+LOADED = 32  # snapshots kept as loaded, for restoring the same one again (reverse steps do)
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -59,6 +61,8 @@ class SnapshotManager:
         # A recording never restores; keeping content for that would only cost memory (and its
         # page faults while the cache fills).
         self.recent_limit = RECENT_PAGES if machine.seam.core.replaying else 0
+        self.loaded: OrderedDict[str, Snapshot] = OrderedDict()
+        self.submitted: dict[str, int] = {}  # snapshot -> its number at the writer
         self.deleted_since_gc = 0
         self.since_thin = 0
         machine.pages.for_snapshots = True
@@ -87,6 +91,8 @@ class SnapshotManager:
         self.full_next = False
         self._remember(cap.blobs)
         self.writer.submit_capture(cap)
+        self.submitted[name] = self.writer.submitted
+        self.loaded.pop(name, None)
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
                             pages=len(self.machine.pages.hashes), bytes=0)
         self.infos[name] = info
@@ -117,6 +123,8 @@ class SnapshotManager:
         for name in doomed:
             info = self.infos.pop(name)
             self.grid.discard(info.icount // self.interval)
+            self.submitted.pop(name, None)
+            self.loaded.pop(name, None)
         self.writer.submit_delete(doomed)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
@@ -153,10 +161,23 @@ class SnapshotManager:
             self._remember({h: data})
         return data
 
-    def restore(self, name: str) -> None:
-        """Load a snapshot from the catalog (once the writer has stored everything)."""
-        self.writer.flush()
+    def _load(self, name: str) -> Snapshot:
+        """A snapshot from the catalog, waiting for the writer only if it may not be there yet."""
+        snap = self.loaded.get(name)
+        if snap is not None:
+            self.loaded.move_to_end(name)
+            return snap
+        if self.submitted.get(name, 0) > self.writer.committed():
+            self.writer.flush()
         snap = self.catalog.load(name)
+        self.loaded[name] = snap
+        if len(self.loaded) > LOADED:
+            self.loaded.popitem(last=False)
+        return snap
+
+    def restore(self, name: str) -> None:
+        """Load a snapshot (from the catalog, or as loaded before) and put the machine there."""
+        snap = self._load(name)
         self.full_next = True  # until the writer is told where the RAM now comes from
         try:
             restore(self.machine, snap, self._blob, self.OWN_TIMERS)

@@ -57,7 +57,9 @@ class _Ring:
 
     The parent puts each blob at `head` (kept contiguous: a blob that would wrap starts over at
     the beginning) and names it by (position, length) in the request; the child copies it out and
-    publishes how far it has consumed in the first 8 bytes, which the parent never overtakes."""
+    publishes how far it has consumed in the header, which the parent never overtakes. The header
+    also counts the snapshots the child has committed, so the parent can tell, without asking,
+    whether one it wants to load is in the file yet."""
 
     HEADER = 4096
 
@@ -65,7 +67,9 @@ class _Ring:
         self.size = size
         self.mm = mmap.mmap(-1, self.HEADER + size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
         self.view = memoryview(self.mm)
-        self.consumed = self.view[:8].cast("Q")  # one aligned 8-byte word: written atomically
+        # Aligned 8-byte words, each written by one side only and atomically: [0] bytes consumed,
+        # [1] snapshots committed (both by the child).
+        self.words = self.view[:16].cast("Q")
         self.head = 0  # bytes put in all (the parent's count)
 
     def put(self, data: bytes | memoryview) -> Optional[tuple[int, int]]:
@@ -74,7 +78,7 @@ class _Ring:
         pos = self.head
         if pos % self.size + n > self.size:
             pos += self.size - pos % self.size
-        if pos + n - self.consumed[0] > self.size:
+        if pos + n - self.words[0] > self.size:
             return None
         start = self.HEADER + pos % self.size
         self.view[start:start + n] = data
@@ -87,10 +91,10 @@ class _Ring:
 
     def release(self, upto: int) -> None:
         """The child is done with everything before position `upto`."""
-        self.consumed[0] = upto
+        self.words[0] = upto
 
     def close(self) -> None:
-        self.consumed.release()
+        self.words.release()
         self.view.release()
         self.mm.close()
 
@@ -194,6 +198,8 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
         nonlocal error
         try:
             child.store(group, stored=error is None)
+            if error is None:
+                ring.words[1] += len(group)
         except Exception as e:  # kept for the next flush
             error = str(e)
         group.clear()
@@ -260,6 +266,7 @@ class CatalogWriter:
         os.set_blocking(self._fd, False)
         self._backlog = bytearray()
         self._pushed_at = 0.0  # host time of the last write to the pipe
+        self.submitted = 0  # snapshots submitted (see `committed`)
         self._unflushed = False  # requests sent since the last flush
         failure = self._receive()
         if failure is not None:
@@ -311,6 +318,11 @@ class CatalogWriter:
         except (EOFError, ConnectionResetError, OSError):
             raise self._stopped() from None
 
+    def committed(self) -> int:
+        """How many of the snapshots submitted (captures and saves, counted from 1) are in the
+        file: all up to this number, unless one failed (then the count stops before it)."""
+        return self._ring.words[1]
+
     def submit_capture(self, cap: Capture) -> None:
         """Store a capture, made whole against the captures before it (or the `base`). Its
         content is copied before this returns (pages may be views of the live RAM)."""
@@ -322,6 +334,7 @@ class CatalogWriter:
         # As a plain tuple: pickling a dataclass costs twice as much.
         fields = tuple(blobs if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
         self._send(("capture", (fields, end)))
+        self.submitted += 1
 
     def _into_ring(self, data: bytes | memoryview) -> tuple[int, int]:
         while (where := self._ring.put(data)) is None:  # the child is behind: let it catch up
@@ -338,6 +351,7 @@ class CatalogWriter:
     def submit_save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
         """Store a whole snapshot; `blobs` holds whatever content the catalog may lack."""
         self._send(("save", (snap, blobs)))
+        self.submitted += 1
 
     def submit_delete(self, names: Iterable[str]) -> None:
         self._send(("delete", tuple(names)))
