@@ -84,8 +84,8 @@ def raw_unicorn(path: str) -> tuple[int, float]:
 
 
 def run_urr(path: str, *options: str, until: int | None = None) -> tuple[Session, float]:
-    """One run; the time counts the run and its close (the log's last chunk, the snapshots
-    still held in memory going to the catalog), not the set-up both sides share."""
+    """One run; the time counts the run and its close (the log's last chunk, the catalog writer
+    storing what it has not yet), not the set-up both sides share."""
     opts = parse_args(["-kernel", path, "-serial", "none", "-display", "none", *options])
     session = Session(opts, out=io.BytesIO(), stdin_fd=None)
     t0 = time.perf_counter()
