@@ -51,9 +51,9 @@ class Ram:
         self.address = ctypes.addressof(self._cbuf)
         self.view = memoryview(self.mm)
         self._written = WrittenPages(self.address, self.pages)
-        # Private pages: index -> [digest at the last sync, syncs since it last changed].
+        # Private pages: index -> [digest at the last sync, syncs since it last changed, a view
+        # of the page (made once: a slice per page per sync costs more than the hash)].
         self._private: dict[int, list] = {}
-        self._views: dict[int, memoryview] = {}  # views of the pages seen private since cleaned
 
     def read(self, addr: int, length: int) -> bytes:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -80,16 +80,15 @@ class Ram:
         """(index, content digest) of every page whose content changed since the last sync."""
         changed: list[tuple[int, bytes]] = []
         clean: list[int] = []
-        private, views = self._private, self._views
+        private = self._private
         for i in self.dirty_pages():
-            page = views.get(i)
-            if page is None:
-                page = views[i] = self.view[i * PAGE:(i + 1) * PAGE]
-            digest = page_digest(page)
             entry = private.get(i)
-            if entry is None or entry[0] != digest:
+            if entry is None:
+                entry = private[i] = [None, 0, self.page_view(i)]
+            digest = page_digest(entry[2])
+            if entry[0] != digest:
                 changed.append((i, digest))
-                private[i] = [digest, 0]
+                entry[0], entry[1] = digest, 0
             else:
                 entry[1] += 1
                 if entry[1] >= IDLE_SYNCS:
@@ -98,8 +97,7 @@ class Ram:
             idle = sorted((e[1], i) for i, e in private.items() if e[1] < IDLE_SYNCS)
             clean += [i for _, i in idle[len(idle) - (len(private) - len(clean) - MAX_PRIVATE):]]
         for i in clean:
-            del private[i]
-            views.pop(i).release()
+            private.pop(i)[2].release()
         for start, count in _ranges(sorted(clean)):  # one write and one madvise per run of pages
             os.pwrite(self.fd, self.view[start * PAGE:(start + count) * PAGE], start * PAGE)
             self.mm.madvise(mmap.MADV_DONTNEED, start * PAGE, count * PAGE)
@@ -112,11 +110,15 @@ class Ram:
         for i in sorted(pages):
             os.pwrite(self.fd, pages[i], i * PAGE)
         self.mm.madvise(mmap.MADV_DONTNEED, 0, self.size)
+        self._forget_private()
+
+    def _forget_private(self) -> None:
+        for entry in self._private.values():
+            entry[2].release()
         self._private = {}
 
     def close(self) -> None:
-        for page in self._views.values():
-            page.release()
+        self._forget_private()
         self.view.release()
         self._written.close()
         os.close(self.fd)

@@ -34,7 +34,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import lz4.block
 import sqlite_utils
-import xxhash
+
+from cpu.ram import page_digest
 
 FORMAT_VERSION = 1
 KINDS = ("initial", "named", "periodic")
@@ -101,8 +102,8 @@ class CatalogStats:
 
 
 def content_hash(data: bytes) -> bytes:
-    """The key content is stored under."""
-    return xxhash.xxh3_128_digest(data)
+    """The key content is stored under: the hash the machine names its pages by."""
+    return page_digest(data)
 
 
 def _pack_map(entries: dict[int, bytes]) -> bytes:
