@@ -42,12 +42,14 @@ class WrittenPages:
         self.address, self.pages = address, pages
         self._fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         self._vec = (_Region * _REGIONS)()
+        self._words = memoryview(self._vec).cast("B").cast("Q")  # (start, end, categories)...
         # Present or swapped, and neither a file page nor the shared zero page.
         self._arg = _ScanArg(size=ctypes.sizeof(_ScanArg), end=address + pages * PAGE,
                              vec=ctypes.addressof(self._vec), vec_len=_REGIONS,
                              category_inverted=_IS_FILE | _IS_PFNZERO,
                              category_mask=_IS_FILE | _IS_PFNZERO,
                              category_anyof_mask=_IS_PRESENT | _IS_SWAPPED)
+        self._arg_ref = ctypes.byref(self._arg)
         self.scan = self._ioctl if self._ioctl_works() else self._read
 
     def _ioctl_works(self) -> bool:
@@ -62,15 +64,16 @@ class WrittenPages:
     def _ioctl(self) -> list[int]:
         """Written page indices, ascending, from PAGEMAP_SCAN."""
         out: list[int] = []
-        arg, vec, base = self._arg, self._vec, self.address
+        arg, base = self._arg, self.address
         arg.start = base
         while True:
-            n = _libc.ioctl(self._fd, PAGEMAP_SCAN, ctypes.byref(arg))
+            n = _libc.ioctl(self._fd, PAGEMAP_SCAN, self._arg_ref)
             if n < 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"PAGEMAP_SCAN: {os.strerror(err)}")
-            for k in range(n):
-                out.extend(range((vec[k].start - base) // PAGE, (vec[k].end - base) // PAGE))
+            words = self._words[:3 * n].tolist()  # one list, not a ctypes object per field
+            for k in range(0, 3 * n, 3):
+                out.extend(range((words[k] - base) // PAGE, (words[k + 1] - base) // PAGE))
             if n < _REGIONS or arg.walk_end >= arg.end:
                 return out
             arg.start = arg.walk_end

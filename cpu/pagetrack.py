@@ -3,7 +3,8 @@
 Digests (divergence detection) and snapshots both need "what is in RAM now" by content. The
 tracker asks the RAM for the pages written since the last look (cpu.ram's pagemap tracking),
 rehashes only those, and keeps an order-independent hash of the whole RAM (XOR of per-page
-hashes that fold in the page number) so a full-RAM digest costs nothing extra. Snapshots take
+hashes that fold in the page number, brought up to date when a digest asks) so a full-RAM digest
+costs what changed since the last one. Snapshots take
 what changed since the previous snapshot (`take_snapshot_changes`), so their cost too follows
 what the guest wrote, not how much RAM it uses."""
 from __future__ import annotations
@@ -25,7 +26,10 @@ class PageTracker:
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
         self.hashes: dict[int, bytes] = {}  # non-zero pages only
-        self.ram_hash = 0
+        self._ram_hash = 0  # as of the last `ram_hash`, before the changes in `_unfolded`
+        # Pages changed since then -> the hash `_ram_hash` holds for them (None: zero). Folding
+        # waits for the next digest: a snapshot's update, ten times as frequent, skips it.
+        self._unfolded: dict[int, Optional[bytes]] = {}
         self.since_digest: dict[int, bytes] = {}
         # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
         # while something takes snapshots (`for_snapshots`).
@@ -39,15 +43,29 @@ class PageTracker:
             new = None if digest == ZERO_DIGEST else digest
             if old == new:
                 continue
-            if old is not None:
-                self.ram_hash ^= _fold(index, old)
+            if new is None:
                 del self.hashes[index]
-            if new is not None:
-                self.ram_hash ^= _fold(index, new)
+            else:
                 self.hashes[index] = new
+            self._unfolded.setdefault(index, old)
             self.since_digest[index] = new or b""
             if self.for_snapshots:
                 self.since_snapshot[index] = new
+
+    @property
+    def ram_hash(self) -> int:
+        """An order-independent 64-bit hash of all RAM as of the last update."""
+        h = self._ram_hash
+        for index, folded in self._unfolded.items():
+            now = self.hashes.get(index)
+            if folded != now:
+                if folded is not None:
+                    h ^= _fold(index, folded)
+                if now is not None:
+                    h ^= _fold(index, now)
+        self._unfolded.clear()
+        self._ram_hash = h
+        return h
 
     def take_digest_changes(self) -> list[tuple[int, int]]:
         """(page, 64-bit hash) of pages changed since the last call; 0 stands for a zero page."""
@@ -70,8 +88,9 @@ class PageTracker:
         """Replace RAM with snapshot pages (page -> digest, digest -> content) and rebuild hashes."""
         self.ram.load_pages({i: contents[h] for i, h in pages.items()})
         self.hashes = dict(pages)
-        self.ram_hash = 0
+        self._ram_hash = 0
         for i, h in pages.items():
-            self.ram_hash ^= _fold(i, h)
+            self._ram_hash ^= _fold(i, h)
+        self._unfolded.clear()
         self.since_digest.clear()
         self.since_snapshot.clear()

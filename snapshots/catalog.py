@@ -261,17 +261,41 @@ class Catalog:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One write transaction: all of the body lands, or none of it."""
+        """One write transaction: all of the body lands, or none of it. Inside a batch
+        (`begin`) it is a savepoint: the body is undone alone, and lands with the batch."""
+        nested = self._conn.in_transaction
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("SAVEPOINT body" if nested else "BEGIN IMMEDIATE")
             yield
-            self._conn.execute("COMMIT")
+            self._conn.execute("RELEASE body" if nested else "COMMIT")
         except BaseException as e:
-            if self._conn.in_transaction:
+            if nested:
+                self._conn.execute("ROLLBACK TO body")
+                self._conn.execute("RELEASE body")
+            elif self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.Error):
                 raise CatalogError(f"{self.path}: {e}") from None
             raise
+
+    def begin(self) -> None:
+        """Start a batch: the writes until `commit()` land together, each one still all or
+        nothing on its own. A commit costs more than a small snapshot's rows, so a writer with
+        a stream of snapshots stores each as it comes and commits now and then."""
+        self._rows("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """End the batch: everything written in it lands (or, if this fails, none of it)."""
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise CatalogError(f"{self.path}: {e}") from None
+
+    @property
+    def in_batch(self) -> bool:
+        return self._conn.in_transaction
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -284,23 +308,15 @@ class Catalog:
         return found
 
     def save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
-        """Store a snapshot (replacing a same-named one) in one transaction.
+        """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
+        the open batch.
 
         `blobs` maps hash -> raw content for whatever the caller believes may be new; content
         already stored is skipped. Every hash the snapshot refers to must then be in the file."""
-        self.save_many([(snap, blobs)])
-
-    def save_many(self, items: Sequence[tuple[Snapshot, dict[bytes, bytes]]]) -> None:
-        """Store several snapshots in one transaction: all of them land, or none.
-
-        A commit costs more than a small snapshot's rows, so a writer that has several
-        snapshots waiting stores them together."""
-        for snap, _ in items:
-            if snap.kind not in KINDS:
-                raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
+        if snap.kind not in KINDS:
+            raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
         with self._transaction():
-            for snap, blobs in items:
-                self._insert(snap, blobs)
+            self._insert(snap, blobs)
 
     def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
         """One snapshot's rows and new content, inside the caller's transaction."""

@@ -169,7 +169,11 @@ class SnapshotManager:
             return snap
         if self.submitted.get(name, 0) > self.writer.committed():
             self.writer.flush()
-        snap = self.catalog.load(name)
+        try:
+            snap = self.catalog.load(name)
+        except CatalogError:
+            self.writer.flush()  # one that failed to store: its error, not "no such snapshot"
+            raise
         self.loaded[name] = snap
         if len(self.loaded) > LOADED:
             self.loaded.popitem(last=False)

@@ -14,9 +14,10 @@ emulator waits only if the backlog outgrows MAX_BACKLOG. There is no sender thre
 Host time decides only when bytes move, never what they say.
 The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
 45 KB into a pipe took ~75 us on these machines, into shared memory a few.
-The child runs at the lowest CPU priority, so on a small machine it yields to the emulator, and
-gathers the snapshots that arrive within COMMIT_EVERY into one transaction (a commit costs more
-than a small snapshot's rows); any other request, a flush included, commits first. Requests
+The child runs at the lowest CPU priority, so on a small machine it yields to the emulator. It
+stores each snapshot as it comes, in a transaction it commits COMMIT_EVERY (a commit costs more
+than a small snapshot's rows), so at the end of a run little is left to do; any other request,
+a flush included, commits first. Requests
 are applied in the order they were submitted. The first error is kept and raised by the next
 `flush()`; storing is skipped until then, since later snapshots may rely on the one that
 failed. A child that died is reported by the next call, never waited for."""
@@ -45,7 +46,7 @@ _STORES = ("capture", "save")  # requests that store a snapshot: they share comm
 COMMIT_EVERY = 0.02  # seconds a stored snapshot may wait for others to share its commit
 MAX_GROUP = 256  # snapshots in one commit at most
 PIPE_BYTES = 1 << 20  # asked of the kernel for the request pipe (about 20 snapshots)
-PUSH_EVERY = 0.02  # seconds between writes to the pipe (each wakes the child: ~15 us)
+PUSH_EVERY = 0.005  # seconds between writes to the pipe (each wakes the child: ~15 us)
 MAX_BACKLOG = 64 << 20  # bytes of requests waiting for the pipe before the emulator waits too
 _LENGTH = 8  # bytes of the length prefix
 CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done by the child as it goes
@@ -58,7 +59,7 @@ class _Ring:
     The parent puts each blob at `head` (kept contiguous: a blob that would wrap starts over at
     the beginning) and names it by (position, length) in the request; the child copies it out and
     publishes how far it has consumed in the header, which the parent never overtakes. The header
-    also counts the snapshots the child has committed, so the parent can tell, without asking,
+    also counts the snapshots the child has settled, so the parent can tell, without asking,
     whether one it wants to load is in the file yet."""
 
     HEADER = 4096
@@ -68,7 +69,7 @@ class _Ring:
         self.mm = mmap.mmap(-1, self.HEADER + size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
         self.view = memoryview(self.mm)
         # Aligned 8-byte words, each written by one side only and atomically: [0] bytes consumed,
-        # [1] snapshots committed (both by the child).
+        # [1] snapshots settled (both by the child).
         self.words = self.view[:16].cast("Q")
         self.head = 0  # bytes put in all (the parent's count)
 
@@ -138,40 +139,59 @@ class _Inbox:
 
 
 class _Child:
-    """The writer process's state: its catalog and the maps as of the last capture."""
+    """The writer process's state: its catalog, the maps as of the last capture, the batch of
+    snapshots not committed yet, and the first error not reported yet."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.pages: dict[int, bytes] = {}
         self.disk: dict[int, bytes] = {}
+        self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
+        self.error: Optional[str] = None
 
-    def store(self, group: list[Request], stored: bool) -> None:
-        """Snapshots in one transaction; if that fails, one by one, so those before the bad one
-        still land (and the first error is the one reported). Captures update the running maps
-        even when not `stored` (after an error), so the ones after it stay right."""
-        items = [self.whole(args) if op == "capture" else args for op, args in group]
-        if not stored:
+    def store(self, op: str, args: Any) -> None:
+        """Store a snapshot in the open batch (each is a savepoint: a bad one spoils no other).
+        After an error nothing is stored until it is reported, since later snapshots may rely
+        on the one that failed; captures still update the running maps, so those after it stay
+        right."""
+        snap, blobs = self.whole(args) if op == "capture" else args
+        self.pending += 1
+        if self.error is not None:
             return
-        if len(items) > 1:
+        try:
+            if not self.catalog.in_batch:
+                self.catalog.begin()
+            self.catalog.save(snap, blobs)
+        except Exception as e:  # kept for the next flush
+            self.error = str(e)
+
+    def commit(self) -> int:
+        """Land the batch; how many snapshots are settled by it (in the file, or failed)."""
+        settled, self.pending = self.pending, 0
+        if self.catalog.in_batch:
             try:
-                self.catalog.save_many(items)
-                return
-            except CatalogError:
-                pass
-        for item in items:
-            self.catalog.save(*item)
+                self.catalog.commit()
+            except Exception as e:
+                self.error = self.error or str(e)
+        return settled
 
     def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes]]:
         return cap.snapshot(self.pages, self.disk), cap.blobs
 
     def apply(self, op: str, args: Any) -> None:
-        if op == "base":  # the parent restored this snapshot: later captures change its maps
-            snap = self.catalog.load(args)
-            self.pages, self.disk = dict(snap.pages), dict(snap.disk)
-        elif op == "delete":
-            self.catalog.delete(*args)
-        else:  # gc: the running maps are content the next capture refers to without giving it
-            self.catalog.gc(set(args) | set(self.pages.values()) | set(self.disk.values()))
+        """A request other than a store; the batch is committed before it."""
+        if self.error is not None and op != "base":
+            return
+        try:
+            if op == "base":  # the parent restored this snapshot: later captures change its maps
+                snap = self.catalog.load(args)
+                self.pages, self.disk = dict(snap.pages), dict(snap.disk)
+            elif op == "delete":
+                self.catalog.delete(*args)
+            else:  # gc: the running maps are content the next capture refers to without giving it
+                self.catalog.gc(set(args) | set(self.pages.values()) | set(self.disk.values()))
+        except Exception as e:  # kept for the next flush
+            self.error = self.error or str(e)
 
 
 def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: str,
@@ -181,7 +201,7 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
     # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
     # through this child, which must still be there to do it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(19)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         catalog = Catalog.open(path, recording_id, create=True)
         catalog.checkpoint_every(CHECKPOINT_PAGES)
@@ -190,56 +210,37 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
         os._exit(0)
     conn.send(None)
     child, inbox = _Child(catalog), _Inbox(requests)
-    error: Optional[str] = None
-    group: list[Request] = []  # stores waiting for their commit
-    first = 0.0  # when the oldest of them came
-
-    def commit() -> None:
-        nonlocal error
-        try:
-            child.store(group, stored=error is None)
-            if error is None:
-                ring.words[1] += len(group)
-        except Exception as e:  # kept for the next flush
-            error = str(e)
-        group.clear()
-
+    first = 0.0  # when the batch's first snapshot came
     try:
         while True:
-            timeout = None if not group else max(0.0, first + COMMIT_EVERY - time.monotonic())
+            timeout = None if not child.pending else max(0.0, first + COMMIT_EVERY - time.monotonic())
             request = inbox.get(timeout)
-            if group and (request is None or request[0] not in _STORES or len(group) >= MAX_GROUP):
-                commit()
+            if child.pending and (request is None or request[0] not in _STORES or child.pending >= MAX_GROUP):
+                ring.words[1] += child.commit()
             if request is None:
                 continue
             op, args = request
             if op == "capture":  # its content, out of the ring at once to make room
                 fields, end = args
-                cap = Capture(*fields)
+                args = Capture(*fields)
                 if end is not None:  # else the content came in the request itself
-                    cap.blobs = {h: ring.get(*where) for h, where in cap.blobs.items()}
+                    args.blobs = {h: ring.get(*where) for h, where in args.blobs.items()}
                     ring.release(end)
-                request = (op, cap)
             if op in _STORES:
-                if not group:
+                if not child.pending:
                     first = time.monotonic()
-                group.append(request)
+                child.store(op, args)
             elif op == "flush":
-                conn.send(error)
-                error = None
+                conn.send(child.error)
+                child.error = None
             elif op == "close":  # the file complete and tidied up first: the parent will not wait
                 catalog.close()  # for this process's exit, which takes a while
-                conn.send(error)
+                conn.send(child.error)
                 os._exit(0)
             else:
-                try:
-                    if error is None or op == "base":
-                        child.apply(op, args)
-                except Exception as e:  # kept for the next flush
-                    error = error or str(e)
+                child.apply(op, args)
     except EOFError:  # the parent went away: keep what came
-        if group:
-            commit()
+        child.commit()
     finally:
         catalog.close()
         os._exit(0)
@@ -319,8 +320,8 @@ class CatalogWriter:
             raise self._stopped() from None
 
     def committed(self) -> int:
-        """How many of the snapshots submitted (captures and saves, counted from 1) are in the
-        file: all up to this number, unless one failed (then the count stops before it)."""
+        """How many of the snapshots submitted (captures and saves, counted from 1) are settled:
+        in the file, or failed with an error the next `flush()` raises."""
         return self._ring.words[1]
 
     def submit_capture(self, cap: Capture) -> None:
