@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -94,17 +95,23 @@ def run_urr(path: str, *options: str, until: int | None = None) -> tuple[Session
     return session, time.perf_counter() - t0
 
 
-def median_of(runs: int, fn):
-    return statistics.median(fn() for _ in range(runs))
+def medians(runs: int, **timings: Callable[[], float]) -> dict[str, float]:
+    """The median time of each timing, their runs interleaved (a, b, a, b, ...) so that drift in
+    a shared machine's speed falls on all of them alike, not on whichever ran last."""
+    times: dict[str, list[float]] = {name: [] for name in timings}
+    for _ in range(runs):
+        for name, fn in timings.items():
+            times[name].append(fn())
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench_cpu(runs: int) -> dict:
     path = guest("spin")
     raw_n, _ = raw_unicorn(path)
-    raw = median_of(runs, lambda: raw_unicorn(path)[1])
     session, _ = run_urr(path)
     urr_n = session.machine.icount
-    ours = median_of(runs, lambda: run_urr(path)[1])
+    t = medians(runs, raw=lambda: raw_unicorn(path)[1], ours=lambda: run_urr(path)[1])
+    raw, ours = t["raw"], t["ours"]
     raw_mips, urr_mips = raw_n / raw / 1e6, urr_n / ours / 1e6
     return {"raw_mips": round(raw_mips, 2), "urr_mips": round(urr_mips, 2),
             "urr_vs_raw": round(urr_mips / raw_mips, 3)}
@@ -113,16 +120,15 @@ def bench_cpu(runs: int) -> dict:
 def bench_record_replay(runs: int, tmp: str) -> dict:
     path = guest("cpuloop")
     rr = os.path.join(tmp, "cpuloop.rr")
-    plain = median_of(runs, lambda: run_urr(path, "-icount", "shift=7")[1])
-    record = median_of(runs, lambda: run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr}",
-                                             "-snapshots", "off")[1])
     session, _ = run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
     icount = session.machine.icount
     log_bytes = os.path.getsize(rr)
-    replay = median_of(runs, lambda: run_urr(path, "-icount", f"shift=7,rr=replay,rrfile={rr}",
-                                             "-snapshots", "off")[1])
-    return {"guest_instructions": icount, "record_vs_plain": round(record / plain, 3),
-            "replay_vs_record": round(replay / record, 3),
+    t = medians(runs,
+                plain=lambda: run_urr(path, "-icount", "shift=7")[1],
+                record=lambda: run_urr(path, "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")[1],
+                replay=lambda: run_urr(path, "-icount", f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off")[1])
+    return {"guest_instructions": icount, "record_vs_plain": round(t["record"] / t["plain"], 3),
+            "replay_vs_record": round(t["replay"] / t["record"], 3),
             "log_bytes_per_kinstr": round(log_bytes / (icount / 1000), 4)}
 
 
@@ -131,24 +137,23 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     rr = os.path.join(tmp, "snap.rr")
     rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
     rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
-    without = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "off")[1])
-    with_default = median_of(runs, lambda: run_urr(path, *rec)[1])
-    coarse = median_of(runs, lambda: run_urr(path, *rec, "-snapshots", "100ms")[1])
-    replay_plain = median_of(runs, lambda: run_urr(path, *rep, "-snapshots", "off")[1])
+    record = medians(runs, without=lambda: run_urr(path, *rec, "-snapshots", "off")[1],
+                     default=lambda: run_urr(path, *rec)[1],
+                     coarse=lambda: run_urr(path, *rec, "-snapshots", "100ms")[1])
 
     def dense_replay() -> float:
         run_urr(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
         return run_urr(path, *rep, "-snapshots", DENSE)[1]
-    replay_dense = median_of(runs, dense_replay)
+    replay = medians(runs, plain=lambda: run_urr(path, *rep, "-snapshots", "off")[1], dense=dense_replay)
     # A dense recording keeps every periodic snapshot: what each one added to the catalog.
     run_urr(path, *rec, "-snapshots", DENSE)
     db = sqlite3.connect(f"{rr}.db")
     added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
     db.close()
     restore_ms = _restore_times(path, rr)
-    return {"snapshot_overhead_record": round(with_default / without, 3),
-            "snapshot_overhead_record_coarse": round(coarse / without, 3),
-            "snapshot_overhead_replay": round(replay_dense / replay_plain, 3),
+    return {"snapshot_overhead_record": round(record["default"] / record["without"], 3),
+            "snapshot_overhead_record_coarse": round(record["coarse"] / record["without"], 3),
+            "snapshot_overhead_replay": round(replay["dense"] / replay["plain"], 3),
             "snapshots_dense": len(added),
             "restore_ms_median": round(statistics.median(restore_ms), 3),
             "catalog_bytes_per_snapshot": int(statistics.median(added))}

@@ -33,7 +33,7 @@ import select
 import signal
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from snapshots.catalog import Catalog, CatalogError, Snapshot
 from snapshots.state import Capture
@@ -73,22 +73,28 @@ class _Ring:
         self.words = self.view[:16].cast("Q")
         self.head = 0  # bytes put in all (the parent's count)
 
-    def put(self, data: bytes | memoryview) -> Optional[tuple[int, int]]:
-        """Copy `data` in: its (position, length), or None while the child has not made room."""
-        n = len(data)
+    def put(self, items: list[bytes | memoryview], total: int) -> Optional[int]:
+        """Copy `items` (`total` bytes) in, one after another: the position of the first, or
+        None while the child has not made room."""
         pos = self.head
-        if pos % self.size + n > self.size:
+        if pos % self.size + total > self.size:
             pos += self.size - pos % self.size
-        if pos + n - self.words[0] > self.size:
+        if pos + total - self.words[0] > self.size:
             return None
-        start = self.HEADER + pos % self.size
-        self.view[start:start + n] = data
-        self.head = pos + n
-        return pos, n
+        at, view = self.HEADER + pos % self.size, self.view
+        for data in items:
+            end = at + len(data)
+            view[at:end] = data
+            at = end
+        self.head = pos + total
+        return pos
 
-    def get(self, pos: int, n: int) -> bytes:
-        start = self.HEADER + pos % self.size
-        return bytes(self.view[start:start + n])
+    def get(self, pos: int, sizes: Iterable[int]) -> Iterator[bytes]:
+        """The items put at `pos`, given their sizes."""
+        at = self.HEADER + pos % self.size
+        for n in sizes:
+            yield bytes(self.view[at:at + n])
+            at += n
 
     def release(self, upto: int) -> None:
         """The child is done with everything before position `upto`."""
@@ -224,7 +230,8 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
                 fields, end = args
                 args = Capture(*fields)
                 if end is not None:  # else the content came in the request itself
-                    args.blobs = {h: ring.get(*where) for h, where in args.blobs.items()}
+                    args.blobs = dict(zip(args.blobs, ring.get(end - sum(args.blobs.values()),
+                                                               args.blobs.values())))
                     ring.release(end)
             if op in _STORES:
                 if not child.pending:
@@ -327,23 +334,24 @@ class CatalogWriter:
     def submit_capture(self, cap: Capture) -> None:
         """Store a capture, made whole against the captures before it (or the `base`). Its
         content is copied before this returns (pages may be views of the live RAM)."""
-        if sum(map(len, cap.blobs.values())) > self._ring.size // 2:  # a big whole capture
+        sizes = {h: len(data) for h, data in cap.blobs.items()}
+        total = sum(sizes.values())
+        if total > self._ring.size // 2:  # a big whole capture
             blobs, end = {h: bytes(data) for h, data in cap.blobs.items()}, None
-        else:
-            blobs = {h: self._into_ring(data) for h, data in cap.blobs.items()}
-            end = self._ring.head
+        else:  # its content one piece after another in the ring, named by hash and size
+            blobs, end = sizes, self._into_ring(list(cap.blobs.values()), total) + total
         # As a plain tuple: pickling a dataclass costs twice as much.
         fields = tuple(blobs if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
         self._send(("capture", (fields, end)))
         self.submitted += 1
 
-    def _into_ring(self, data: bytes | memoryview) -> tuple[int, int]:
-        while (where := self._ring.put(data)) is None:  # the child is behind: let it catch up
+    def _into_ring(self, items: list[bytes | memoryview], total: int) -> int:
+        while (pos := self._ring.put(items, total)) is None:  # the child is behind: wait
             self._drain()
             if not self._process.is_alive():
                 raise self._stopped()
             time.sleep(0.001)
-        return where
+        return pos
 
     def submit_base(self, name: str) -> None:
         """The machine was restored to snapshot `name`: the next capture's changes are from it."""
