@@ -355,8 +355,9 @@ class Catalog:
             referenced, _ = self._references()
             referenced |= set(keep)
             doomed = [h for h in self._hashes() if h not in referenced]
-            freed = sum(self._rows("DELETE FROM blobs WHERE hash = ? RETURNING length(data)", (h,))[0][0]
-                        for h in doomed)
+            freed = sum(self._rows(f"SELECT coalesce(sum(length(data)), 0) FROM blobs WHERE hash IN "
+                                   f"({','.join('?' * len(part))})", part)[0][0] for part in _chunks(doomed))
+            self._many("DELETE FROM blobs WHERE hash = ?", [(h,) for h in doomed])
         for h in doomed:
             self._cache.pop(h, None)
         return len(doomed), freed
