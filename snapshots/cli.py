@@ -11,6 +11,7 @@ when the command could not run, 1 when verify finds a mismatch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 from typing import Callable, Iterable, Optional
@@ -144,6 +145,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0) as catalog:
             return COMMANDS[args.command][0](catalog, args)
+    except BrokenPipeError:  # the reader went away (`urr-snap list X | head`): as other tools, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (CatalogError, UsageError, OSError, sqlite3.Error) as e:
         print(f"urr-snap: {e}", file=sys.stderr)
         return 2

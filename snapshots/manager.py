@@ -51,11 +51,18 @@ class SnapshotManager:
     OWN_TIMERS = {"snapshot", "log-flush"}
 
     def __init__(self, machine: Machine, db_path: str, recording_id: str,
-                 tiers: Optional[list[tuple[Optional[int], int]]], create: bool) -> None:
+                 tiers: Optional[list[tuple[Optional[int], int]]]) -> None:
         self.machine = machine
         self.tiers = tiers
-        self.catalog = Catalog.open(db_path, recording_id, create=create)
+        # The writer first: a process forked with an SQLite connection open shares that
+        # connection's locks without holding them, so its writes could be lost when the parent's
+        # connection closes as if it were the last.
         self.writer = CatalogWriter(db_path, recording_id)
+        try:
+            self.catalog = Catalog.open(db_path, recording_id, create=False)  # the writer made it
+        except CatalogError:
+            self.writer.close()
+            raise
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
         # A recording never restores; keeping content for that would only cost memory (and its
@@ -196,9 +203,10 @@ class SnapshotManager:
         self.arm()
 
     def close(self) -> None:
-        self.thin()
-        if self.deleted_since_gc:
-            self.writer.submit_gc()
-        self.flush()
-        self.catalog.close()  # first: the writer's connection, the last, tidies the file up
-        self.writer.close()
+        try:
+            self.thin()
+            if self.deleted_since_gc:
+                self.writer.submit_gc()
+        finally:
+            self.catalog.close()  # first: the writer's connection, the last, tidies the file up
+            self.writer.close()  # once all is stored; raises what storing any of it hit

@@ -83,3 +83,21 @@ def test_not_a_catalog(tmp_path):
     bogus.write_bytes(b"this is not sqlite" * 100)
     r = snap("list", str(tmp_path / "x.rr"))
     assert r.returncode == 2 and "not a snapshot catalog" in r.stderr
+
+
+def test_list_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`urr-snap list X | head` closes the pipe while the list is still coming: no error, as
+    with other tools' output."""
+    from snapshots.catalog import Catalog
+    from tests.test_catalog import REC, page, snapshot
+
+    rr = str(tmp_path / "many.rr")
+    with Catalog.open(rr + ".db", REC, create=True) as c:
+        for i in range(1500):  # a listing well over a pipe's 64 KiB
+            c.save(*snapshot(f"periodic-snapshot-with-a-long-name-{i:05d}", i, {0: page(i % 3)}))
+    proc = subprocess.Popen([sys.executable, "-m", "snapshots.cli", "list", rr], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().split()[0] == b"name"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""

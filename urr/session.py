@@ -116,8 +116,7 @@ class Session:
                 if os.path.exists(self.catalog_path + suffix):
                     os.remove(self.catalog_path + suffix)
         try:
-            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"],
-                                             tiers, create=True)
+            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"], tiers)
         except CatalogError as e:
             raise SessionError(str(e)) from None
         if recording and opts.rrsnapshot:
