@@ -229,10 +229,9 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
             if op == "capture":  # its content, out of the ring at once to make room
                 fields, end = args
                 args = Capture(*fields)
-                if end is not None:  # else the registers and content came in the request itself
-                    sizes = [args.registers, *args.blobs.values()]
-                    args.registers, *contents = ring.get(end - sum(sizes), sizes)
-                    args.blobs = dict(zip(args.blobs, contents))
+                if end is not None:  # else the content came in the request itself
+                    args.blobs = dict(zip(args.blobs, ring.get(end - sum(args.blobs.values()),
+                                                               args.blobs.values())))
                     ring.release(end)
             if op in _STORES:
                 if not child.pending:
@@ -336,15 +335,13 @@ class CatalogWriter:
         """Store a capture, made whole against the captures before it (or the `base`). Its
         content is copied before this returns (pages may be views of the live RAM)."""
         sizes = {h: len(data) for h, data in cap.blobs.items()}
-        total = len(cap.registers) + sum(sizes.values())
-        moved: dict[str, Any]  # fields sent otherwise than as they are
-        if total > self._ring.size // 2:  # a big whole capture: all of it in the request
-            end, moved = None, {"blobs": {h: bytes(data) for h, data in cap.blobs.items()}}
-        else:  # the registers, then the content, one after another in the ring; sizes in the request
-            end = self._into_ring([cap.registers, *cap.blobs.values()], total) + total
-            moved = {"registers": len(cap.registers), "blobs": sizes}
+        total = sum(sizes.values())
+        if total > self._ring.size // 2:  # a big whole capture
+            blobs, end = {h: bytes(data) for h, data in cap.blobs.items()}, None
+        else:  # its content one piece after another in the ring, named by hash and size
+            blobs, end = sizes, self._into_ring(list(cap.blobs.values()), total) + total
         # As a plain tuple: pickling a dataclass costs twice as much.
-        fields = tuple(moved[name] if name in moved else getattr(cap, name) for name in _CAPTURE_FIELDS)
+        fields = tuple(blobs if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
         self._send(("capture", (fields, end)))
         self.submitted += 1
 
