@@ -57,7 +57,9 @@ class SnapshotManager:
         # The writer first: a process forked with an SQLite connection open shares that
         # connection's locks without holding them, so its writes could be lost when the parent's
         # connection closes as if it were the last.
-        self.writer = CatalogWriter(db_path, recording_id)
+        # A recording syncs its catalog when it ends, as its log; a replay keeps the recording's
+        # catalog synced as it adds to it.
+        self.writer = CatalogWriter(db_path, recording_id, stream=not machine.seam.core.replaying)
         try:
             self.catalog = Catalog.open(db_path, recording_id, create=False)  # the writer made it
         except CatalogError:

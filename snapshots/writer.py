@@ -201,7 +201,7 @@ class _Child:
 
 
 def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: str,
-           recording_id: str) -> None:
+           recording_id: str, stream: bool) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
     os.close(parent_end)  # so that the parent's exit is an end of file here
     # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
@@ -211,6 +211,8 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
     try:
         catalog = Catalog.open(path, recording_id, create=True)
         catalog.checkpoint_every(CHECKPOINT_PAGES)
+        if stream:
+            catalog.stream()
     except Exception as e:  # raised by the parent's constructor
         conn.send(str(e))
         os._exit(0)
@@ -256,7 +258,8 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
 class CatalogWriter:
     """`submit_*` return at once; `flush()` waits until everything submitted is in the file."""
 
-    def __init__(self, path: str, recording_id: str) -> None:
+    def __init__(self, path: str, recording_id: str, stream: bool = False) -> None:
+        """`stream`: sync the file to the disk only when closing (`Catalog.stream`)."""
         self.path = path
         ctx = multiprocessing.get_context("fork")
         self._conn, child_end = ctx.Pipe()  # replies
@@ -267,7 +270,7 @@ class CatalogWriter:
             pass
         self._ring = _Ring(RING_BYTES)
         self._process = ctx.Process(target=_serve, name="urr-catalog-writer", daemon=True,
-                                    args=(child_end, read_end, self._fd, self._ring, path, recording_id))
+                                    args=(child_end, read_end, self._fd, self._ring, path, recording_id, stream))
         self._process.start()
         child_end.close()
         os.close(read_end)
