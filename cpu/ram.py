@@ -27,9 +27,9 @@ IDLE_SYNCS = 4  # syncs a private page may go unchanged before it is cleaned
 MAX_PRIVATE = 1024  # private pages (4 MiB) kept at most between syncs
 
 
-def page_digest(data) -> bytes:
-    """The 16-byte content hash used everywhere a page is named by content."""
-    return xxhash.xxh3_128_digest(data)
+# The 16-byte content hash used everywhere a page is named by content: the library's function
+# itself, since a wrapper's call costs about what hashing a page does.
+page_digest = xxhash.xxh3_128_digest
 
 
 ZERO_DIGEST = page_digest(bytes(PAGE))
