@@ -308,12 +308,19 @@ KILLED_WRITER = """
 import os, sys
 from snapshots.catalog import Catalog, Snapshot, content_hash
 c = Catalog.open(sys.argv[1], sys.argv[2], create=True)
+batched = sys.argv[3] == "batched"  # as the catalog writer of a recording: unsynced batches
+if batched:
+    c.stream()
 i = max((x.icount for x in c.list()), default=-1) + 1
 while True:
+    if batched and not c.in_batch:
+        c.begin()
     contents = [os.urandom(2048) * 2 for _ in range(1500)]  # 6 MiB of new content per snapshot
     blobs = {content_hash(d): d for d in contents}
     c.save(Snapshot(f"s{i:05d}", "periodic", i, i, {"rip": i}, {}, {}, dict(enumerate(blobs)), {}, 1 << 24), blobs)
-    if i % 3 == 2:
+    if batched and i % 2:
+        c.commit()
+    if i % 3 == 2 and not c.in_batch:
         c.delete(min(x.name for x in c.list()))
         c.gc()
     print(i, flush=True)
@@ -321,10 +328,11 @@ while True:
 """
 
 
-def test_killed_during_writes_leaves_a_consistent_catalog(db):
+@pytest.mark.parametrize("mode", ["single", "batched"])
+def test_killed_during_writes_leaves_a_consistent_catalog(db, mode):
     rng = random.Random(9)
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, db, REC], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, db, REC, mode], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout.readline(), proc.stderr.read().decode()
         time.sleep(rng.uniform(0.0, 0.3))  # somewhere in a save, a delete or a gc
