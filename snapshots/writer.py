@@ -14,13 +14,14 @@ emulator waits only if the backlog outgrows MAX_BACKLOG. There is no sender thre
 Host time decides only when bytes move, never what they say.
 The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
 45 KB into a pipe took ~75 us on these machines, into shared memory a few.
-The child runs at the lowest CPU priority, so on a small machine it yields to the emulator. It
-stores each snapshot as it comes, in a transaction it commits COMMIT_EVERY (a commit costs more
-than a small snapshot's rows), so at the end of a run little is left to do; any other request,
-a flush included, commits first. Requests
-are applied in the order they were submitted. The first error is kept and raised by the next
-`flush()`; storing is skipped until then, since later snapshots may rely on the one that
-failed. A child that died is reported by the next call, never waited for."""
+The child runs at SCHED_IDLE: it uses only a core the emulator leaves idle and never preempts
+it (at nice 19 it still did, on wake-ups). It stores each snapshot as it comes, in a
+transaction it commits COMMIT_EVERY (a commit costs more than a small snapshot's rows), so at
+the end of a run little is left to do; any other request, a flush included, commits first.
+A recording's child streams unsynced and syncs the file when it closes (`Catalog.stream`).
+Requests are applied in the order they were submitted. The first error is kept and raised by
+the next `flush()`; storing is skipped until then, since later snapshots may rely on the one
+that failed. A child that died is reported by the next call, never waited for."""
 from __future__ import annotations
 
 import dataclasses
