@@ -57,9 +57,10 @@ RING_BYTES = 8 << 20  # shared memory for page content on its way (~200 snapshot
 class _Ring:
     """A circular buffer of content in memory shared with the child, made before the fork.
 
-    The parent puts each blob at `head` (kept contiguous: a blob that would wrap starts over at
-    the beginning) and names it by (position, length) in the request; the child copies it out and
-    publishes how far it has consumed in the header, which the parent never overtakes. The header
+    The parent puts a capture's content at `head` in one piece (kept contiguous: a piece that
+    would wrap starts over at the beginning); the request names each blob by hash and size and
+    says where the piece ends. The child copies it out and publishes how far it has consumed in
+    the header, which the parent never overtakes. The header
     also counts the snapshots the child has settled, so the parent can tell, without asking,
     whether one it wants to load is in the file yet."""
 
