@@ -215,7 +215,7 @@ def bench_reverse(tmp: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--runs", type=int, default=3, help="runs per timing (median)")
+    ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
     ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse")
     args = ap.parse_args()
     build_guests()
