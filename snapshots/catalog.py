@@ -302,13 +302,17 @@ class Catalog:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def _blob_rows(self, columns: str, hashes: Iterable[bytes]) -> list[tuple]:
+        """`columns` of the stored content named in `hashes`, asked in chunks under SQLite's
+        parameter limit."""
+        rows: list[tuple] = []
+        for part in _chunks(list(hashes)):
+            rows += self._rows(f"SELECT {columns} FROM blobs WHERE hash IN ({','.join('?' * len(part))})", part)
+        return rows
+
     def has_blobs(self, hashes: Iterable[bytes]) -> set[bytes]:
         """Which of `hashes` the file holds, so callers need not resend that content."""
-        found: set[bytes] = set()
-        for part in _chunks(list(hashes)):
-            found.update(r[0] for r in self._rows(
-                f"SELECT hash FROM blobs WHERE hash IN ({','.join('?' * len(part))})", part))
-        return found
+        return {h for (h,) in self._blob_rows("hash", hashes)}
 
     def save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
         """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
@@ -356,10 +360,8 @@ class Catalog:
         refer to); (blobs removed, compressed bytes freed). SQLite reuses the freed pages."""
         with self._transaction():
             referenced, _ = self._references()
-            referenced |= set(keep)
-            doomed = [h for h in self._hashes() if h not in referenced]
-            freed = sum(self._rows(f"SELECT coalesce(sum(length(data)), 0) FROM blobs WHERE hash IN "
-                                   f"({','.join('?' * len(part))})", part)[0][0] for part in _chunks(doomed))
+            doomed = self._garbage(referenced | set(keep))
+            freed = sum(self._stored_sizes(doomed).values())
             self._many("DELETE FROM blobs WHERE hash = ?", [(h,) for h in doomed])
         for h in doomed:
             self._cache.pop(h, None)
@@ -376,12 +378,14 @@ class Catalog:
                 referenced.update(hashes)
         return referenced, count
 
-    def _hashes(self) -> list[bytes]:
-        """Every stored content's hash, from the index alone (not the content's pages)."""
-        return [r[0] for r in self._rows("SELECT hash FROM blobs")]
+    def _garbage(self, referenced: set[bytes]) -> list[bytes]:
+        """Stored content none of `referenced` names, from the hash index alone (reading every
+        content's page to learn its size cost more than the collection)."""
+        return [h for (h,) in self._rows("SELECT hash FROM blobs") if h not in referenced]
 
-    def _garbage(self, referenced: set[bytes]) -> list[tuple[bytes, int]]:
-        return [(h, n) for h, n in self._rows("SELECT hash, length(data) FROM blobs") if h not in referenced]
+    def _stored_sizes(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """Compressed bytes of each of `hashes` the file holds."""
+        return dict(self._blob_rows("hash, length(data)", hashes))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -433,7 +437,10 @@ class Catalog:
         blobs, stored, raw = self._rows("SELECT count(*), coalesce(sum(length(data)), 0), "
                                         "coalesce(sum(size), 0) FROM blobs")[0]
         kinds = dict(self._rows("SELECT kind, count(*) FROM snapshots GROUP BY kind ORDER BY kind"))
-        return CatalogStats(kinds, blobs, stored, raw, references, len(referenced), self._garbage(referenced))
+        garbage = self._garbage(referenced)
+        sizes = self._stored_sizes(garbage)
+        return CatalogStats(kinds, blobs, stored, raw, references, len(referenced),
+                            [(h, sizes[h]) for h in garbage])
 
     def checkpoint_every(self, pages: int) -> None:
         """Copy the write-ahead log into the file whenever it reaches `pages` (SQLite's default
