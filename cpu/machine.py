@@ -489,8 +489,9 @@ class Machine:
         regs = self.registers.read()
         other = {k: v for k, v in regs.items() if k not in _DIGEST_GPRS}
         other_hash = _hash_repr(other)
-        self.seam.digest.check(regs, other_hash, self.pages.ram_hash.to_bytes(8, "little"),
-                               self.pages.take_digest_changes(), self.pages.hash64)
+        ram_hash, changed = self.pages.take_digest()
+        self.seam.digest.check(regs, other_hash, ram_hash.to_bytes(8, "little"), changed,
+                               self.pages.hash64)
         self.digest_timer.arm((self.icount // DIGEST_INTERVAL + 1) * DIGEST_INTERVAL)
 
     def finish(self, status: Optional[int], reason: str) -> None:

@@ -26,11 +26,10 @@ class PageTracker:
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
         self.hashes: dict[int, bytes] = {}  # non-zero pages only
-        self._ram_hash = 0  # as of the last `ram_hash`, before the changes in `_unfolded`
-        # Pages changed since then -> the hash `_ram_hash` holds for them (None: zero). Folding
-        # waits for the next digest: a snapshot's update, ten times as frequent, skips it.
+        self._ram_hash = 0  # as of the last digest, before the changes in `_unfolded`
+        # Pages changed since the last digest -> the hash `_ram_hash` holds for them (None:
+        # zero). Folding waits for the digest: a snapshot's update, ten times as frequent, skips it.
         self._unfolded: dict[int, Optional[bytes]] = {}
-        self.since_digest: dict[int, bytes] = {}
         # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
         # while something takes snapshots (`for_snapshots`).
         self.for_snapshots = False
@@ -48,31 +47,25 @@ class PageTracker:
             else:
                 self.hashes[index] = new
             self._unfolded.setdefault(index, old)
-            self.since_digest[index] = new or b""
             if self.for_snapshots:
                 self.since_snapshot[index] = new
 
-    @property
-    def ram_hash(self) -> int:
-        """An order-independent 64-bit hash of all RAM as of the last update."""
+    def take_digest(self) -> tuple[int, list[tuple[int, int]]]:
+        """An order-independent 64-bit hash of all RAM as of the last update, and the (page,
+        64-bit hash) of every page changed since the last call (0 stands for a zero page)."""
         h = self._ram_hash
-        for index, folded in self._unfolded.items():
-            now = self.hashes.get(index)
+        changes = []
+        for index in sorted(self._unfolded):
+            folded, now = self._unfolded[index], self.hashes.get(index)
             if folded != now:
                 if folded is not None:
                     h ^= _fold(index, folded)
                 if now is not None:
                     h ^= _fold(index, now)
+            changes.append((index, self.hash64(index)))
         self._unfolded.clear()
         self._ram_hash = h
-        return h
-
-    def take_digest_changes(self) -> list[tuple[int, int]]:
-        """(page, 64-bit hash) of pages changed since the last call; 0 stands for a zero page."""
-        out = [(i, int.from_bytes(h[:8], "little") if h else 0)
-               for i, h in sorted(self.since_digest.items())]
-        self.since_digest.clear()
-        return out
+        return h, changes
 
     def take_snapshot_changes(self) -> dict[int, Optional[bytes]]:
         """Pages changed since the last call (page -> digest, None for a page now zero), up to
@@ -92,5 +85,4 @@ class PageTracker:
         for i, h in pages.items():
             self._ram_hash ^= _fold(i, h)
         self._unfolded.clear()
-        self.since_digest.clear()
         self.since_snapshot.clear()
