@@ -14,6 +14,7 @@ Figures (targets in docs/replay.md):
   catalog_bytes_per_snapshot          median catalog growth per periodic snapshot
   reverse_stepi_ms_median/_max        reverse-stepi at random positions of a >=100M-instruction replay
   reverse_continue_vs_forward         reverse-continue across N instructions / replaying them forward
+  gdb_*                               through real GDB (bench/gdb_speed.py), --only gdb
 """
 from __future__ import annotations
 
@@ -216,10 +217,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
-    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb")
     args = ap.parse_args()
     build_guests()
-    parts = set((args.only or "cpu,rr,snapshots,reverse").split(","))
+    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb").split(","))
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
@@ -230,6 +231,9 @@ def main() -> int:
             result.update(bench_snapshots(args.runs, tmp))
         if "reverse" in parts:
             result.update(bench_reverse(tmp))
+        if "gdb" in parts:
+            from bench.gdb_speed import bench_gdb
+            result.update(bench_gdb(tmp, args.runs))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

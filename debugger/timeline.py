@@ -93,6 +93,8 @@ class Timeline:
         self.start = machine.icount
         self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
         self.breakpoints: dict[int, int] = {}  # address -> hook handle
+        self.break_conditions: dict[int, Optional[Callable[[], bool]]] = {}
+        self._idle_breaks: dict[int, int] = {}  # removed breakpoints' hooks, see add_breakpoint
         self.watchpoints: dict[tuple[int, int, str], list[int]] = {}
         self.icount_breaks: set[int] = set()
         self._interrupt = threading.Event()
@@ -195,21 +197,38 @@ class Timeline:
 
     def write_memory(self, addr: int, data: bytes) -> None:
         self.machine.ram.write(addr, data)
-        self.machine.uc.ctl_flush_tb()
+        self.machine.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
 
     # -- breakpoints and watchpoints ----------------------------------------------------------
 
-    def add_breakpoint(self, addr: int) -> None:
+    def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
+        """Stop at `addr` (when `condition` is given: only where it returns true, checked at the
+        hit, so a false one costs neither a stop nor, in a reverse search, a hit).
+
+        A removed breakpoint's hook stays installed, idle, until the next cont/reverse_cont
+        (GDB removes and reinserts every breakpoint around each stop): deleting a code hook
+        makes Unicorn 2.1.4 drop every translation, adding one needs only its own dropped."""
+        self.break_conditions[addr] = condition
         if addr in self.breakpoints:
             return
-        self.breakpoints[addr] = self.machine.uc.hook_add(UC_HOOK_CODE, self._on_break, None, addr, addr)
-        self.machine.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
+        handle = self._idle_breaks.pop(addr, None)
+        if handle is None:
+            handle = self.machine.uc.hook_add(UC_HOOK_CODE, self._on_break, None, addr, addr)
+            self.machine.uc.ctl_remove_cache(addr, addr + 1)  # 2.1.4 only hooks code translated afterwards
+        self.breakpoints[addr] = handle
 
     def remove_breakpoint(self, addr: int) -> None:
         handle = self.breakpoints.pop(addr, None)
+        self.break_conditions.pop(addr, None)
         if handle is not None:
+            self._idle_breaks[addr] = handle
+
+    def _drop_idle_breakpoints(self) -> None:
+        """Delete the hooks of breakpoints still removed, before a run long enough for them to
+        cost (one Python call each time their address runs)."""
+        for handle in self._idle_breaks.values():
             self.machine.uc.hook_del(handle)
-            self.machine.uc.ctl_flush_tb()
+        self._idle_breaks.clear()
 
     def add_watchpoint(self, addr: int, length: int, kind: str) -> None:
         """Stop on accesses overlapping [addr, addr+length): kind "w" writes, "r" reads, "a" both."""
@@ -219,13 +238,12 @@ class Timeline:
         types = {"w": [UC_HOOK_MEM_WRITE], "r": [UC_HOOK_MEM_READ],
                  "a": [UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE]}[kind]
         first, last = max(0, addr - WIDEST_ACCESS + 1), addr + max(length, 1) - 1
+        # Memory hooks take effect at once and leave translations alone, added or deleted.
         self.watchpoints[key] = [self.machine.uc.hook_add(t, self._on_access, key, first, last) for t in types]
-        self.machine.uc.ctl_flush_tb()
 
     def remove_watchpoint(self, addr: int, length: int, kind: str) -> None:
         for handle in self.watchpoints.pop((addr, length, kind), []):
             self.machine.uc.hook_del(handle)
-        self.machine.uc.ctl_flush_tb()
 
     def set_icount_break(self, icount: int) -> None:
         self.icount_breaks.add(icount)
@@ -234,11 +252,16 @@ class Timeline:
         self.icount_breaks.clear()
 
     def _on_break(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        if address not in self.breakpoints:
+            return  # idle
         now = self.machine.now()
+        if self._ignore_break_at == now and self._collect is None:
+            return
+        condition = self.break_conditions.get(address)
+        if condition is not None and not condition():
+            return
         if self._collect is not None:
             self._collect.append(Hit(now, "breakpoint", address))
-            return
-        if self._ignore_break_at == now:
             return
         self._pending = Hit(now, "breakpoint", address)
         self.machine.stop_before = "breakpoint"
@@ -332,6 +355,7 @@ class Timeline:
 
     def cont(self) -> Stop:
         self._interrupt.clear()
+        self._drop_idle_breakpoints()
         return self._run(None, ignore_here=True)
 
     def next(self) -> Stop:
@@ -431,6 +455,7 @@ class Timeline:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""
         self._require_reverse()
         self._interrupt.clear()
+        self._drop_idle_breakpoints()
         hit = self._last_hit(self.start, self.icount, lambda h: True)
         if hit is None:
             self.seek(self.start)
