@@ -11,48 +11,16 @@ import threading
 from typing import Callable, Optional
 
 import capstone
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
 
 from cpu.machine import GuestError
+from debugger.symbols import Symbols, load_symbols, parse_number as _number
+
+__all__ = ["Console", "load_symbols"]  # load_symbols: scripts and the manual import it from here
 from debugger.timeline import Stop, Timeline
 from replay.player import Divergence
 
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs")
-_NAMED_TYPES = ("STT_FUNC", "STT_OBJECT")  # preferred over linker symbols when naming an address
-
-
-def _symbol_table(path: str) -> list[tuple[str, int, str]]:
-    """(name, address, type) of the guest ELF's function, object and untyped symbols."""
-    out: list[tuple[str, int, str]] = []
-    try:
-        with open(path, "rb") as f:
-            for sec in ELFFile(f).iter_sections():
-                if isinstance(sec, SymbolTableSection):
-                    out += [(sym.name, sym["st_value"], sym["st_info"]["type"]) for sym in sec.iter_symbols()
-                            if sym.name and sym["st_info"]["type"] in (*_NAMED_TYPES, "STT_NOTYPE")]
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-def load_symbols(path: str) -> dict[str, int]:
-    """Function and object symbols of the guest ELF (empty if it has none)."""
-    out: dict[str, int] = {}
-    for name, addr, _ in _symbol_table(path):
-        out.setdefault(name, addr)
-    return out
-
-
-def _number(text: str, what: str, minimum: int = 0) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ValueError(f"bad {what} '{text}'")
-    return value
 
 
 class Console(cmd.Cmd):
@@ -62,10 +30,7 @@ class Console(cmd.Cmd):
     def __init__(self, timeline: Timeline, kernel: str, **kw) -> None:
         super().__init__(**kw)
         self.tl = timeline
-        table = _symbol_table(kernel)
-        self.symbols = load_symbols(kernel)
-        # address -> name, functions and objects winning over linker symbols at the same address
-        self.by_addr = {a: n for n, a, t in sorted(table, key=lambda e: e[2] in _NAMED_TYPES)}
+        self.syms = Symbols(kernel)
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self.watches: list[tuple[int, int]] = []
 
@@ -75,14 +40,7 @@ class Console(cmd.Cmd):
         self.stdout.write(text + "\n")
 
     def addr(self, text: str) -> int:
-        text = text.strip().lstrip("*")
-        base, plus, off = text.partition("+")
-        if base in self.symbols:
-            return self.symbols[base] + (_number(off, "offset") if plus else 0)
-        try:
-            return int(text, 0)
-        except ValueError:
-            raise ValueError(f"unknown address or symbol '{text}'") from None
+        return self.syms.address(text)
 
     def operands(self, arg: str, usage: str, required: int, optional: int = 0) -> list[str]:
         """The command's words, or ValueError with its usage when there are too few or many."""
@@ -92,8 +50,7 @@ class Console(cmd.Cmd):
         return words
 
     def where(self, addr: int) -> str:
-        best = max((a for a in self.by_addr if a <= addr), default=None)
-        return f"{addr:#x} <{self.by_addr[best]}+{addr - best}>" if best is not None else f"{addr:#x}"
+        return self.syms.where(addr)
 
     def insn(self, addr: int) -> str:
         try:

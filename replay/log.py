@@ -209,6 +209,15 @@ class LogReader:
             raise LogError(f"cannot read rrfile {path}: {e.strerror}") from None
         self.config, self.first_chunk = self._parse_header()
 
+    @classmethod
+    def from_bytes(cls, path: str, data: bytes) -> "LogReader":
+        """A reader over a log already in memory (a span of one shipped to another machine);
+        `path` names it in messages."""
+        reader = cls.__new__(cls)
+        reader.path, reader.data = path, data
+        reader.config, reader.first_chunk = reader._parse_header()
+        return reader
+
     def _parse_header(self) -> tuple[dict[str, Any], int]:
         d = self.data
         if len(d) < _HEADER.size + 4 or d[:8] != MAGIC:

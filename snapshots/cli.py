@@ -5,17 +5,20 @@
     urr-snap delete RRFILE NAME     delete a snapshot (its unshared pages go at the next gc)
     urr-snap gc RRFILE              free content no snapshot refers to
     urr-snap verify RRFILE          replay from each snapshot to the next and compare
+    urr-snap writes|hits|sample     whole-history queries (history.cli)
 
 The catalog is RRFILE.db unless --db PATH is given. Errors are one line on stderr: exit status 2
-when the command could not run, 1 when verify finds a mismatch."""
+when the command could not run, 1 when verify finds a mismatch. The commands that replay live in
+history.cli, above the snapshots: imported here only to parse and dispatch them."""
 from __future__ import annotations
 
 import argparse
 import os
 import sqlite3
 import sys
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
+from history import cli as history_cli
 from snapshots.catalog import Catalog, CatalogError
 
 
@@ -88,40 +91,11 @@ def cmd_gc(catalog: Catalog, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(items: Iterable) -> Iterable:
-    """A progress bar on a terminal; nothing otherwise."""
-    from tqdm import tqdm
-
-    return tqdm(items, desc="verify", unit="interval", file=sys.stderr, disable=not sys.stderr.isatty())
-
-
-def cmd_verify(catalog: Catalog, args: argparse.Namespace) -> int:
-    """Needs the emulator: replay.verify does the work, and is only imported here."""
-    catalog.close()  # verify opens its own
-    try:
-        from replay.verify import first_mismatch_text, verify_catalog
-    except ImportError as e:
-        raise UsageError(f"verify needs the emulator, which cannot be loaded ({e})") from None
-    try:
-        problems = verify_catalog(args.rrfile, args.db or f"{args.rrfile}.db", _progress)
-    except (CatalogError, OSError, sqlite3.Error):
-        raise
-    except Exception as e:  # the recording could not be replayed: say why, in one line
-        raise UsageError(f"cannot verify {args.rrfile}: {e}") from None
-    text = first_mismatch_text(problems)
-    if text:
-        print(f"urr-snap: {text}", file=sys.stderr)
-        return 1
-    print("all snapshots match their replay")
-    return 0
-
-
 COMMANDS: dict[str, tuple[Callable[[Catalog, argparse.Namespace], int], str]] = {
     "list": (cmd_list, "snapshots as an aligned table"),
     "info": (cmd_info, "catalog summary, or one snapshot's details"),
     "delete": (cmd_delete, "delete a snapshot"),
     "gc": (cmd_gc, "free content no snapshot refers to"),
-    "verify": (cmd_verify, "replay between consecutive snapshots and compare"),
 }
 
 
@@ -129,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="urr-snap", description="Inspect and maintain urr snapshot catalogs.")
     p.add_argument("--db", metavar="PATH", help="catalog path (default: RRFILE.db)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, text) in COMMANDS.items():
+    texts = {name: text for name, (_, text) in COMMANDS.items()} | history_cli.COMMANDS
+    for name, text in texts.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("rrfile", metavar="RRFILE")
         s.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="catalog path (default: RRFILE.db)")
@@ -137,18 +112,22 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("name", nargs="?", metavar="NAME")
         elif name == "delete":
             s.add_argument("name", metavar="NAME")
+        elif name in history_cli.COMMANDS:
+            history_cli.add_arguments(name, s)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in history_cli.COMMANDS:  # they open the recording themselves
+            return history_cli.run(args)
         with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0) as catalog:
             return COMMANDS[args.command][0](catalog, args)
     except BrokenPipeError:  # the reader went away (`urr-snap list X | head`): as other tools, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
-    except (CatalogError, UsageError, OSError, sqlite3.Error) as e:
+    except (CatalogError, UsageError, history_cli.CommandError, OSError, sqlite3.Error) as e:
         print(f"urr-snap: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

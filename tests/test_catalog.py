@@ -584,7 +584,7 @@ def test_cli_errors_are_one_line(rrfile, tmp_path):
 
 
 def test_cli_verify_without_the_emulator(rrfile):
-    no_verify = ("import sys; sys.modules['replay.verify'] = None\n"
+    no_verify = ("import sys; sys.modules['history.verify'] = None\n"
                  "from snapshots.cli import main; raise SystemExit(main())")
     one_line_error(urr_snap("verify", rrfile, code=no_verify), "verify needs the emulator")
 

@@ -1,0 +1,178 @@
+"""Whole-history queries: every write to some memory, every execution of an address, the value
+of a register or memory at regular icounts. Each replays its segments with hooks that collect
+what they see, at exact icounts (Unicorn's private instruction counter, `Machine.now()`).
+
+Positions are icounts as everywhere in urr: a write or hit "at icount N" is made by the
+instruction that runs when N instructions have run (the position a debugger stops at before it).
+Segments are half-open, [start, end): the instruction at a segment's end belongs to the next."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import capstone
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+
+from cpu.machine import Machine, Stop
+from history.segments import Interval, Replayer, Segment, run_until, whole_history
+from replay.digest import GPR_NAMES
+from snapshots.catalog import SnapshotInfo
+
+WIDEST_ACCESS = 16  # Unicorn matches a write hook's range by the access's first byte
+_DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+_WROTE = "history-write"  # the stop a write hook asks for, right after the writing instruction
+
+
+@dataclass(frozen=True)
+class Write:
+    """One instruction's write to the watched memory; old and new are the watched bytes."""
+    icount: int
+    rip: int
+    instruction: str
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One execution of the address; registers (general, rip, rflags) when asked for."""
+    icount: int
+    registers: Optional[dict[str, int]] = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    icount: int
+    value: int
+
+
+def instruction_at(machine: Machine, rip: int) -> str:
+    insn = next(_DISASM.disasm(machine.ram.read(rip, 16), rip, 1), None)
+    return f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(bad instruction)"
+
+
+class HistoryQuery:
+    """A query over the whole recording: each segment replayed once, straight through, with the
+    query's hooks. Subclasses install hooks (`hooks`) and act on the stops they ask for."""
+    label = "query"
+
+    def intervals(self, infos: list[SnapshotInfo], end_icount: int, from_boot: bool) -> list[Interval]:
+        return whole_history(infos, end_icount, from_boot)
+
+    def snapshots_used(self, segment: Segment) -> tuple[list[str], list[str]]:
+        return ([segment.start] if segment.start is not None else []), []
+
+    def hooks(self, machine: Machine, found: list) -> list[int]:
+        return []
+
+    def on_stop(self, machine: Machine, stop: Stop, found: list) -> None:
+        """A stop a hook asked for (the run goes on after it)."""
+
+    def drive(self, machine: Machine, segment: Segment, found: list) -> None:
+        """Replay the segment to its end."""
+        until = None if segment.to_the_end else segment.end_icount
+        while True:
+            stop = run_until(machine, until)
+            if stop.reason in ("limit", "end", "exit"):
+                return
+            self.on_stop(machine, stop, found)
+
+    def run(self, replayer: Replayer, segment: Segment) -> list:
+        machine = replayer.at(segment.start)
+        found: list = []
+        handles = self.hooks(machine, found)
+        machine.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
+        try:
+            self.drive(machine, segment, found)
+        finally:
+            for h in handles:
+                machine.uc.hook_del(h)
+            machine.uc.ctl_flush_tb()
+        return found
+
+
+class Writes(HistoryQuery):
+    """Every instruction that writes to [addr, addr+length), same-value writes included.
+
+    The write hook notes the icount, RIP and the old bytes and ends the slice right after the
+    instruction, where the new bytes are read. Writes urr itself makes (an interrupt's frame
+    pushed on the guest's stack) are not instructions and are not reported."""
+    label = "writes"
+
+    def __init__(self, addr: int, length: int) -> None:
+        self.addr, self.length = addr, max(1, length)
+        self._pending: Optional[tuple[int, int, bytes]] = None
+
+    def hooks(self, machine: Machine, found: list) -> list[int]:
+        self._pending = None
+        first = max(0, self.addr - WIDEST_ACCESS + 1)
+        return [machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, machine, first,
+                                    self.addr + self.length - 1)]
+
+    def _on_write(self, uc: Uc, access: int, address: int, size: int, value: int, machine: Machine) -> None:
+        if address + size <= self.addr or address >= self.addr + self.length:
+            return  # just before the watched bytes (see WIDEST_ACCESS)
+        now = machine.now()
+        if self._pending is not None and self._pending[0] == now:
+            return  # another part of the same instruction's write
+        self._pending = (now, machine.rip(), machine.ram.read(self.addr, self.length))
+        machine.stop_after = _WROTE
+        machine._end_slice_now()
+
+    def on_stop(self, machine: Machine, stop: Stop, found: list) -> None:
+        if stop.reason != _WROTE or self._pending is None:
+            return
+        icount, rip, old = self._pending
+        found.append(Write(icount, rip, instruction_at(machine, rip), old,
+                           machine.ram.read(self.addr, self.length)))
+
+
+class Hits(HistoryQuery):
+    """Every execution of the instruction at `addr`."""
+    label = "hits"
+
+    def __init__(self, addr: int, registers: bool = False) -> None:
+        self.addr, self.registers = addr, registers
+
+    def hooks(self, machine: Machine, found: list) -> list[int]:
+        def on_code(uc: Uc, address: int, size: int, _ud: object) -> None:
+            regs = None
+            if self.registers:
+                values = machine.registers.read()
+                regs = {n: values[n] for n in GPR_NAMES}
+            found.append(Hit(machine.now(), regs))
+        return [machine.uc.hook_add(UC_HOOK_CODE, on_code, None, self.addr, self.addr)]
+
+
+@dataclass(frozen=True)
+class Expression:
+    """What `sample` reads: a register by name, or `length` bytes at `addr` (little-endian)."""
+    register: Optional[str] = None
+    addr: int = 0
+    length: int = 8
+
+    def read(self, machine: Machine) -> int:
+        if self.register is not None:
+            return int(machine.registers.read()[self.register])
+        return int.from_bytes(machine.ram.read(self.addr, self.length), "little")
+
+
+class Samples(HistoryQuery):
+    """The expression's value at icounts 0, every, 2*every, ... up to the end (a point inside a
+    halt reads the state at the halt's end, where the replay next stops)."""
+    label = "sample"
+
+    def __init__(self, expression: Expression, every: int) -> None:
+        self.expression, self.every = expression, every
+
+    def drive(self, machine: Machine, segment: Segment, found: list) -> None:
+        first = -(-segment.start_icount // self.every) * self.every
+        stop_at = None if segment.to_the_end else segment.end_icount
+        point = first
+        while stop_at is None or point < stop_at:
+            if machine.icount < point:
+                stop = run_until(machine, point)
+                if stop.reason != "limit":
+                    return  # the recording ended before this point
+            found.append(Sample(point, self.expression.read(machine)))
+            point += self.every

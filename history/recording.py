@@ -1,0 +1,182 @@
+"""A recording as a whole, for questions about its entire history:
+
+    from history import Recording
+
+    rec = Recording("corrupt.rr", "guests/build/corrupt.elf")
+    for w in rec.writes("total_checks", 8, jobs=2):    # every write, in icount order
+        print(w.icount, hex(w.rip), w.instruction, w.old.hex(), w.new.hex())
+    hits = rec.hits("report_corruption", registers=True)
+    series = rec.sample("*total_checks", every=1_000_000)
+    problems = rec.verify(ray="")                        # "" : a local Ray instance
+
+Each query is split into segments at the snapshots (history.segments) and run by a backend
+(history.runner): `jobs` local processes (default: every core; 1 runs in this process) or a Ray
+cluster (`ray=ADDRESS`). Every backend returns what the serial replay returns."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+from cpu import cpustate
+from debugger.symbols import Symbols, parse_number
+from history.queries import Expression, Hit, Hits, Sample, Samples, Write, Writes
+from history.runner import Backend, default_jobs, execute
+from history.segments import MIN_SEGMENT, FileSource, Query, RecordingError, Segment, plan
+from history.verify import Mismatch, Verify
+from replay import log as L
+from replay.player import Player
+from snapshots.catalog import Catalog, SnapshotInfo
+
+Address = Union[int, str]
+SAMPLE_REGISTERS = (cpustate.GPRS + cpustate.SELECTORS + cpustate.CONTROL + cpustate.BASES
+                    + ("mxcsr",) + tuple(cpustate.MSRS))
+
+
+@dataclass
+class RunStats:
+    """How the last query ran: its segments and how long it took."""
+    segments: list[Segment] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Recording:
+    """An rrfile with its snapshot catalog (`rrfile.db`, or `db`) and, when given or found, its
+    kernel ELF (needed for symbols and to replay from boot to the first snapshot)."""
+
+    def __init__(self, rrfile: str, kernel: Optional[str] = None, db: Optional[str] = None,
+                 note: Callable[[str], None] = lambda text: None) -> None:
+        self.rrfile = rrfile
+        self.db = db or f"{rrfile}.db"
+        self.note = note  # told what the user should know (no snapshots, a span not covered)
+        player = Player(L.LogReader(rrfile))
+        self.config = player.reader.config
+        self.end_icount = player.end_icount
+        self.kernel = self._kernel(kernel)
+        self.symbols = Symbols(self.kernel)
+        self.snapshots = self._snapshots()
+        self.min_segment = MIN_SEGMENT  # fewest icounts per segment (see history.segments)
+        self.last_run = RunStats()
+
+    def _kernel(self, given: Optional[str]) -> Optional[str]:
+        """The given ELF (which must be the recorded one), else the recorded kernel's file name
+        beside the rrfile or in the current directory, if its hash matches."""
+        want = self.config.get("kernel_sha256")
+        if given is not None:
+            try:
+                with open(given, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            except OSError as e:
+                raise RecordingError(f"cannot read kernel {given}: {e.strerror}") from None
+            if digest != want:
+                raise RecordingError(f"{given} is not the kernel {self.rrfile} was recorded with "
+                                     f"({self.config.get('kernel', '?')}, sha256 mismatch)")
+            return given
+        name = self.config.get("kernel")
+        for folder in (os.path.dirname(os.path.abspath(self.rrfile)), os.getcwd()):
+            path = os.path.join(folder, name) if name else ""
+            if path and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() == want:
+                        return path
+        return None
+
+    def _snapshots(self) -> list[SnapshotInfo]:
+        if not os.path.exists(self.db):
+            return []
+        with Catalog.open(self.db, self.config["recording_id"], create=False) as catalog:
+            return catalog.list()
+
+    def address(self, where: Address) -> int:
+        """An address, or a symbol (`total_checks`, `kmain+16`) of the kernel."""
+        if isinstance(where, int):
+            return where
+        if not self.kernel and not where.strip().lstrip("*")[:1].isdigit():
+            raise RecordingError(f"symbol '{where}' needs the kernel ELF (--kernel; "
+                                 f"{self.rrfile} was recorded with {self.config.get('kernel', '?')})")
+        return self.symbols.address(where)
+
+    def expression(self, text: str) -> Expression:
+        """`rax` / `$rax` (a register) or `*ADDR[:LEN]` (LEN bytes of memory, default 8)."""
+        text = text.strip()
+        if text.startswith("*"):
+            where, _, length = text[1:].partition(":")
+            n = parse_number(length, "length", minimum=1) if length else 8
+            if n > 8:
+                raise RecordingError(f"bad expression '{text}': at most 8 bytes")
+            return Expression(addr=self.address(where), length=n)
+        name = text.lstrip("$").lower()
+        name = "rflags" if name == "eflags" else name
+        if name not in SAMPLE_REGISTERS:
+            raise RecordingError(f"bad expression '{text}': a register (rax, rip, cr3, ...) or *ADDR[:LEN]")
+        return Expression(register=name)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def run(self, query: Query, jobs: Optional[int] = None, ray: Optional[str] = None,
+            progress: bool = False) -> list:
+        """Run any segment query; its results in icount order."""
+        backend = Backend(jobs or default_jobs(), ray)
+        from_boot = self.kernel is not None
+        if not self.snapshots and not from_boot:
+            raise RecordingError(f"{self.rrfile} has no snapshots to replay from: give the kernel "
+                                 f"(--kernel; it was recorded with {self.config.get('kernel', '?')})")
+        if not self.snapshots:
+            where = "no snapshot catalog" if not os.path.exists(self.db) else "no snapshots"
+            self.note(f"{self.rrfile} has {where}: replaying it as one segment from boot")
+        elif not from_boot and self.snapshots[0].icount > 0 and not isinstance(query, Verify):
+            self.note(f"icounts before {self.snapshots[0].icount} (the first snapshot) are not "
+                      f"covered: replaying them needs the kernel (--kernel)")
+        segments = plan(query.intervals(self.snapshots, self.end_icount, from_boot), backend.workers(),
+                        self.min_segment)
+        source = FileSource(self.rrfile, self.db, self.kernel, self.config["recording_id"])
+        bar = _progress_bar(query.label, sum(s.end_icount - s.start_icount for s in segments), progress)
+        t0 = time.perf_counter()
+        try:
+            return execute(query, source, segments, backend, bar.update)
+        finally:
+            bar.close()
+            self.last_run = RunStats(segments, time.perf_counter() - t0)
+
+    def verify(self, jobs: Optional[int] = None, ray: Optional[str] = None,
+               progress: bool = False) -> list[Mismatch]:
+        """Replay from each snapshot to the next and compare; the mismatches (none: all agree)."""
+        return self.run(Verify(), jobs, ray, progress)
+
+    def writes(self, where: Address, length: int = 8, jobs: Optional[int] = None,
+               ray: Optional[str] = None, progress: bool = False) -> list[Write]:
+        """Every write to [where, where+length) over the whole recording."""
+        return self.run(Writes(self.address(where), length), jobs, ray, progress)
+
+    def hits(self, where: Address, registers: bool = False, jobs: Optional[int] = None,
+             ray: Optional[str] = None, progress: bool = False) -> list[Hit]:
+        """Every execution of the instruction at `where`."""
+        return self.run(Hits(self.address(where), registers), jobs, ray, progress)
+
+    def sample(self, expression: str, every: int, jobs: Optional[int] = None,
+               ray: Optional[str] = None, progress: bool = False) -> list[Sample]:
+        """The expression's value at icounts 0, every, 2*every, ..."""
+        if every < 1:
+            raise RecordingError(f"bad interval {every}: at least 1 icount")
+        return self.run(Samples(self.expression(expression), every), jobs, ray, progress)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(label: str, total: int, shown: bool):
+    """A tqdm bar in instructions on a terminal's stderr (nothing elsewhere)."""
+    if not shown:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="instr", unit_scale=True, file=sys.stderr,
+                disable=not sys.stderr.isatty())
