@@ -19,6 +19,7 @@ import socket
 import threading
 from typing import Callable, Optional
 
+from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
 from debugger.tdesc import G_PACKET_SIZE, REGISTERS, Reg, target_xml
 from debugger.timeline import Stop, Timeline
 
@@ -106,6 +107,11 @@ def _icount(text: str) -> int:
     if value < 0:
         raise ValueError(f"bad icount {text!r}")
     return value
+
+
+def _register_bits(number: int) -> Optional[int]:
+    """The width of register `number` (its regnum in target.xml), None if there is none."""
+    return REGISTERS[number].bits if number < len(REGISTERS) else None
 
 
 def _encode_reg(reg: Reg, value: Optional[int]) -> str:
@@ -348,7 +354,8 @@ class _Session:
     # -- connection ---------------------------------------------------------------------------
 
     def supported(self, _args: str) -> str:
-        features = [f"PacketSize={PACKET_SIZE:x}", "qXfer:features:read+", "swbreak+", "hwbreak+"]
+        features = [f"PacketSize={PACKET_SIZE:x}", "qXfer:features:read+", "swbreak+", "hwbreak+",
+                    "ConditionalBreakpoints+"]
         if self.tl.can_reverse:
             features += ["ReverseStep+", "ReverseContinue+"]
         return ";".join(features + ["QStartNoAckMode+", "vContSupported+"])
@@ -532,17 +539,42 @@ class _Session:
     # -- breakpoints and watchpoints ------------------------------------------------------------
 
     def _z_args(self, args: str) -> tuple[str, int, int]:
-        kind, addr, length = args.split(";")[0].split(",")  # ";cond..." lists are not offered
+        kind, addr, length = args.split(";")[0].split(",")
         return kind, _hex_int(addr), _hex_int(length)
+
+    def _condition(self, args: str) -> Optional[Callable[[], bool]]:
+        """The breakpoint condition of a Z0/Z1 packet's cond_list, as the timeline checks it at each
+        hit: true when any expression is non-zero, or cannot be evaluated (GDB evaluates it again
+        at the stop and resumes if it is false). None: no conditions. AgentExprError if malformed."""
+        _, semicolon, conditions = args.partition(";")
+        if not semicolon:
+            return None
+        exprs = parse_conditions(conditions, _register_bits)
+        read_register, read_memory = self.tl.read_register, self.tl.read_memory
+
+        def register(number: int) -> int:
+            return read_register(REGISTERS[number].name)
+
+        def holds(expr: AgentExpr) -> bool:
+            try:
+                return expr.evaluate(register, read_memory) != 0
+            except AgentExprError:
+                return True
+        return lambda: any(holds(expr) for expr in exprs)
 
     def insert(self, args: str) -> str:
         kind, addr, length = self._z_args(args)
         if kind in ("0", "1"):
-            if addr not in self.breaks:
-                self.tl.add_breakpoint(addr)
+            try:
+                condition = self._condition(args)
+            except AgentExprError:  # GDB says it cannot insert the breakpoint
+                return "E01"
+            self.tl.add_breakpoint(addr, condition)
             self.breaks.setdefault(addr, set()).add(kind)
-        elif kind in _WATCH_KIND:
-            self.tl.add_watchpoint(addr, length, _WATCH_KIND[kind])
+        elif ";" in args:
+            return "E01"  # conditions are offered for breakpoints only
+        elif kind in _WATCH_KIND:  # GDB ignores `watch` hits that leave the value alone: so do we
+            self.tl.add_watchpoint(addr, length, _WATCH_KIND[kind], changes_only=kind == "2")
             self.watches.add((addr, length, _WATCH_KIND[kind]))
         else:
             return ""

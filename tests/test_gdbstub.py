@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -37,6 +37,7 @@ class FakeTimeline:
         self.can_reverse = can_reverse
         self.end = end  # icount at which the recording ends ("end"), None: never
         self.breakpoints: set[int] = set()
+        self.conditions: dict[int, Optional[Callable[[], bool]]] = {}
         self.watchpoints: set[tuple[int, int, str]] = set()
         self.icount_breaks: set[int] = set()
         self._interrupt = threading.Event()
@@ -55,6 +56,9 @@ class FakeTimeline:
 
     def read_registers(self) -> dict[str, int]:
         return dict(self.regs)
+
+    def read_register(self, name: str) -> int:
+        return self.regs[name]
 
     def write_register(self, name: str, value: int) -> None:
         if name not in self.regs:
@@ -119,7 +123,7 @@ class FakeTimeline:
         start = self.icount
         while True:
             if self.icount > start:
-                if self.regs["rip"] in self.breakpoints:
+                if self._break_here():
                     return self._stop("breakpoint")
                 if self.icount in self.icount_breaks:
                     return self._stop("icount-break")
@@ -173,7 +177,7 @@ class FakeTimeline:
         self._reset()
         while self.icount < end:
             watch = self._watch_hit()
-            if self.regs["rip"] in self.breakpoints:
+            if self._break_here():
                 hits.append((self.icount, "breakpoint", {}))
             elif self.icount in self.icount_breaks:
                 hits.append((self.icount, "icount-break", {}))
@@ -187,13 +191,19 @@ class FakeTimeline:
         self.seek(icount)
         return self._stop(reason, **kw)
 
-    def add_breakpoint(self, addr: int) -> None:
+    def _break_here(self) -> bool:
+        condition = self.conditions.get(self.regs["rip"])
+        return self.regs["rip"] in self.breakpoints and (condition is None or condition())
+
+    def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
         self.breakpoints.add(addr)
+        self.conditions[addr] = condition
 
     def remove_breakpoint(self, addr: int) -> None:
         self.breakpoints.discard(addr)
 
-    def add_watchpoint(self, addr: int, length: int, kind: str) -> None:
+    def add_watchpoint(self, addr: int, length: int, kind: str, changes_only: bool = False) -> None:
+        """(changes_only is the real Timeline's; this one's programs never store the same value)"""
         self.watchpoints.add((addr, length, kind))
 
     def remove_watchpoint(self, addr: int, length: int, kind: str) -> None:
@@ -354,7 +364,7 @@ def test_qsupported_offers_reverse_only_when_replaying(stub):
     client, _ = stub(FakeTimeline(LINEAR))
     features = client.ask("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386").split(";")
     assert features[0].startswith("PacketSize=") and int(features[0].split("=")[1], 16) >= 2 * tdesc.G_PACKET_SIZE
-    assert set(features[1:]) == {"qXfer:features:read+", "swbreak+", "hwbreak+", "ReverseStep+",
+    assert set(features[1:]) == {"qXfer:features:read+", "swbreak+", "hwbreak+", "ConditionalBreakpoints+", "ReverseStep+",
                                  "ReverseContinue+", "QStartNoAckMode+", "vContSupported+"}
     recording, _ = stub(FakeTimeline(LINEAR, can_reverse=False))
     features = recording.ask("qSupported").split(";")
@@ -510,8 +520,47 @@ def test_breakpoints_report_swbreak_or_hwbreak(stub):
     assert client.ask(f"z0,{CODE + 0x10:x},1") == "OK" and CODE + 0x10 not in tl.breakpoints
     assert client.ask(f"z0,{CODE + 0x10:x},1") == "OK"  # removing twice is harmless
     assert client.ask("bc") == "T05thread:01;swbreak:;" and pc_of(tl) == CODE + 8
-    assert client.ask(f"Z0,{CODE:x},1;X2,0a") == "OK"  # a condition list is ignored
     assert client.ask(f"Z5,{CODE:x},1") == ""  # unsupported kind: GDB falls back
+
+
+def _rcx_equals(n: int) -> str:
+    """A cond_list item for `$rcx == n`: reg 2, const8 n, equal, end."""
+    code = bytes([0x26, 0x00, 0x02, 0x22, n, 0x13, 0x27])
+    return f"X{len(code):x},{code.hex()}"
+
+
+def test_conditional_breakpoints_stop_only_where_a_condition_holds(stub):
+    tl = FakeTimeline(SPIN)
+    client, _ = stub(tl)
+    assert "ConditionalBreakpoints+" in client.ask("qSupported:swbreak+").split(";")
+    jmp = CODE + 4
+    assert client.ask(f"Z0,{jmp:x},1;{_rcx_equals(5)}") == "OK"
+    assert client.ask("c") == "T05thread:01;swbreak:;" and tl.regs["rcx"] == 5
+    # any of several conditions; reinserting replaces the list
+    assert client.ask(f"Z0,{jmp:x},1;{_rcx_equals(3)};{_rcx_equals(9)}") == "OK"
+    assert client.ask("c") == "T05thread:01;swbreak:;" and tl.regs["rcx"] == 9
+    assert client.ask("bc") == "T05thread:01;swbreak:;" and tl.regs["rcx"] == 3
+    assert client.ask("bc") == "T05thread:01;replaylog:begin;"
+    assert client.ask(f"Z0,{jmp:x},1") == "OK"  # no conditions: every crossing
+    assert client.ask("c") == "T05thread:01;swbreak:;" and tl.regs["rcx"] == 1
+
+
+@pytest.mark.parametrize("conditions", [
+    "X2,0a",  # length and bytes disagree
+    "X1,zz", "Y3,220127", "X3,220127;", "X0,",  # not hex, not X, an empty item, empty code
+    "X2,2201",  # no end
+    "X3,000027",  # unknown opcode 0x00
+    "X4,26ffff27",  # no register 0xffff
+    "X4,26001827",  # reg 24 (st0) is 80 bits wide
+    "X1,01",  # float prefix: unsupported
+])
+def test_malformed_conditions_are_refused_at_insertion(stub, conditions):
+    tl = FakeTimeline(SPIN)
+    client, _ = stub(tl)
+    assert client.ask(f"Z0,{CODE + 4:x},1;{conditions}") == "E01"
+    assert CODE + 4 not in tl.breakpoints
+    assert client.ask(f"Z2,{DATA:x},8;{_rcx_equals(1)}") == "E01"  # watchpoints take no conditions
+    assert client.ask("s") == "T05thread:01;"  # the session goes on
 
 
 def test_watchpoints_report_watch_rwatch_awatch(stub):
