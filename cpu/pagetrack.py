@@ -30,6 +30,9 @@ class PageTracker:
         # Pages changed since the last digest -> the hash `_ram_hash` holds for them (None:
         # zero). Folding waits for the digest: a snapshot's update, ten times as frequent, skips it.
         self._unfolded: dict[int, Optional[bytes]] = {}
+        # Pages that may have been written since the last digest, content changed or not: a
+        # digest lists them all, so a search for writes can trust a page it does not list.
+        self._written: set[int] = set()
         # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
         # while something takes snapshots (`for_snapshots`).
         self.for_snapshots = False
@@ -37,7 +40,7 @@ class PageTracker:
 
     def update(self) -> None:
         """Rehash the pages written since the last update."""
-        for index, digest in self.ram.sync():
+        for index, digest in self.ram.sync(self._written):
             old = self.hashes.get(index)
             new = None if digest == ZERO_DIGEST else digest
             if old == new:
@@ -52,18 +55,19 @@ class PageTracker:
 
     def take_digest(self) -> tuple[int, list[tuple[int, int]]]:
         """An order-independent 64-bit hash of all RAM as of the last update, and the (page,
-        64-bit hash) of every page changed since the last call (0 stands for a zero page)."""
+        64-bit hash) of every page that may have been written since the last call, same-value
+        writes included (0 stands for a zero page)."""
         h = self._ram_hash
-        changes = []
-        for index in sorted(self._unfolded):
-            folded, now = self._unfolded[index], self.hashes.get(index)
+        for index, folded in self._unfolded.items():
+            now = self.hashes.get(index)
             if folded != now:
                 if folded is not None:
                     h ^= _fold(index, folded)
                 if now is not None:
                     h ^= _fold(index, now)
-            changes.append((index, self.hash64(index)))
+        changes = [(index, self.hash64(index)) for index in sorted(self._written.union(self._unfolded))]
         self._unfolded.clear()
+        self._written.clear()
         self._ram_hash = h
         return h, changes
 
@@ -85,4 +89,5 @@ class PageTracker:
         for i, h in pages.items():
             self._ram_hash ^= _fold(i, h)
         self._unfolded.clear()
+        self._written.clear()
         self.since_snapshot.clear()

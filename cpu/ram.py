@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from typing import Optional
 
 import xxhash
 
@@ -76,12 +77,18 @@ class Ram:
         """Pages written since the last sync, in ascending order."""
         return self._written.scan()
 
-    def sync(self) -> list[tuple[int, bytes]]:
-        """(index, content digest) of every page whose content changed since the last sync."""
+    def sync(self, written: Optional[set[int]] = None) -> list[tuple[int, bytes]]:
+        """(index, content digest) of every page whose content changed since the last sync.
+
+        `written`, if given, gets every page that may have been written since the last sync,
+        content changed or not (a superset: all private pages), for the digests' written lists."""
         changed: list[tuple[int, bytes]] = []
         clean: list[int] = []
         private = self._private
-        for i in self.dirty_pages():
+        dirty = self.dirty_pages()
+        if written is not None:
+            written.update(dirty)
+        for i in dirty:
             entry = private.get(i)
             if entry is None:
                 entry = private[i] = [None, 0, self.page_view(i)]

@@ -37,6 +37,7 @@ from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from snapshots.manager import SnapshotManager
+from snapshots.writeindex import WriteIndex
 
 if TYPE_CHECKING:
     from urr.session import Session
@@ -46,6 +47,12 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 # Unicorn matches a memory hook's range against an access's first byte only, so a watch hook
 # starts this many bytes early (the widest single access, an SSE store) and checks the overlap.
 WIDEST_ACCESS = 16
+# A forward seek or watch restores a snapshot ahead rather than replay to it when that skips at
+# least this many instructions (a restore costs about what replaying ~50,000 does).
+FORWARD_RESTORE_MIN = 1 << 18
+# Reverse searches replay intervals newest first, each one about twice as long as the one before
+# (fewer restores over a long search), up to this many instructions between checks for Ctrl-C.
+SCAN_MAX = 1 << 23
 
 # GDB register name -> name in cpu.cpustate's capture.
 _GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "fptag",
@@ -104,6 +111,8 @@ class Timeline:
         self._pending: Optional[Hit] = None
         self._exited: Optional[MachineStop] = None
         self.furthest = self.start  # guest output before this icount has been passed on already
+        self._write_index: Optional[WriteIndex] = None
+        self.use_write_index = True  # False: searches for writes replay everything (a reference)
         for dev in machine.board.devices:
             if isinstance(dev, (Uart16550, DebugCon)):
                 dev.output = self._first_time(dev.output)
@@ -308,6 +317,25 @@ class Timeline:
         new = (value & ((1 << 64) - 1)).to_bytes(8, "little")[first - address:end - address]
         return new != self.machine.ram.read(first, end - first)
 
+    def write_index(self) -> Optional[WriteIndex]:
+        """Which digest intervals of the recording may hold writes to a page (replay only)."""
+        player = self.machine.seam.core.player
+        if not self.use_write_index:
+            return None
+        if self._write_index is None and player is not None:
+            self._write_index = WriteIndex.from_log(player.reader.config, player.records)
+        return self._write_index
+
+    def _watched_pages(self) -> Optional[set[int]]:
+        """The pages of the watchpoints when every place a run may stop is a write watchpoint
+        (or a replay breakpoint) and the log's digests list every page written: then only the
+        intervals that wrote those pages need to run with hooks. Else None."""
+        index = self.write_index()
+        if (index is None or not index.exact or self.breakpoints or not self.watchpoints
+                or any(kind != "w" for _, _, kind in self.watchpoints)):
+            return None
+        return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
+
     # -- running the machine ------------------------------------------------------------------
 
     def _advance(self, until: Optional[int]) -> MachineStop:
@@ -350,6 +378,8 @@ class Timeline:
         self._pending = None
         try:
             while True:
+                if until is None:
+                    self._skip_to_writes()
                 chunk_end = self.icount + RUN_CHUNK
                 limit = chunk_end if until is None else min(until, chunk_end)
                 icount_break = min((b for b in self.icount_breaks if b > self.icount), default=None)
@@ -377,6 +407,26 @@ class Timeline:
                 return self._ended(stop)
         finally:
             self._ignore_break_at = None
+
+    def _skip_to_writes(self) -> None:
+        """Running to a write watchpoint: jump (by a snapshot) over stretches in which no
+        watched page was written and no replay breakpoint lies."""
+        pages = self._watched_pages()
+        if pages is None or self.snapshots is None:
+            return
+        index = self.write_index()
+        assert index is not None
+        ahead = index.ranges(pages, self.icount, 1 << 63, self.icount_breaks)
+        if ahead and ahead[-1][0] >= self.icount + FORWARD_RESTORE_MIN:
+            self._restore_ahead(ahead[-1][0])
+
+    def _restore_ahead(self, icount: int) -> None:
+        """Restore the latest snapshot at or before `icount` if it is far enough ahead of here
+        to be worth it (guest output of the stretch skipped is not shown)."""
+        assert self.snapshots is not None
+        info = self.snapshots.nearest(icount)
+        if info is not None and info.icount >= self.icount + FORWARD_RESTORE_MIN:
+            self.snapshots.restore(info.name)
 
     def stepi(self) -> Stop:
         return self._run(self.icount + 1, ignore_here=True)
@@ -430,6 +480,8 @@ class Timeline:
         if icount < self.icount or self._exited is not None:
             self._require_reverse()
             self._restore_before(icount)
+        elif self.can_reverse:
+            self._restore_ahead(icount)
         if icount < self.start:
             return self._stop("begin")
         stop, _ = self._replay_to(icount)
@@ -459,18 +511,32 @@ class Timeline:
         hits += [Hit(b, "icount-break") for b in self.icount_breaks if begin_snapshot <= b < end]
         return sorted(hits, key=lambda h: h.icount)
 
-    def _last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool]) -> Optional[Hit]:
-        """The last hit in [lowest, end) that `accept`s, replaying the snapshot intervals before
-        `end` newest first; a Hit "interrupt" if interrupted. Leaves the position anywhere."""
-        while end > lowest:
-            if self._interrupt.is_set():
-                self._interrupt.clear()
-                return Hit(end, "interrupt")
-            begin = self._restore_before(end - 1)
-            hits = [h for h in self._hits_between(begin, end) if h.icount >= lowest and accept(h)]
-            if hits:
-                return hits[-1]
-            end = begin
+    def _last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool],
+                  pages: Optional[set[int]] = None) -> Optional[Hit]:
+        """The last hit in [lowest, end) that `accept`s; a Hit "interrupt" if interrupted. Leaves
+        the position anywhere.
+
+        Replays the stretches before `end` newest first, each from the latest snapshot before
+        it, collecting hits. With `pages` (every hit it accepts is a write to them), only the
+        stretches in which the write index says those pages may have been written."""
+        index = self.write_index()
+        if pages is None or index is None:
+            ranges = [(lowest, end)]
+        else:
+            ranges = index.ranges(pages, lowest, end, [b for b in self.icount_breaks if accept(Hit(b, "icount-break"))])
+        grow = 0
+        for first, last in ranges:
+            last = min(last, end)  # everything from `end` on has no hit
+            while last > first:
+                if self._interrupt.is_set():
+                    self._interrupt.clear()
+                    return Hit(last, "interrupt")
+                begin = self._restore_before(max(first, last - 1 - grow))
+                hits = [h for h in self._hits_between(begin, last) if h.icount >= lowest and accept(h)]
+                if hits:
+                    return hits[-1]
+                grow = min(2 * (last - begin), SCAN_MAX)
+                last = end = begin
         return None
 
     def _go_to_hit(self, hit: Hit) -> Stop:
@@ -484,7 +550,7 @@ class Timeline:
         self._require_reverse()
         self._interrupt.clear()
         self._drop_idle_breakpoints()
-        hit = self._last_hit(self.start, self.icount, lambda h: True)
+        hit = self._last_hit(self.start, self.icount, lambda h: True, self._watched_pages())
         if hit is None:
             self.seek(self.start)
             return self._stop("begin")
@@ -549,7 +615,7 @@ class Timeline:
             return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
                     and h.addr < addr + length and h.addr + h.size > addr)
         try:
-            found = self._last_hit(self.start, here, writes_here)
+            found = self._last_hit(self.start, here, writes_here, WriteIndex.pages_of(addr, length))
             if found is None:
                 return None
             if found.reason == "interrupt":

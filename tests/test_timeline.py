@@ -10,6 +10,7 @@ import threading
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from debugger.timeline import Stop, Timeline
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
@@ -19,16 +20,17 @@ from urr.session import Session
 
 @pytest.fixture
 def open_timeline(recorded) -> Iterator:  # noqa: F811
-    """name -> a Timeline over a replay of that guest's recording, closed after the test."""
-    opened: list[Timeline] = []
+    """name -> a Timeline over a replay of that guest's recording (one per name and test: two
+    replays adding to one catalog at once would thin each other's snapshots), closed after it."""
+    opened: dict[str, tuple[Timeline, Recording]] = {}
 
     def make(name: str) -> tuple[Timeline, Recording]:
-        rec = recorded(name)
-        tl = Timeline.for_replay(rec.rrfile, rec.kernel, snapshot="init")
-        opened.append(tl)
-        return tl, rec
+        if name not in opened:
+            rec = recorded(name)
+            opened[name] = Timeline.for_replay(rec.rrfile, rec.kernel, snapshot="init"), rec
+        return opened[name]
     yield make
-    for tl in opened:
+    for tl, _ in opened.values():
         tl.close()
 
 
@@ -282,3 +284,40 @@ def test_record_mode_refuses_reverse_and_runs_forward(recorded, tmp_path):  # no
         assert (stop.reason, stop.icount, stop.exit_status) == ("exited", rec.icount, rec.status)
     finally:
         session.close(tl.exit_status, "test")
+
+
+# Watched spans for the write-index property test: name -> (symbol or None for the stack, size).
+_WATCHED = {"revloop": ["seed_copy", "heartbeat", "ticks", "data", None],
+            "corrupt": ["total_checks", "journal_next", "ticks", "audit_hash", None]}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_searches_through_the_write_index_match_a_full_scan(open_timeline, data):
+    """last-write, and continue and reverse-continue to a write watchpoint, replay only the
+    digest intervals in which the watched pages may have been written; on random addresses
+    (globals written once, every round with the same value, at every tick, the stack) and
+    positions they must find exactly what replaying everything finds."""
+    name = data.draw(st.sampled_from(sorted(_WATCHED)), label="guest")
+    tl, rec = open_timeline(name)
+    symbol = data.draw(st.sampled_from(_WATCHED[name]), label="symbol")
+    position = 1 + data.draw(st.integers(0, 999), label="permille") * (rec.icount - 1) // 1000
+    here = tl.seek(position).icount
+    base = tl.read_registers()["rsp"] - 64 if symbol is None else rec.elf.addr(symbol)
+    addr = base + data.draw(st.integers(-8, 24), label="offset")
+    length = data.draw(st.integers(1, 16), label="length")
+    found = {}
+    for indexed in (True, False):
+        tl.use_write_index = indexed
+        tl.seek(here)
+        last = tl.last_write(addr, length)
+        assert tl.icount == here
+        tl.add_watchpoint(addr, length, "w")
+        back = tl.reverse_cont()
+        tl.seek(here)
+        forward = [tl.cont() for _ in range(2)]
+        tl.remove_watchpoint(addr, length, "w")
+        found[indexed] = (last, [(s.reason, s.icount) for s in [back, *forward]])
+    assert found[True] == found[False]
+    last, stops = found[True]
+    assert last is None or (last[0], "watchpoint") == (stops[0][1], stops[0][0])  # the same write

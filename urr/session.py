@@ -41,6 +41,9 @@ def recording_config(opts: Options, kernel_sha256: str, disk: Optional[DiskImage
         "shift": opts.shift,
         "cpu_model": "westmere",
         "disk": None if disk is None else {"sectors": disk.sectors, **disk.identity()},
+        # Digest records list every page that may have been written since the previous digest,
+        # same-value writes included (older logs: only pages whose content changed).
+        "digest_pages": "written",
     }
 
 
