@@ -29,6 +29,11 @@ class InterruptDelivery:
         self.ram = ram
         self.regs = RegisterBatch(uc, ("rsp", "ss", "rflags", "cs", "rip"))
 
+    @staticmethod
+    def frame_span(rsp: int) -> tuple[int, int]:
+        """(address, size) of the frame an interrupt taken with this RSP pushes."""
+        return (rsp & ~0xF) - _FRAME.size, _FRAME.size
+
     def deliver(self, vector: int) -> int:
         """Enter the handler for `vector`; returns the handler address."""
         _sel, base, limit, _flags = self.uc.reg_read(_IDTR)
@@ -45,7 +50,7 @@ class InterruptDelivery:
             raise InterruptError(f"vector {vector:#x} uses an IST stack, which needs a TSS (unsupported)")
         handler = off_lo | (off_mid << 16) | (off_hi << 32)
         rsp, ss, rflags, cs, rip = self.regs.read()
-        new_rsp = (rsp & ~0xF) - _FRAME.size
+        new_rsp, _ = self.frame_span(rsp)
         try:
             self.ram.write(new_rsp, _FRAME.pack(rip, cs, rflags, rsp, ss))
         except ValueError:

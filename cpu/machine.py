@@ -111,6 +111,9 @@ class Machine:
         # Called between slices once this icount's events are done: the state there is "the
         # state at icount N" that snapshots capture and debugger stops show.
         self.boundary_hooks: list[Callable[[], None]] = []
+        # Called right before an interrupt is delivered (its frame written to RAM), with the
+        # vector: the debugger keeps the frame's old bytes to step back over it.
+        self.interrupt_hooks: list[Callable[[int], None]] = []
         self.stop_requested = False  # set by `request_stop` (a signal handler may call it)
         self._host_t0 = time.monotonic_ns()
         self._tsc_last = 0
@@ -388,6 +391,8 @@ class Machine:
 
     def _interrupt(self, vector: int) -> None:
         self.seam.events.irq(vector)
+        for hook in self.interrupt_hooks:
+            hook(vector)
         try:
             self.interrupts.deliver(vector)
         except InterruptError as e:

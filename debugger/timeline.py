@@ -36,6 +36,7 @@ from cpu import cpustate
 from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
+from debugger.checkpoints import StepCache
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
 
@@ -53,6 +54,10 @@ FORWARD_RESTORE_MIN = 1 << 18
 # Reverse searches replay intervals newest first, each one about twice as long as the one before
 # (fewer restores over a long search), up to this many instructions between checks for Ctrl-C.
 SCAN_MAX = 1 << 23
+# A reverse step outside the stretch kept for fast steps records one this long before it; each
+# further stretch, as the user keeps stepping back, twice as long, up to STEP_SPAN_MAX.
+STEP_SPAN = 1 << 12
+STEP_SPAN_MAX = 1 << 16
 
 # GDB register name -> name in cpu.cpustate's capture.
 _GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "fptag",
@@ -113,6 +118,9 @@ class Timeline:
         self.furthest = self.start  # guest output before this icount has been passed on already
         self._write_index: Optional[WriteIndex] = None
         self.use_write_index = True  # False: searches for writes replay everything (a reference)
+        self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
+                               snapshots.arm if snapshots is not None else lambda: None)
+        self._step_span = STEP_SPAN
         for dev in machine.board.devices:
             if isinstance(dev, (Uart16550, DebugCon)):
                 dev.output = self._first_time(dev.output)
@@ -199,6 +207,7 @@ class Timeline:
 
     def write_register(self, name: str, value: int) -> None:
         name = _GDB_TO_STATE.get(name, name)
+        self.steps.clear()  # the state is no longer the recording's
         if name.startswith("st") and name[2:].isdigit():
             self.machine.uc.reg_write(cpustate.reg_id(name), (value & ((1 << 64) - 1), value >> 64))
             return
@@ -214,6 +223,7 @@ class Timeline:
         return self.machine.ram.read(addr, length)
 
     def write_memory(self, addr: int, data: bytes) -> None:
+        self.steps.clear()  # the state is no longer the recording's
         self.machine.ram.write(addr, data)
         self.machine.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
 
@@ -479,6 +489,10 @@ class Timeline:
         exactly `icount`, except inside a halt (on its end) or past the end of the recording."""
         if icount < self.icount or self._exited is not None:
             self._require_reverse()
+            if self.steps.covers(icount):
+                self._exited = None
+                self.steps.rewind(icount, self._replay_to)
+                return self._stop("step")
             self._restore_before(icount)
         elif self.can_reverse:
             self._restore_ahead(icount)
@@ -495,6 +509,8 @@ class Timeline:
         here = self.icount
         if here <= self.start:
             return self._stop("begin")
+        if not self.steps.covers(here - 1):
+            self._record_steps_before(here)
         stop = self.seek(here - 1)
         if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
             previous = self._scan_back(lambda uc: True, here)
@@ -503,6 +519,16 @@ class Timeline:
                 return self._stop("begin")
             stop = self.seek(previous)
         return stop
+
+    def _record_steps_before(self, here: int) -> None:
+        """Keep checkpoints and an undo record for a stretch ending at `here` (the current
+        position), so that the following steps back are cheap; a longer one each time the user
+        steps back past the start of the last."""
+        self._step_span = min(2 * self._step_span, STEP_SPAN_MAX) if self.steps.begin == here else STEP_SPAN
+        begin = max(self.start, here - self._step_span)
+        self._restore_before(begin)
+        self._replay_to(begin)
+        self.steps.build(here, self._replay_to)
 
     def _hits_between(self, begin_snapshot: int, end: int) -> list[Hit]:
         """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""

@@ -321,3 +321,34 @@ def test_searches_through_the_write_index_match_a_full_scan(open_timeline, data)
     assert found[True] == found[False]
     last, stops = found[True]
     assert last is None or (last[0], "watchpoint") == (stops[0][1], stops[0][0])  # the same write
+
+
+@pytest.mark.parametrize("name", ["revloop", "ticks"])
+def test_repeated_reverse_steps_match_a_straight_replay(open_timeline, name):
+    """Steps back one at a time are served from checkpoints and an undo record of the stretch
+    before (debugger.checkpoints): through timer interrupts (their frames undone too), halts
+    (ticks sleeps between ticks), and past the start of one recorded stretch into the next. Each
+    position reached, and the state there, is what a straight replay has."""
+    from replay import log as L
+    tl, rec = open_timeline(name)
+    irqs = [r.icount for r in tl.machine.seam.core.player.records if r.kind == L.IRQ]
+    start = irqs[len(irqs) // 2] + 40  # a little after an interrupt was delivered
+    tl.seek(start)
+    visited = [tl.icount]
+    for _ in range(4500 if name == "revloop" else 300):
+        stop = tl.reverse_stepi()
+        assert stop.reason == "step" and stop.icount == tl.icount < visited[-1]
+        visited.append(tl.icount)
+    if name == "revloop":  # it never halts: one instruction at a time
+        assert visited == list(range(start, start - len(visited), -1))
+    checked = visited[::97] + visited[-3:]
+    expected = rec.straight_states(checked)
+    assert tl.icount == visited[-1] and state(tl) == expected[visited[-1]]
+    for n in checked:
+        assert tl.seek(n).reason == "step" and state(tl) == expected[n], f"state at {n}"
+    # And the same positions reached one step back at a time, checked as they are reached.
+    tl.seek(start)
+    for n in visited[1:200]:
+        tl.reverse_stepi()
+        if n in expected:
+            assert state(tl) == expected[n], f"reverse step to {n}"
