@@ -83,8 +83,7 @@ class StepCache:
         self.clear()
         m = self.machine
         self.begin = m.icount
-        handle = m.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
-        m.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
+        handle = m.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)  # at once, no flush needed
         self._recording = True
         try:
             while True:
@@ -98,7 +97,6 @@ class StepCache:
         finally:
             self._recording = False
             m.uc.hook_del(handle)
-            m.uc.ctl_flush_tb()
             self.end = m.icount
 
     def _checkpoint(self) -> None:
