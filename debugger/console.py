@@ -106,7 +106,8 @@ class Console(cmd.Cmd):
         aliases = {"si": "stepi", "rsi": "reverse_stepi", "c": "continue", "rc": "reverse_continue",
                    "n": "next", "rn": "reverse_next", "b": "break", "q": "quit",
                    "reverse-stepi": "reverse_stepi", "reverse-continue": "reverse_continue",
-                   "reverse-next": "reverse_next", "last-write": "last_write"}
+                   "reverse-next": "reverse_next", "last-write": "last_write",
+                   "step-interrupts": "step_interrupts"}
         verb, _, rest = line.partition(" ")
         if verb in aliases:
             return self.onecmd(f"{aliases[verb]} {rest}")
@@ -228,6 +229,16 @@ class Console(cmd.Cmd):
         self.say(f"last write to {self.where(a)}: icount {icount} at {self.where(rip)}: {self.insn(rip)}\n"
                  f"  old {old.hex(' ')}  (= {int.from_bytes(old, 'little'):#x})\n"
                  f"  new {new.hex(' ')}  (= {int.from_bytes(new, 'little'):#x})")
+
+    def do_step_interrupts(self, arg: str) -> None:
+        """step-interrupts [on|off]: whether steps stop in interrupt handlers (default off: a
+        step during which the guest takes an interrupt goes on through the handler)."""
+        words = self.operands(arg, "step-interrupts [on|off]", 0, 1)
+        if words:
+            if words[0] not in ("on", "off"):
+                raise ValueError("usage: step-interrupts [on|off]")
+            self.tl.step_into_interrupts = words[0] == "on"
+        self.stdout.write(self.tl.step_interrupts_text())
 
     def do_savevm(self, arg: str) -> None:
         """savevm NAME: take a named snapshot here (load it later with -loadvm NAME)."""

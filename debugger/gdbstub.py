@@ -39,6 +39,8 @@ info snapshots         the snapshots a replay restores to go back
 replay_break ICOUNT    stop when execution reaches ICOUNT (in either direction)
 replay_delete_break    remove the replay breakpoint
 replay_seek ICOUNT     go to ICOUNT
+step_interrupts on|off whether steps stop in interrupt handlers (off: a step during which the
+                       guest takes an interrupt goes on through the handler, both directions)
 """
 
 _WATCH_STOP = {"w": "watch", "r": "rwatch", "a": "awatch"}
@@ -287,7 +289,7 @@ class _Session:
             "p": self.read_one, "P": self.write_one, "m": self.read_mem, "M": self.write_mem,
             "X": self.write_binary,
             "s": self.step, "c": self.cont, "S": self.step_signal, "C": self.cont_signal,
-            "bs": lambda _: self.reverse(self.tl.reverse_stepi),
+            "bs": lambda _: self.reverse(self.tl.reverse_stepi, watched=False),
             "bc": lambda _: self.reverse(self.tl.reverse_cont), "Z": self.insert, "z": self.remove,
             "H": lambda _: "OK", "T": lambda _: "OK", "k": self.kill, "D": self.detach,
             "qSupported": self.supported, "qXfer": self.xfer, "qRcmd": self.monitor,
@@ -301,6 +303,9 @@ class _Session:
             (("replay_break",), True, self.replay_break),
             (("replay_delete_break",), False, self.replay_delete_break),
             (("replay_seek",), True, self.replay_seek),
+            (("step_interrupts", "on"), False, lambda: self.step_interrupts(True)),
+            (("step_interrupts", "off"), False, lambda: self.step_interrupts(False)),
+            (("step_interrupts",), False, lambda: self.step_interrupts(None)),
             (("help",), False, lambda: MONITOR_HELP),
         ]
 
@@ -504,13 +509,14 @@ class _Session:
             return self._run(self.tl.cont)
         return "E01"
 
-    def reverse(self, action: Callable[[], Stop]) -> str:
+    def reverse(self, action: Callable[[], Stop], watched: bool = True) -> str:
         """bs/bc.  GDB only sends them when qSupported offered ReverseStep/ReverseContinue, which a
-        recording does not; a forced one gets the reason on the console and E01."""
+        recording does not; a forced one gets the reason on the console and E01. A reverse step,
+        like a step, is not `watched` for Ctrl-C."""
         if not self.tl.can_reverse:
             self.console(REVERSE_REFUSED)
             return "E01"
-        return self._run(action)
+        return self._run(action, watched=watched)
 
     def stop_reply(self, stop: Stop) -> str:
         if stop.reason == "exited":
@@ -619,6 +625,11 @@ class _Session:
 
     def info_replay(self) -> str:
         return f"Recording position: icount {self.tl.icount}\n"
+
+    def step_interrupts(self, on: Optional[bool]) -> str:
+        if on is not None:
+            self.tl.step_into_interrupts = on
+        return self.tl.step_interrupts_text()
 
     def replay_break(self, icount: int) -> str:
         """Like QEMU's, one replay breakpoint at a time; it stops cont and reverse-continue alike."""

@@ -23,6 +23,7 @@ Usable from scripts:
 """
 from __future__ import annotations
 
+import bisect
 import io
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
+from replay import log as L
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
 
@@ -58,6 +60,7 @@ SCAN_MAX = 1 << 23
 # further stretch, as the user keeps stepping back, twice as long, up to STEP_SPAN_MAX.
 STEP_SPAN = 1 << 12
 STEP_SPAN_MAX = 1 << 16
+NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
 
 # GDB register name -> name in cpu.cpustate's capture.
 _GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "fptag",
@@ -121,6 +124,12 @@ class Timeline:
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN
+        # As QEMU's stub by default: a step during which the guest takes an interrupt goes on
+        # through the handler (forwards and backwards); True stops in handlers instead.
+        self.step_into_interrupts = False
+        self._delivered: Optional[tuple[int, int]] = None  # (RIP, RSP) the last interrupt left
+        self._irq_icounts: Optional[list[int]] = None  # where the recording delivered interrupts
+        machine.interrupt_hooks.append(self._on_interrupt_delivery)
         for dev in machine.board.devices:
             if isinstance(dev, (Uart16550, DebugCon)):
                 dev.output = self._first_time(dev.output)
@@ -439,7 +448,36 @@ class Timeline:
             self.snapshots.restore(info.name)
 
     def stepi(self) -> Stop:
-        return self._run(self.icount + 1, ignore_here=True)
+        """One instruction; if an interrupt is delivered after it, on through the handler to the
+        interrupted code (unless step_into_interrupts)."""
+        self._delivered = None
+        stop = self._run(self.icount + 1, ignore_here=True)
+        if stop.reason == "step" and self._delivered is not None and not self.step_into_interrupts:
+            stop = self._return_from_interrupt(*self._delivered)
+        return stop
+
+    def _on_interrupt_delivery(self, vector: int) -> None:
+        if self._delivered is None:
+            self._delivered = (self.machine.rip(), self._rsp())
+
+    def _return_from_interrupt(self, rip: int, rsp: int) -> Stop:
+        """Run on until the interrupted code resumes at `rip` with its stack at `rsp`, unless a
+        breakpoint or watchpoint in the handler stops it first."""
+        temporary = rip not in self.breakpoints
+        if temporary:
+            self.add_breakpoint(rip)
+        try:
+            while True:
+                stop = self._run(None, ignore_here=True)
+                if stop.reason != "breakpoint":
+                    return stop
+                if stop.pc == rip and self._rsp() == rsp:
+                    return self._stop("step")
+                if stop.pc != rip:
+                    return stop  # the user's, in the handler
+        finally:
+            if temporary:
+                self.remove_breakpoint(rip)
 
     def cont(self) -> Stop:
         self._interrupt.clear()
@@ -504,8 +542,40 @@ class Timeline:
         return self._ended(stop)
 
     def reverse_stepi(self) -> Stop:
-        """Back one instruction."""
+        """Back one instruction; back over a whole interrupt handler whose iretq returned here,
+        to the instruction before the interrupt (unless step_into_interrupts)."""
         self._require_reverse()
+        stop = self._back_one()
+        while stop.reason == "step" and not self.step_into_interrupts:
+            delivered = self._delivery_returning_here()
+            if delivered is None:
+                break
+            self.seek(delivered)
+            stop = self._back_one()
+        return stop
+
+    def _delivery_returning_here(self) -> Optional[int]:
+        """At an iretq: the icount where the recording delivered the interrupt it returns from
+        (the handler's first instruction). Else None, the position unchanged."""
+        insn = self._insn()
+        if insn is None or insn.mnemonic != "iretq":
+            return None
+        here, frame = self.icount, self.read_memory(self._rsp(), 32)
+        if self._irq_icounts is None:
+            records = self.machine.seam.core.player.records
+            self._irq_icounts = [r.icount for r in records if r.kind == L.IRQ]
+        newer = bisect.bisect_right(self._irq_icounts, here)
+        for delivered in reversed(self._irq_icounts[max(0, newer - NESTED_MAX):newer]):
+            if delivered < self.start:
+                break
+            self.seek(delivered)
+            pushed = self.read_memory(self._rsp(), 32)
+            if (pushed[:8], pushed[24:]) == (frame[:8], frame[24:]):  # the same RIP and RSP
+                return delivered
+        self.seek(here)
+        return None
+
+    def _back_one(self) -> Stop:
         here = self.icount
         if here <= self.start:
             return self._stop("begin")
@@ -654,6 +724,11 @@ class Timeline:
             if added:
                 self.remove_watchpoint(addr, length, "w")
             self.seek(here)
+
+    def step_interrupts_text(self) -> str:
+        """What the monitor and console commands that switch step_into_interrupts say."""
+        return ("steps stop in interrupt handlers (step_interrupts on)\n" if self.step_into_interrupts
+                else "steps go on through interrupt handlers (step_interrupts off)\n")
 
     def snapshots_text(self) -> str:
         if self.snapshots is None:

@@ -212,3 +212,13 @@ def test_cli_debugger_in_record_mode(recorded, tmp_path):  # noqa: F811
     assert r.status == rec.status
     replay = run_urr("-kernel", rec.kernel, "-serial", "none", "-icount", f"shift=7,rr=replay,rrfile={rrfile}")
     assert replay.status == rec.status and f"replayed {rec.icount} instructions" in replay.note("replayed")
+
+
+def test_step_interrupts_switch(console):
+    """step-interrupts on|off switches the timeline's handling of interrupts during steps."""
+    c = console("hello")
+    assert c.do("step-interrupts") == "steps go on through interrupt handlers (step_interrupts off)\n"
+    assert c.do("step-interrupts on") == "steps stop in interrupt handlers (step_interrupts on)\n"
+    assert c.tl.step_into_interrupts
+    assert c.do("step-interrupts off").endswith("(step_interrupts off)\n") and not c.tl.step_into_interrupts
+    assert c.do("step-interrupts maybe") == "error: usage: step-interrupts [on|off]\n"

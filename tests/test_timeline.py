@@ -352,3 +352,29 @@ def test_repeated_reverse_steps_match_a_straight_replay(open_timeline, name):
         tl.reverse_stepi()
         if n in expected:
             assert state(tl) == expected[n], f"reverse step to {n}"
+
+
+def test_steps_go_through_interrupt_handlers_unless_asked_not_to(open_timeline):
+    """As QEMU's stub: a step after which the timer interrupt is delivered completes through
+    the handler, and stepping back from the instruction after the handler's return lands before
+    the interrupt; with step_into_interrupts both stop in the handler."""
+    from replay import log as L
+    tl, rec = open_timeline("revloop")
+    irqs = [r.icount for r in tl.machine.seam.core.player.records if r.kind == L.IRQ]
+    delivered = irqs[len(irqs) // 3]
+    tl.seek(delivered)
+    handler, frame = tl.pc(), tl.read_memory(tl.read_registers()["rsp"], 32)
+    interrupted, interrupted_rsp = u64(frame[:8]), u64(frame[24:])
+    before = tl.seek(delivered - 1)
+    assert rec.elf.function_at(before.pc) in ("churn", "kmain")
+    stop = tl.stepi()
+    assert (stop.reason, stop.pc) == ("step", interrupted) and stop.icount > delivered + 10
+    assert tl.read_registers()["rsp"] == interrupted_rsp
+    returned = stop.icount
+    back = tl.reverse_stepi()
+    assert (back.reason, back.icount, back.pc) == ("step", delivered - 1, before.pc)
+    tl.step_into_interrupts = True
+    assert (tl.stepi().icount, tl.pc()) == (delivered, handler)
+    tl.seek(returned)
+    stop = tl.reverse_stepi()
+    assert stop.icount == returned - 1 and tl.read_memory(tl.pc(), 2) == b"\x48\xcf"  # iretq
