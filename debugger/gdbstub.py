@@ -43,6 +43,7 @@ step_interrupts on|off whether steps stop in interrupt handlers (off: a step dur
                        guest takes an interrupt goes on through the handler, both directions)
 """
 
+_EXPEDITED = [i for i, r in enumerate(REGISTERS) if r.name in ("rbp", "rsp", "rip")]  # regnums
 _WATCH_STOP = {"w": "watch", "r": "rwatch", "a": "awatch"}
 _WATCH_KIND = {"2": "w", "3": "r", "4": "a"}
 _ESCAPED = b"$#}*"  # bytes a binary reply must escape ('*' would start a run-length code)
@@ -523,6 +524,9 @@ class _Session:
             return f"W{(stop.exit_status or 0) & 0xFF:02x}"
         signal = {"interrupt": SIGINT, "fault": SIGSEGV}.get(stop.reason, SIGTRAP)
         reply = f"T{signal:02x}thread:{THREAD};"
+        # The frame registers, expedited: GDB stepping through a line then needs no `g` packet.
+        for number, value in zip(_EXPEDITED, self.tl.frame_registers()):
+            reply += f"{number:02x}:{value.to_bytes(8, 'little').hex()};"
         if stop.reason == "breakpoint":
             kinds = self.breaks.get(stop.pc, {"0"})
             reply += "swbreak:;" if "0" in kinds else "hwbreak:;"

@@ -114,6 +114,7 @@ class Timeline:
         self.changes_only: set[tuple[int, int, str]] = set()  # watchpoints blind to same-value writes
         self.icount_breaks: set[int] = set()
         self._interrupt = threading.Event()
+        self._frame_regs = cpustate.RegisterBatch(machine.uc, ("rbp", "rsp", "rip"))
         self._collect: Optional[list[Hit]] = None  # seeks and reverse searches collect instead of stopping
         self._ignore_break_at: Optional[int] = None
         self._pending: Optional[Hit] = None
@@ -189,6 +190,10 @@ class Timeline:
 
     def _rsp(self) -> int:
         return self.machine.uc.reg_read(_RSP)
+
+    def frame_registers(self) -> list[int]:
+        """RBP, RSP, RIP: what a debugger unwinding the stack needs first."""
+        return self._frame_regs.read()
 
     def _insn(self) -> Optional[capstone.CsInsn]:
         """The instruction at the PC (None if it does not decode)."""

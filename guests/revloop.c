@@ -7,7 +7,9 @@
  *   - `heartbeat`, alone on its page, written every round with the value it already holds
  *     (a write that changes no content: searches for writes must still find it);
  *   - `mix`, which gcc inlines into the round loop: ~2,000 instructions of arithmetic in a
- *     loop of its own (reverse-finish out of an inlined function).
+ *     loop of its own (reverse-finish out of an inlined function);
+ *   - `scramble`, one source line of 1,000 instructions without a loop or call (next and
+ *     reverse-next over a line during which the timer fires).
  * ROUNDS (compile-time) sets the length: the default is about 7.4 million instructions; the
  * Makefile builds revloop-long with ROUNDS=3200 (about 530 million) for bench/reverse_speed.py.
  *
@@ -55,6 +57,13 @@ static inline __attribute__((always_inline)) uint64_t mix(uint64_t x, uint64_t s
     return x ^ salt;
 }
 
+/* One source line of 1,000 instructions, one line-table entry, no loop, no call. */
+__attribute__((noinline)) static uint64_t scramble(uint64_t sum, uint64_t round) {
+    sum += round;
+    __asm__(".rept 250; mov %0, %%rdx; shr $31, %%rdx; xor %%rdx, %0; imul %1, %0; .endr" : "+r"(sum) : "r"(0x94d049bb133111ebull) : "rdx");  /* one line */
+    return sum;
+}
+
 int kmain(uint64_t ram_size) {
     serial_init();
     idt_init();
@@ -69,6 +78,7 @@ int kmain(uint64_t ram_size) {
         sum = churn(&state, sum);
         heartbeat = 1;
         sum = mix(sum, round);
+        sum = scramble(sum, round);
     }
     cli();
     uint64_t n = ticks;
