@@ -60,8 +60,10 @@ def test_seek_reaches_the_state_of_a_straight_replay(open_timeline, name):
 @pytest.mark.parametrize("name", ["corrupt", "ticks"])
 def test_reverse_stepi_goes_back_one_instruction(open_timeline, name):
     """reverse-stepi is seek(icount - 1), except right after a halt where it is the HLT; either
-    way stepi from there comes back to the same state."""
+    way stepi from there comes back to the same state (stepping into interrupt handlers, so
+    that a step is one instruction: after a halt the position is the handler's first one)."""
     tl, rec = open_timeline(name)
+    tl.step_into_interrupts = True
     rng = random.Random(f"{name}-rsi")
     for n in (rng.randrange(1, rec.icount) for _ in range(5)):
         tl.seek(n)
@@ -136,6 +138,7 @@ def test_replay_breakpoint_inside_a_halt(open_timeline):
     """ticks sleeps in HLT between timer interrupts: a replay breakpoint on an icount inside the
     halt stops at the halt's end, in both directions."""
     tl, rec = open_timeline("ticks")
+    tl.step_into_interrupts = True  # a step from the HLT ends where the halt does
     hlt = next(i.address for i in rec.elf.code("kmain") if i.mnemonic == "hlt")
     tl.add_breakpoint(hlt)
     halted = tl.cont().icount
