@@ -15,6 +15,9 @@ Figures (targets in docs/replay.md):
   reverse_stepi_ms_median/_max        reverse-stepi at random positions of a >=100M-instruction replay
   reverse_continue_vs_forward         reverse-continue across N instructions / replaying them forward
   gdb_*                               through real GDB (bench/gdb_speed.py), --only gdb
+  gdb_reverse_*, forward_seek_ms, reverse_continue_watch_vs_forward, last_write_ms
+                                      reverse debugging through real GDB on a 535M-instruction
+                                      replay (bench/reverse_speed.py), --only revgdb
 """
 from __future__ import annotations
 
@@ -217,10 +220,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
-    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb")
     args = ap.parse_args()
     build_guests()
-    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb").split(","))
+    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb").split(","))
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
@@ -234,6 +237,9 @@ def main() -> int:
         if "gdb" in parts:
             from bench.gdb_speed import bench_gdb
             result.update(bench_gdb(tmp, args.runs))
+        if "revgdb" in parts:
+            from bench.reverse_speed import bench_reverse_gdb
+            result.update(bench_reverse_gdb(tmp))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
