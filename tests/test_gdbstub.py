@@ -60,6 +60,9 @@ class FakeTimeline:
     def read_register(self, name: str) -> int:
         return self.regs[name]
 
+    def frame_registers(self) -> list[int]:
+        return [self.regs["rbp"], self.regs["rsp"], self.regs["rip"]]
+
     def write_register(self, name: str, value: int) -> None:
         if name not in self.regs:
             raise ValueError(f"unknown register {name}")
@@ -222,6 +225,9 @@ class FakeTimeline:
 # -- a raw remote-protocol client ------------------------------------------------------------
 
 
+_EXPEDITED = re.compile(r"(?<=;)[0-9a-f]{2}:[0-9a-f]{16};")  # "NN:value;" in a stop reply
+
+
 def frame(body: bytes | str) -> bytes:
     body = body.encode("latin-1") if isinstance(body, str) else body
     return b"$%s#%02x" % (body, sum(body) & 0xFF)
@@ -248,8 +254,10 @@ class Client:
         if self.acks:
             assert self.byte() == b"+"
 
-    def reply(self, ack: bytes = b"+") -> str:
-        """The next packet from the server (its checksum checked), acked with `ack`."""
+    def reply(self, ack: bytes = b"+", expedited: bool = False) -> str:
+        """The next packet from the server (its checksum checked), acked with `ack`; a stop
+        reply without the registers it expedites unless `expedited` (those are checked by
+        test_stop_replies_expedite_the_frame_registers)."""
         assert (b := self.byte()) == b"$", f"expected a packet, got {b!r}"
         body = b""
         while (b := self.byte()) != b"#":
@@ -257,11 +265,12 @@ class Client:
         assert int(self.byte() + self.byte(), 16) == sum(body) & 0xFF
         if self.acks:
             self.sock.sendall(ack)
-        return body.decode("latin-1")
+        text = body.decode("latin-1")
+        return text if expedited or not text.startswith("T") else _EXPEDITED.sub("", text)
 
-    def ask(self, body: bytes | str) -> str:
+    def ask(self, body: bytes | str, expedited: bool = False) -> str:
         self.send(body)
-        return self.reply()
+        return self.reply(expedited=expedited)
 
     def ask_console(self, body: bytes | str) -> tuple[str, str]:
         """(console text of the O packets, final reply)."""
@@ -505,6 +514,20 @@ def test_step_and_continue_variants(stub):
     assert client.ask(f"c{CODE + 0x10:x}") == "W03"  # exit status 0x103 & 0xff, as QEMU reports it
     assert client.ask("?") == "W03"
     assert client.ask("vCont;c") == "W03" and client.ask("C0b") == "W03"
+
+
+def test_stop_replies_expedite_the_frame_registers(stub):
+    """RBP, RSP and RIP ride on every stop reply (as `regnum:little-endian value;`), so GDB
+    stepping through a line needs no `g` packet per step."""
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    tl.regs["rbp"] = 0x1122334455667788
+
+    def field(name: str) -> str:
+        return f"{regnum(name):02x}:{tl.regs[name].to_bytes(8, 'little').hex()};"
+    reply = client.ask("s", expedited=True)
+    assert reply == "T05thread:01;" + field("rbp") + field("rsp") + field("rip") and pc_of(tl) == CODE + 4
+    assert client.ask("s", expedited=True).endswith(field("rip")) and pc_of(tl) == CODE + 8
 
 
 def test_breakpoints_report_swbreak_or_hwbreak(stub):
