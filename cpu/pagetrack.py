@@ -1,19 +1,21 @@
-"""Content hashes of every RAM page, kept current at the cost of the pages that changed.
+"""Content hashes of every RAM page, kept current at the cost of the pages written.
 
 Digests (divergence detection) and snapshots both need "what is in RAM now" by content. The
-tracker asks the RAM for the pages written since the last look (cpu.ram's pagemap tracking),
-rehashes only those, and keeps an order-independent hash of the whole RAM (XOR of per-page
-hashes that fold in the page number, brought up to date when a digest asks) so a full-RAM digest
-costs what changed since the last one. Snapshots take
-what changed since the previous snapshot (`take_snapshot_changes`), so their cost too follows
-what the guest wrote, not how much RAM it uses."""
+tracker asks the RAM for the pages written since the last look (cpu.ram), rehashes only those,
+and keeps an order-independent hash of the whole RAM (XOR of per-page hashes that fold in the
+page number, brought up to date when a digest asks) so a full-RAM digest costs what changed
+since the last one. It also keeps the RAM's page tree (cpu.pagetree): a snapshot takes the
+pages and tree nodes changed since the previous snapshot, and a restore compares trees and
+rewrites only the pages that differ, so both cost what the guest wrote, not how much RAM it
+uses."""
 from __future__ import annotations
 
 from typing import Optional
 
 import xxhash
 
-from cpu.ram import ZERO_DIGEST, Ram, page_digest
+from cpu.pagetree import EMPTY, NodeSource, PageTree, build
+from cpu.ram import ZERO_DIGEST, ZERO_PAGE, Ram, page_digest
 
 __all__ = ["PageTracker", "page_digest"]
 
@@ -26,13 +28,11 @@ class PageTracker:
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
         self.hashes: dict[int, bytes] = {}  # non-zero pages only
+        self.tree = PageTree(ram.pages)
         self._ram_hash = 0  # as of the last digest, before the changes in `_unfolded`
-        # Pages changed since the last digest -> the hash `_ram_hash` holds for them (None:
+        # Pages written since the last digest -> the hash `_ram_hash` holds for them (None:
         # zero). Folding waits for the digest: a snapshot's update, ten times as frequent, skips it.
         self._unfolded: dict[int, Optional[bytes]] = {}
-        # Pages that may have been written since the last digest, content changed or not: a
-        # digest lists them all, so a search for writes can trust a page it does not list.
-        self._written: set[int] = set()
         # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
         # while something takes snapshots (`for_snapshots`).
         self.for_snapshots = False
@@ -40,54 +40,86 @@ class PageTracker:
 
     def update(self) -> None:
         """Rehash the pages written since the last update."""
-        for index, digest in self.ram.sync(self._written):
-            old = self.hashes.get(index)
+        unfolded, hashes = self._unfolded, self.hashes
+        for index, digest in self.ram.sync():
+            old = hashes.get(index)
+            if index not in unfolded:  # written, whatever it wrote: the digest lists it
+                unfolded[index] = old
             new = None if digest == ZERO_DIGEST else digest
             if old == new:
                 continue
             if new is None:
-                del self.hashes[index]
+                del hashes[index]
             else:
-                self.hashes[index] = new
-            self._unfolded.setdefault(index, old)
+                hashes[index] = new
+            self.tree.touch(index)
             if self.for_snapshots:
                 self.since_snapshot[index] = new
 
     def take_digest(self) -> tuple[int, list[tuple[int, int]]]:
         """An order-independent 64-bit hash of all RAM as of the last update, and the (page,
-        64-bit hash) of every page that may have been written since the last call, same-value
-        writes included (0 stands for a zero page)."""
+        64-bit hash) of every page written since the last call (0 stands for a zero page),
+        same-value writes included when the RAM tracks writes exactly (`Ram.exact`)."""
         h = self._ram_hash
-        for index, folded in self._unfolded.items():
-            now = self.hashes.get(index)
+        changes = []
+        for index in sorted(self._unfolded):
+            folded, now = self._unfolded[index], self.hashes.get(index)
             if folded != now:
                 if folded is not None:
                     h ^= _fold(index, folded)
                 if now is not None:
                     h ^= _fold(index, now)
-        changes = [(index, self.hash64(index)) for index in sorted(self._written.union(self._unfolded))]
+            changes.append((index, self.hash64(index)))
         self._unfolded.clear()
-        self._written.clear()
         self._ram_hash = h
         return h, changes
 
-    def take_snapshot_changes(self) -> dict[int, Optional[bytes]]:
+    def take_snapshot_changes(self) -> tuple[dict[int, Optional[bytes]], bytes, dict[bytes, bytes]]:
         """Pages changed since the last call (page -> digest, None for a page now zero), up to
-        the last update: their content is what the RAM holds now."""
+        the last update (their content is what the RAM holds now), the tree's root and the tree
+        nodes made since the last call."""
         changes, self.since_snapshot = self.since_snapshot, {}
-        return changes
+        made = self.tree.refresh(self.hashes)
+        return changes, self.tree.root(), made
+
+    def whole_tree(self) -> tuple[bytes, dict[bytes, bytes]]:
+        """The root and every node of the tree now (after an update)."""
+        self.tree.refresh(self.hashes)
+        return self.tree.root(), self.tree.nodes(self.hashes)
+
+    def root(self) -> bytes:
+        """The tree's root now (after an update)."""
+        self.tree.refresh(self.hashes)
+        return self.tree.root()
 
     def hash64(self, index: int) -> int:
         h = self.hashes.get(index)
         return int.from_bytes(h[:8], "little") if h else 0
 
+    def load_tree(self, root: bytes, node: NodeSource, blob: NodeSource) -> int:
+        """Make RAM the page tree `root` (nodes from `node`, page content from `blob`),
+        rewriting only the pages that differ from it now; how many did. The next snapshot's
+        changes are counted from this tree."""
+        self.update()
+        self.tree.refresh(self.hashes)
+        changed = self.tree.changed_pages(self.hashes, root, node)
+        contents: dict[int, bytes] = {}
+        for index, h in changed.items():
+            contents[index] = ZERO_PAGE if h == EMPTY else blob(h)
+        self.ram.load_pages(contents)
+        unfolded = self._unfolded
+        for index, h in changed.items():
+            old = self.hashes.get(index)
+            if index not in unfolded:
+                unfolded[index] = old
+            if h == EMPTY:
+                del self.hashes[index]
+            else:
+                self.hashes[index] = h
+        self.since_snapshot = {}
+        return len(changed)
+
     def load(self, pages: dict[int, bytes], contents: dict[bytes, bytes]) -> None:
-        """Replace RAM with snapshot pages (page -> digest, digest -> content) and rebuild hashes."""
-        self.ram.load_pages({i: contents[h] for i, h in pages.items()})
-        self.hashes = dict(pages)
-        self._ram_hash = 0
-        for i, h in pages.items():
-            self._ram_hash ^= _fold(i, h)
-        self._unfolded.clear()
-        self._written.clear()
-        self.since_snapshot.clear()
+        """Replace RAM with snapshot pages (page -> digest, digest -> content)."""
+        root, nodes = build(pages, self.ram.pages)
+        self.load_tree(root, nodes.__getitem__, contents.__getitem__)

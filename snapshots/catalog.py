@@ -4,9 +4,12 @@ Why it is shaped this way:
 - Content is stored by content. Each RAM page (4 KiB) or disk-overlay sector (512 B) is one
   lz4 blob keyed by the xxh3-128 hash of its raw bytes, so content that many snapshots share
   (most of it) is stored once.
-- A snapshot is one row. Its page and sector maps are each one lz4 block of packed
-  (u32 number, 16-byte hash) pairs, so thousands of snapshots of thousands of pages stay small,
-  and every snapshot loads on its own: there are no diff chains to walk or to break.
+- RAM is a tree of page hashes (cpu.pagetree): leaves of 64 page hashes, middle nodes of 64
+  leaf hashes, stored once per distinct content in `nodes`, and a root per snapshot. A snapshot
+  that changed k pages adds at most k leaves, k middle nodes and its root, whatever the RAM
+  size; every snapshot still loads on its own (its root reaches all its pages): there are no
+  diff chains to walk or to break. The disk overlay's sector map is one lz4 block of packed
+  (u32 number, 16-byte hash) pairs per snapshot (overlays are small).
 - Every save, delete and gc is all or nothing: one SQLite transaction, or a savepoint in a
   batch (`begin`) that commits many saves at once (WAL, synchronous=NORMAL; the writer of a
   recording streams unsynced until it closes, see `stream`). A process killed at any moment
@@ -19,8 +22,12 @@ Tables (made with sqlite-utils; a writable open re-runs the idempotent creation,
 completes a file whose creation was interrupted):
   meta(key, value)          'format' (FORMAT_VERSION) and 'recording_id' (from the log header)
   snapshots(name, ...)      kind, icount, vtime_ns, ram_size; cpu, devices, log_pos as JSON;
-                            page_map, disk_map; pages (count) and bytes (see SnapshotInfo)
+                            ram_root (the root's bytes), disk_map; pages (count) and bytes
+                            (see SnapshotInfo)
+  nodes(hash, data)         tree nodes, data the lz4 block of the node's NODE_BYTES
   blobs(hash, size, data)   size is the raw length, data the lz4 block without a size header
+Format 1 (a whole page map per snapshot) is refused with a pointer to `urr-snap upgrade`
+(snapshots.upgrade).
 """
 from __future__ import annotations
 
@@ -31,17 +38,21 @@ import struct
 import urllib.parse
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import lz4.block
 import sqlite_utils
 
+from cpu import pagetree
+from cpu.pagemap import PAGE
 from cpu.ram import page_digest
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = ("initial", "named", "periodic")
 DEFAULT_CACHE_BLOBS = 8192  # decompressed blobs kept per open catalog: 32 MiB of pages
+NODE_CACHE = 32768  # decompressed tree nodes kept per open catalog (32 MiB): a tree's upper
+# levels are read by every restore and every gc
 _ENTRY = struct.Struct("<I16s")
 _IN_CHUNK = 500  # hashes per `IN (...)` query, well under SQLite's parameter limit
 _INFO = "SELECT name, kind, icount, vtime_ns, pages, bytes FROM snapshots"
@@ -49,6 +60,40 @@ _INFO = "SELECT name, kind, icount, vtime_ns, pages, bytes FROM snapshots"
 
 class CatalogError(ValueError):
     """The catalog cannot be used as asked; the message is one line for the user."""
+
+
+class TreePages(Mapping[int, bytes]):
+    """A snapshot's pages as its tree: the root, and the nodes fetched when needed. Restores
+    compare trees (`root`); reading it as a mapping walks the whole tree once (O(RAM))."""
+
+    def __init__(self, root: bytes, count: int, node: pagetree.NodeSource) -> None:
+        self.root, self.count, self.node = root, count, node
+        self._map: Optional[dict[int, bytes]] = None
+
+    def _pages(self) -> dict[int, bytes]:
+        if self._map is None:
+            self._map = dict(pagetree.walk(self.root, self.node))
+        return self._map
+
+    def __getitem__(self, page: int) -> bytes:
+        return self._pages()[page]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._pages())
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def tree_of(pages: Mapping[int, bytes], ram_size: int) -> tuple[bytes, dict[bytes, bytes]]:
+    """The root of a page map and the nodes it needs that may not be stored: none for a tree,
+    all of them for a plain map (a snapshot made by hand)."""
+    if isinstance(pages, TreePages):
+        return pages.root, {}
+    try:
+        return pagetree.build(dict(pages), ram_size // PAGE)
+    except ValueError as e:
+        raise CatalogError(str(e)) from None
 
 
 @dataclass
@@ -61,12 +106,13 @@ class Snapshot:
     cpu: dict  # JSON-able
     devices: dict  # JSON-able
     log_pos: dict  # JSON-able
-    pages: dict[int, bytes]  # 4 KiB page number -> content hash, non-zero pages only
+    pages: Mapping[int, bytes]  # 4 KiB page number -> content hash, non-zero pages only
     disk: dict[int, bytes]  # overlay sector number -> content hash
     ram_size: int
 
     def references(self) -> set[bytes]:
-        """Every content hash the snapshot needs: its pages' and its sectors'."""
+        """Every content hash the snapshot needs: its pages' and its sectors' (O(RAM) for a
+        tree: for checks and tools, not for a running machine)."""
         return set(self.pages.values()) | set(self.disk.values())
 
 
@@ -87,6 +133,16 @@ class SnapshotInfo:
 
 
 @dataclass
+class _References:
+    """What a catalog's snapshots reach (Catalog._references)."""
+    nodes: set[bytes] = field(default_factory=set)
+    blobs: set[bytes] = field(default_factory=set)
+    mid_children: dict[bytes, int] = field(default_factory=dict)
+    node_references: int = 0
+    disk_references: int = 0
+
+
+@dataclass
 class CatalogStats:
     """What `urr-snap info` reports about a whole catalog."""
     kinds: dict[str, int]  # snapshots of each kind
@@ -96,11 +152,20 @@ class CatalogStats:
     references: int  # page and sector references of all snapshots together
     referenced: int  # distinct contents those references name
     garbage: list[tuple[bytes, int]]  # (hash, stored bytes) of content nothing refers to
+    nodes: int  # tree nodes stored
+    node_bytes: int  # their compressed size
+    node_references: int  # nodes all snapshots' trees name together (whole maps' cost)
+    garbage_nodes: int  # nodes no snapshot's tree reaches
 
     @property
     def dedup_ratio(self) -> float:
         """References per stored content: how many times over sharing saves storing it."""
         return self.references / self.referenced if self.referenced else 1.0
+
+    @property
+    def tree_sharing(self) -> float:
+        """Node references per stored node: how many snapshots share a node, on average."""
+        return self.node_references / self.nodes if self.nodes else 1.0
 
 
 def content_hash(data: bytes) -> bytes:
@@ -172,6 +237,7 @@ class Catalog:
         self._cache_blobs = cache_blobs
         self._streaming = False
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._nodes: OrderedDict[bytes, bytes] = OrderedDict()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -220,15 +286,22 @@ class Catalog:
         db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"}, if_not_exists=True)
         db["snapshots"].create({
             "name": str, "kind": str, "icount": int, "vtime_ns": int, "ram_size": int,
-            "cpu": str, "devices": str, "log_pos": str, "page_map": bytes, "disk_map": bytes,
+            "cpu": str, "devices": str, "log_pos": str, "ram_root": bytes, "disk_map": bytes,
             "pages": int, "bytes": int,
         }, pk="name", not_null={"kind", "icount", "vtime_ns", "ram_size", "cpu", "devices", "log_pos",
-                                "page_map", "disk_map", "pages", "bytes"}, if_not_exists=True)
+                                "ram_root", "disk_map", "pages", "bytes"}, if_not_exists=True)
         db["snapshots"].create_index(["icount"], if_not_exists=True)
+        db["nodes"].create({"hash": bytes, "data": bytes}, pk="hash", not_null={"data"},
+                           if_not_exists=True)
         db["blobs"].create({"hash": bytes, "size": int, "data": bytes}, pk="hash",
                            not_null={"size", "data"}, if_not_exists=True)
         self._conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                                [("format", str(FORMAT_VERSION)), ("recording_id", recording_id)])
+
+    def _read_recording_id_unchecked(self) -> str:
+        """The recording id, whatever the format (for an upgrade)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'recording_id'")
+        return rows[0][0] if rows else ""
 
     def _read_meta(self) -> str:
         """Check the schema and format; the recording id."""
@@ -237,6 +310,10 @@ class Catalog:
             raise CatalogError(f"{self.path} is not a snapshot catalog "
                                f"(no {', '.join(sorted(missing))} table)")
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("format") == "1":
+            raise CatalogError(f"{self.path} is snapshot catalog format 1 (a whole page map per "
+                               f"snapshot); this urr reads format {FORMAT_VERSION}: "
+                               f"`urr-snap upgrade --db {self.path} RRFILE` converts it in place")
         if meta.get("format") != str(FORMAT_VERSION):
             raise CatalogError(f"{self.path} is snapshot catalog format {meta.get('format')}; "
                                f"this urr reads format {FORMAT_VERSION}")
@@ -314,27 +391,51 @@ class Catalog:
         """Which of `hashes` the file holds, so callers need not resend that content."""
         return {h for (h,) in self._blob_rows("hash", hashes)}
 
-    def save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
+    def has_nodes(self, hashes: Iterable[bytes]) -> set[bytes]:
+        """Which of the tree nodes `hashes` the file holds."""
+        found: set[bytes] = set()
+        for part in _chunks(list(hashes)):
+            found.update(h for (h,) in self._rows(
+                f"SELECT hash FROM nodes WHERE hash IN ({','.join('?' * len(part))})", part))
+        return found
+
+    def save(self, snap: Snapshot, blobs: dict[bytes, bytes],
+             nodes: Optional[dict[bytes, bytes]] = None) -> None:
         """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
         the open batch.
 
-        `blobs` maps hash -> raw content for whatever the caller believes may be new; content
-        already stored is skipped. Every hash the snapshot refers to must then be in the file."""
+        `blobs` maps hash -> raw content, `nodes` hash -> tree node, for whatever the caller
+        believes may be new; what is already stored is skipped. Every node and content the
+        snapshot's tree reaches must then be in the file: checked for what the given nodes name
+        (a snapshot of k changed pages is checked at the cost of k)."""
         if snap.kind not in KINDS:
             raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
         with self._transaction():
-            self._insert(snap, blobs)
+            self._insert(snap, blobs, nodes or {})
 
-    def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
-        """One snapshot's rows and new content, inside the caller's transaction."""
+    def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes], nodes: dict[bytes, bytes]) -> None:
+        """One snapshot's rows, new nodes and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
-        page_map, disk_map = _pack_map(snap.pages), _pack_map(snap.disk)
-        referenced = snap.references()
-        present = self.has_blobs(referenced | blobs.keys())
-        missing = referenced - present - blobs.keys()
+        root, built = tree_of(snap.pages, snap.ram_size)
+        nodes = {**built, **nodes}
+        if len(root) != pagetree.mids_for(snap.ram_size // PAGE) * pagetree.HASH:
+            raise CatalogError(f"snapshot '{snap.name}' has a page tree that does not fit its RAM size")
+        disk_map = _pack_map(snap.disk)
+        need_nodes, need_blobs = self._named_by(root, nodes)
+        need_blobs |= set(snap.disk.values())
+        present_nodes = self.has_nodes(need_nodes | nodes.keys())
+        present = self.has_blobs(need_blobs | blobs.keys())
+        missing = (need_nodes - present_nodes) | (need_blobs - present - blobs.keys())
         if missing:
-            raise CatalogError(f"snapshot '{snap.name}' refers to {len(missing)} pages neither in "
-                               f"{self.path} nor given, e.g. {min(missing).hex()}")
+            raise CatalogError(f"snapshot '{snap.name}' refers to {len(missing)} pages or tree nodes "
+                               f"neither in {self.path} nor given, e.g. {min(missing).hex()}")
+        new_nodes = []
+        for h, data in nodes.items():
+            if h in present_nodes:
+                continue
+            if pagetree.node_hash(data) != h:
+                raise CatalogError(f"tree node given for {h.hex()} does not match that hash")
+            new_nodes.append((h, lz4.block.compress(data, store_size=False)))
         new = []
         for h, data in blobs.items():
             if h in present:
@@ -342,41 +443,78 @@ class Catalog:
             if content_hash(data) != h:
                 raise CatalogError(f"content given for page {h.hex()} does not match that hash")
             new.append((h, len(data), lz4.block.compress(data, store_size=False)))
+        self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
         self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
-        added = sum(len(c) for _, _, c in new) + sum(map(len, state)) + len(page_map) + len(disk_map)
+        added = (sum(len(c) for _, _, c in new) + sum(len(c) for _, c in new_nodes)
+                 + sum(map(len, state)) + len(root) + len(disk_map))
         self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
-                   "devices, log_pos, page_map, disk_map, pages, bytes) "
+                   "devices, log_pos, ram_root, disk_map, pages, bytes) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (snap.name, snap.kind, snap.icount, snap.vtime_ns, snap.ram_size, *state,
-                    page_map, disk_map, len(snap.pages), added))
+                    root, disk_map, len(snap.pages), added))
+
+    @staticmethod
+    def _named_by(root: bytes, nodes: dict[bytes, bytes]) -> tuple[set[bytes], set[bytes]]:
+        """What the tree `root` names below the given `nodes` and the root: the nodes to find
+        stored, and the page contents the given leaves name."""
+        need_nodes: set[bytes] = set()
+        need_blobs: set[bytes] = set()
+        for mid in pagetree.children(root):
+            if mid not in nodes:
+                need_nodes.add(mid)
+                continue
+            for leaf in pagetree.children(nodes[mid]):
+                if leaf in nodes:
+                    need_blobs.update(pagetree.children(nodes[leaf]))
+                else:
+                    need_nodes.add(leaf)
+        return need_nodes, need_blobs
 
     def delete(self, *names: str) -> int:
         """Delete snapshots by name; how many existed. Their content stays until `gc`."""
         with self._transaction():
             return self._many("DELETE FROM snapshots WHERE name = ?", [(n,) for n in names])
 
-    def gc(self, keep: Iterable[bytes] = ()) -> tuple[int, int]:
-        """Delete content no snapshot refers to, except `keep` (content the caller will still
-        refer to); (blobs removed, compressed bytes freed). SQLite reuses the freed pages."""
+    def gc(self, keep: Iterable[bytes] = (), keep_roots: Iterable[bytes] = ()) -> tuple[int, int]:
+        """Delete content and tree nodes no snapshot refers to, except content `keep` and the
+        trees `keep_roots` (what the caller will still refer to); (contents removed, compressed
+        bytes freed). SQLite reuses the freed pages."""
         with self._transaction():
-            referenced, _ = self._references()
-            doomed = self._garbage(referenced | set(keep))
+            refs = self._references(keep_roots)
+            doomed = self._garbage(refs.blobs | set(keep))
             freed = sum(self._stored_sizes(doomed).values())
             self._many("DELETE FROM blobs WHERE hash = ?", [(h,) for h in doomed])
+            dead_nodes = [h for (h,) in self._rows("SELECT hash FROM nodes") if h not in refs.nodes]
+            self._many("DELETE FROM nodes WHERE hash = ?", [(h,) for h in dead_nodes])
         for h in doomed:
             self._cache.pop(h, None)
+        for h in dead_nodes:
+            self._nodes.pop(h, None)
         return len(doomed), freed
 
-    def _references(self) -> tuple[set[bytes], int]:
-        """Every hash the snapshots refer to, and how many references there are."""
-        referenced: set[bytes] = set()
-        count = 0
-        for name, page_map, disk_map in self._rows("SELECT name, page_map, disk_map FROM snapshots"):
-            for m in (page_map, disk_map):
-                hashes = _unpack_map(m, f"snapshot '{name}' in {self.path}").values()
-                count += len(hashes)
-                referenced.update(hashes)
-        return referenced, count
+    def _references(self, extra_roots: Iterable[bytes] = ()) -> _References:
+        """What the snapshots' trees and sector maps (and `extra_roots`) reach, each distinct
+        node read once."""
+        refs = _References()
+        leaves_seen: set[bytes] = set()
+        roots = [*((name, root) for name, root in self._rows("SELECT name, ram_root FROM snapshots")),
+                 *(("(running)", r) for r in extra_roots)]
+        for name, root in roots:
+            for mid in pagetree.children(root):
+                if mid not in refs.nodes:
+                    refs.nodes.add(mid)
+                    refs.mid_children[mid] = len(pagetree.children(self.get_node(mid)))
+                    for leaf in pagetree.children(self.get_node(mid)):
+                        refs.nodes.add(leaf)
+                        if leaf not in leaves_seen:
+                            leaves_seen.add(leaf)
+                            refs.blobs.update(pagetree.children(self.get_node(leaf)))
+                refs.node_references += 1 + refs.mid_children[mid]
+        for name, disk_map in self._rows("SELECT name, disk_map FROM snapshots"):
+            hashes = _unpack_map(disk_map, f"snapshot '{name}' in {self.path}").values()
+            refs.disk_references += len(hashes)
+            refs.blobs.update(hashes)
+        return refs
 
     def _garbage(self, referenced: set[bytes]) -> list[bytes]:
         """Stored content none of `referenced` names, from the hash index alone (reading every
@@ -399,19 +537,40 @@ class Catalog:
         return SnapshotInfo(*rows[0]) if rows else None
 
     def load(self, name: str) -> Snapshot:
-        """A snapshot's state and maps; its content comes through `get_blob`."""
-        rows = self._rows("SELECT kind, icount, vtime_ns, cpu, devices, log_pos, page_map, disk_map, "
-                          "ram_size FROM snapshots WHERE name = ?", (name,))
+        """A snapshot's state, its page tree (nodes through `get_node`) and sector map; its
+        content comes through `get_blob`."""
+        rows = self._rows("SELECT kind, icount, vtime_ns, cpu, devices, log_pos, ram_root, disk_map, "
+                          "ram_size, pages FROM snapshots WHERE name = ?", (name,))
         if not rows:
             raise CatalogError(f"no snapshot named '{name}' in {self.path}")
-        kind, icount, vtime_ns, cpu, devices, log_pos, page_map, disk_map, ram_size = rows[0]
+        kind, icount, vtime_ns, cpu, devices, log_pos, root, disk_map, ram_size, pages = rows[0]
         owner = f"snapshot '{name}' in {self.path}"
         try:
             cpu, devices, log_pos = json.loads(cpu), json.loads(devices), json.loads(log_pos)
         except (TypeError, ValueError):
             raise CatalogError(f"{owner} is corrupt (its state is not JSON)") from None
+        if not isinstance(root, bytes) or len(root) % pagetree.HASH:
+            raise CatalogError(f"{owner} is corrupt (its page tree cannot be read)")
         return Snapshot(name, kind, icount, vtime_ns, cpu, devices, log_pos,
-                        _unpack_map(page_map, owner), _unpack_map(disk_map, owner), ram_size)
+                        TreePages(root, pages, self.get_node), _unpack_map(disk_map, owner), ram_size)
+
+    def get_node(self, h: bytes) -> bytes:
+        """A tree node by hash, verified against it."""
+        data = self._nodes.get(h)
+        if data is not None:
+            self._nodes.move_to_end(h)
+            return data
+        rows = self._rows("SELECT data FROM nodes WHERE hash = ?", (h,))
+        if not rows:
+            raise CatalogError(f"page tree node {h.hex()} is missing from {self.path}")
+        data = _decompress(pagetree.NODE_BYTES, rows[0][0])
+        if data is None or pagetree.node_hash(data) != h:
+            raise CatalogError(f"page tree node {h.hex()} in {self.path} is corrupt (its content "
+                               "does not match its hash)")
+        self._nodes[h] = data
+        if len(self._nodes) > NODE_CACHE:
+            self._nodes.popitem(last=False)
+        return data
 
     def get_blob(self, h: bytes) -> bytes:
         """Content by hash, verified against it: corrupt content is reported, never returned."""
@@ -433,14 +592,17 @@ class Catalog:
 
     def stats(self) -> CatalogStats:
         """Counts and sizes of the whole catalog, sharing and garbage included."""
-        referenced, references = self._references()
+        refs = self._references()
         blobs, stored, raw = self._rows("SELECT count(*), coalesce(sum(length(data)), 0), "
                                         "coalesce(sum(size), 0) FROM blobs")[0]
+        nodes, node_bytes = self._rows("SELECT count(*), coalesce(sum(length(data)), 0) FROM nodes")[0]
+        page_refs = self._rows("SELECT coalesce(sum(pages), 0) FROM snapshots")[0][0]
         kinds = dict(self._rows("SELECT kind, count(*) FROM snapshots GROUP BY kind ORDER BY kind"))
-        garbage = self._garbage(referenced)
+        garbage = self._garbage(refs.blobs)
         sizes = self._stored_sizes(garbage)
-        return CatalogStats(kinds, blobs, stored, raw, references, len(referenced),
-                            [(h, sizes[h]) for h in garbage])
+        return CatalogStats(kinds, blobs, stored, raw, page_refs + refs.disk_references,
+                            len(refs.blobs), [(h, sizes[h]) for h in garbage], nodes, node_bytes,
+                            refs.node_references, nodes - len(refs.nodes))
 
     def checkpoint_every(self, pages: int) -> None:
         """Copy the write-ahead log into the file whenever it reaches `pages` (SQLite's default
@@ -460,6 +622,7 @@ class Catalog:
 
     def close(self) -> None:
         self._cache.clear()
+        self._nodes.clear()
         if self._streaming:  # the checkpoint the last connection makes as it closes: synced
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.close()

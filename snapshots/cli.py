@@ -6,6 +6,7 @@
     urr-snap gc RRFILE              free content no snapshot refers to
     urr-snap verify RRFILE          replay from each snapshot to the next and compare
     urr-snap writes|hits|sample     whole-history queries (history.cli)
+    urr-snap upgrade RRFILE         convert a format-1 catalog to the current format in place
 
 The catalog is RRFILE.db unless --db PATH is given. Errors are one line on stderr: exit status 2
 when the command could not run, 1 when verify finds a mismatch. The commands that replay live in
@@ -73,6 +74,9 @@ def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
              ("content", f"{s.blobs} pages and sectors, {human_bytes(s.stored_bytes)} stored "
                          f"({human_bytes(s.raw_bytes)} before lz4)"),
              ("dedup ratio", f"{s.dedup_ratio:.1f}x ({s.references} references to {s.referenced} contents)"),
+             ("page trees", f"{s.nodes} nodes, {human_bytes(s.node_bytes)} stored; shared "
+                            f"{s.tree_sharing:.1f}x ({s.node_references} references)"
+                            + (f", {s.garbage_nodes} unreferenced" if s.garbage_nodes else "")),
              ("unreferenced", f"{len(s.garbage)} ({human_bytes(garbage)})"
                               + (": `urr-snap gc` frees them" if s.garbage else ""))])
     return 0
@@ -91,11 +95,27 @@ def cmd_gc(catalog: Catalog, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upgrade(path: str) -> int:
+    """Runs on the file, not on an open catalog: opening refuses the old format."""
+    from snapshots.upgrade import upgrade
+
+    converted, nodes = upgrade(path)
+    if converted or nodes:
+        print(f"upgraded {path}: {converted} snapshots now page trees ({nodes} tree nodes stored)")
+    else:
+        print(f"{path} is already in the current format")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Catalog, argparse.Namespace], int], str]] = {
     "list": (cmd_list, "snapshots as an aligned table"),
     "info": (cmd_info, "catalog summary, or one snapshot's details"),
     "delete": (cmd_delete, "delete a snapshot"),
     "gc": (cmd_gc, "free content no snapshot refers to"),
+}
+# Commands on the file itself, which must not be opened as a catalog first.
+FILE_COMMANDS: dict[str, tuple[Callable[[str], int], str]] = {
+    "upgrade": (cmd_upgrade, "convert a format-1 catalog to the current format in place"),
 }
 
 
@@ -103,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="urr-snap", description="Inspect and maintain urr snapshot catalogs.")
     p.add_argument("--db", metavar="PATH", help="catalog path (default: RRFILE.db)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    texts = {name: text for name, (_, text) in COMMANDS.items()} | history_cli.COMMANDS
+    texts = ({name: text for name, (_, text) in {**COMMANDS, **FILE_COMMANDS}.items()}
+             | history_cli.COMMANDS)
     for name, text in texts.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("rrfile", metavar="RRFILE")
@@ -122,6 +143,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.command in history_cli.COMMANDS:  # they open the recording themselves
             return history_cli.run(args)
+        if args.command in FILE_COMMANDS:
+            return FILE_COMMANDS[args.command][0](args.db or f"{args.rrfile}.db")
         with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0) as catalog:
             return COMMANDS[args.command][0](catalog, args)
     except BrokenPipeError:  # the reader went away (`urr-snap list X | head`): as other tools, quietly

@@ -5,26 +5,31 @@ default) while recording and while replaying; the policy thins them so that dens
 current position. A snapshot is captured as what changed since the previous one and handed to
 the catalog writer's process (snapshots.writer), which makes it whole and stores it, so the
 emulator's share of a snapshot is finding and copying what changed; thinning sends deletions the
-same way. Content captured lately stays in memory, so restoring a recent snapshot (a reverse
-step) reads little from the catalog."""
+same way. The last snapshots taken stay in memory as their tree roots and state, and (in a
+replay) the content and tree nodes captured lately too, so restoring a recent snapshot (a
+reverse step) neither waits for the writer nor reads much from the catalog: a restore waits
+only when something it needs is neither in memory nor in the file yet."""
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
-from typing import Optional
+from typing import Callable, Optional
 
 from unicorn import UcError
 
 from cpu.machine import Machine
 from snapshots import policy
-from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo
-from snapshots.state import capture, restore
+from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo, TreePages
+from snapshots.state import Capture, capture, restore
 from snapshots.writer import CatalogWriter
 
 GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
 THIN_EVERY = 50  # periodic snapshots between thinning passes (a pass costs ~0.3 ms)
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
 RECENT_PAGES = 8192  # page contents kept in a replay for fast restores (32 MiB)
+RECENT_NODES = 16384  # tree nodes kept in a replay for fast restores (16 MiB)
 LOADED = 32  # snapshots kept as loaded, for restoring the same one again (reverse steps do)
+TAKEN = 64  # snapshots taken lately kept in memory (a root and state each: a few KiB)
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -67,10 +72,14 @@ class SnapshotManager:
             raise
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
+        self.recent_nodes: dict[bytes, bytes] = {}  # tree nodes made lately, oldest first
         # A recording never restores; keeping content for that would only cost memory (and its
         # page faults while the cache fills).
         self.recent_limit = RECENT_PAGES if machine.seam.core.replaying else 0
         self.loaded: OrderedDict[str, Snapshot] = OrderedDict()
+        # Snapshots taken lately, without content: restorable before the writer stores them.
+        self.taken: OrderedDict[str, Capture] = OrderedDict()
+        self.disk_map: dict[int, bytes] = {}  # the disk overlay's sector map as of the last capture
         self.submitted: dict[str, int] = {}  # snapshot -> its number at the writer
         self.deleted_since_gc = 0
         self.since_thin = 0
@@ -99,9 +108,18 @@ class SnapshotManager:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False
         self._remember(cap.blobs)
+        if self.recent_limit:
+            _keep_recent(self.recent_nodes, cap.nodes.items(), RECENT_NODES)
         self.writer.submit_capture(cap)
         self.submitted[name] = self.writer.submitted
         self.loaded.pop(name, None)
+        if cap.full:
+            self.disk_map.clear()
+        self.disk_map.update(cap.disk)
+        self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, disk=dict(self.disk_map), full=True)
+        self.taken.move_to_end(name)
+        if len(self.taken) > TAKEN:
+            self.taken.popitem(last=False)
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
                             pages=len(self.machine.pages.hashes), bytes=0)
         self.infos[name] = info
@@ -134,6 +152,7 @@ class SnapshotManager:
             self.grid.discard(info.icount // self.interval)
             self.submitted.pop(name, None)
             self.loaded.pop(name, None)
+            self.taken.pop(name, None)
         self.writer.submit_delete(doomed)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
@@ -154,35 +173,52 @@ class SnapshotManager:
 
     def _remember(self, blobs: dict) -> None:
         """Keep copies of content (captured pages are views of the live RAM)."""
-        if not self.recent_limit:
-            return
-        self.recent.update((h, bytes(c)) for h, c in blobs.items())
-        excess = len(self.recent) - self.recent_limit
-        if excess > 0:
-            for _ in range(excess):  # the oldest first: dicts keep insertion order
-                del self.recent[next(iter(self.recent))]
+        if self.recent_limit:
+            _keep_recent(self.recent, ((h, bytes(c)) for h, c in blobs.items()), self.recent_limit)
+
+    def _stored(self, fetch: Callable[[bytes], bytes], h: bytes) -> bytes:
+        """`fetch(h)` from the catalog, waiting for the writer only if it is not there yet and
+        the writer may still be storing it."""
+        try:
+            return fetch(h)
+        except CatalogError:
+            if self.writer.submitted <= self.writer.committed():
+                raise
+        self.writer.flush()
+        return fetch(h)
 
     def _blob(self, h: bytes) -> bytes:
         """Page content: from memory when it was captured lately, else from the catalog."""
         data = self.recent.get(h)
         if data is None:
-            data = self.catalog.get_blob(h)
+            data = self._stored(self.catalog.get_blob, h)
             self._remember({h: data})
         return data
 
+    def _node(self, h: bytes) -> bytes:
+        """A tree node: from memory when it was made lately, else from the catalog."""
+        data = self.recent_nodes.get(h)
+        return data if data is not None else self._stored(self.catalog.get_node, h)
+
     def _load(self, name: str) -> Snapshot:
-        """A snapshot from the catalog, waiting for the writer only if it may not be there yet."""
+        """A snapshot: from memory if taken lately, else from the catalog, waiting for the
+        writer only if it may not be there yet."""
         snap = self.loaded.get(name)
         if snap is not None:
             self.loaded.move_to_end(name)
             return snap
-        if self.submitted.get(name, 0) > self.writer.committed():
-            self.writer.flush()
-        try:
-            snap = self.catalog.load(name)
-        except CatalogError:
-            self.writer.flush()  # one that failed to store: its error, not "no such snapshot"
-            raise
+        cap = self.taken.get(name)
+        if cap is not None:
+            snap = cap.snapshot({}, self._node)
+        else:
+            if self.submitted.get(name, 0) > self.writer.committed():
+                self.writer.flush()
+            try:
+                snap = self.catalog.load(name)
+            except CatalogError:
+                self.writer.flush()  # one that failed to store: its error, not "no such snapshot"
+                raise
+            snap.pages = TreePages(snap.pages.root, len(snap.pages), self._node)
         self.loaded[name] = snap
         if len(self.loaded) > LOADED:
             self.loaded.popitem(last=False)
@@ -202,6 +238,7 @@ class SnapshotManager:
                                f"does not fit this machine: {type(e).__name__} {e})") from None
         self.writer.submit_base(name)
         self.full_next = False
+        self.disk_map = dict(snap.disk)
         self.arm()
 
     def close(self) -> None:
@@ -212,3 +249,10 @@ class SnapshotManager:
         finally:
             self.catalog.close()  # first: the writer's connection, the last, tidies the file up
             self.writer.close()  # once all is stored; raises what storing any of it hit
+
+
+def _keep_recent(cache: dict[bytes, bytes], items, limit: int) -> None:
+    """Add `items` to an insertion-ordered cache, dropping the oldest beyond `limit`."""
+    cache.update(items)
+    for _ in range(len(cache) - limit):
+        del cache[next(iter(cache))]

@@ -5,10 +5,11 @@ keeps those current at the cost of what changed), every device's state, every pe
 disk overlay by sector content hash, the virtual clock and the position in the event log.
 Restoring then replaying forward reaches exactly the state a straight replay reaches.
 
-Taking a snapshot must cost what changed, not what the guest uses: a `Capture` holds RAM and
-disk as the changes since the previous capture (with their new content) and the registers as
-raw bytes. The catalog writer, which sees every capture in order, turns it into a `Snapshot`
-against its running maps (`Capture.snapshot`)."""
+Taking a snapshot must cost what changed, not what the guest uses: a `Capture` holds RAM as
+its page tree's root with the tree nodes and page contents that changed since the previous
+capture, the disk as the sectors changed, and the registers as raw bytes. The catalog writer,
+which sees every capture in order, turns it into a `Snapshot` (`Capture.snapshot`). Restoring
+compares the snapshot's tree with the machine's and rewrites only the pages that differ."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ from typing import Callable, Optional
 from cpu import cpustate
 from cpu.machine import Machine
 from cpu.pagetrack import page_digest
+from cpu.pagetree import NodeSource
 from replay import log as L
-from snapshots.catalog import Snapshot
+from snapshots.catalog import Snapshot, TreePages, tree_of
 
 
 @dataclass
 class Capture:
-    """A snapshot as taken, RAM and disk given as changes (or whole, if `full`)."""
+    """A snapshot as taken: RAM as a page tree and the nodes and content it may add, disk as
+    changes (or whole, if `full`)."""
     name: str
     kind: str
     icount: int
@@ -31,30 +34,27 @@ class Capture:
     registers: bytes  # cpustate.RegisterReader.read_raw()
     devices: dict
     log_pos: dict
-    pages: dict[int, Optional[bytes]]  # page -> content hash; None: the page is now zero
+    root: bytes  # the RAM's page tree (cpu.pagetree)
+    pages: int  # non-zero RAM pages
+    nodes: dict[bytes, bytes]  # tree nodes made since the previous capture (all, if `full`)
     disk: dict[int, bytes]  # overlay sector -> content hash
-    # The content of those hashes. Pages are views of the live RAM, not copies: valid until the
-    # guest runs again (the catalog writer copies them out at once).
+    # The content of pages changed since the previous capture (all, if `full`) and of those
+    # sectors. Pages are views of the live RAM, not copies: valid until the guest runs again
+    # (the catalog writer copies them out at once).
     blobs: dict[bytes, bytes | memoryview]
     ram_size: int
-    full: bool  # pages and disk are the whole maps, not changes
+    full: bool  # nodes, blobs and disk are whole, not changes
 
-    def snapshot(self, pages: dict[int, bytes], disk: dict[int, bytes]) -> Snapshot:
-        """The whole snapshot, given the maps as of the previous capture (brought up to date
-        in place: the caller keeps them for the next one)."""
+    def snapshot(self, disk: dict[int, bytes], node: NodeSource) -> Snapshot:
+        """The whole snapshot, given the sector map as of the previous capture (brought up to
+        date in place: the caller keeps it for the next one) and where its tree's nodes are."""
         if self.full:
-            pages.clear()
             disk.clear()
-        for page, h in self.pages.items():
-            if h is None:
-                pages.pop(page, None)
-            else:
-                pages[page] = h
         disk.update(self.disk)
         return Snapshot(name=self.name, kind=self.kind, icount=self.icount, vtime_ns=self.vtime_ns,
                         cpu=cpustate.decode(self.registers), devices=self.devices,
-                        log_pos=self.log_pos, pages=dict(pages), disk=dict(disk),
-                        ram_size=self.ram_size)
+                        log_pos=self.log_pos, pages=TreePages(self.root, self.pages, node),
+                        disk=dict(disk), ram_size=self.ram_size)
 
 
 def log_position(machine: Machine) -> dict:
@@ -71,11 +71,13 @@ def log_position(machine: Machine) -> dict:
 def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
     """The machine state now: RAM and disk changed since the previous capture, or all of them
     (with all their content) if `full`."""
-    machine.pages.update()
-    pages = machine.pages.take_snapshot_changes()
+    tracker = machine.pages
+    tracker.update()
+    pages, root, nodes = tracker.take_snapshot_changes()
     written = machine.disk.take_written() if machine.disk is not None else {}
     if full:
-        pages = dict(machine.pages.hashes)
+        pages = dict(tracker.hashes)
+        root, nodes = tracker.whole_tree()
         written = machine.disk.get_overlay() if machine.disk is not None else {}
     blobs: dict[bytes, bytes | memoryview] = {h: machine.ram.page_view(i)
                                               for i, h in pages.items() if h is not None}
@@ -93,20 +95,22 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
             "halted": machine.halted,
             "exit_status": machine.exit_status,
         },
-        log_pos=log_position(machine), pages=pages, disk=disk, blobs=blobs,
-        ram_size=machine.ram.size, full=full)
+        log_pos=log_position(machine), root=root, pages=len(tracker.hashes), nodes=nodes,
+        disk=disk, blobs=blobs, ram_size=machine.ram.size, full=full)
 
 
 def restore(machine: Machine, snap: Snapshot, blob: Callable[[bytes], bytes],
             own_timers: Optional[set[str]] = None) -> None:
     """Put the machine (and the replay cursor) exactly where `snap` was taken.
 
-    `blob(hash)` fetches verified content. Timers named in `own_timers` belong to the caller,
-    which re-arms them itself."""
+    `blob(hash)` fetches verified content (the tree's nodes come with `snap.pages`); only the
+    pages that differ from the machine's RAM are fetched and written. Timers named in
+    `own_timers` belong to the caller, which re-arms them itself."""
     if snap.ram_size != machine.ram.size:
         raise ValueError(f"snapshot {snap.name} has {snap.ram_size} bytes of RAM, the machine {machine.ram.size}")
-    contents = {h: blob(h) for h in set(snap.pages.values())}
-    machine.pages.load(snap.pages, contents)
+    root, built = tree_of(snap.pages, snap.ram_size)
+    node = snap.pages.node if isinstance(snap.pages, TreePages) else built.__getitem__
+    machine.pages.load_tree(root, node, blob)
     cpustate.restore(machine.uc, snap.cpu)
     machine.board.set_state(snap.devices["board"])
     saved = snap.devices["timers"]

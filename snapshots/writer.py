@@ -1,9 +1,11 @@
 """Catalog writes in a forked child process, so SQLite, compression and the turning of captures
 into whole snapshots run beside Unicorn, not in its way.
 
-Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: the changes
-since the previous one. The child keeps the running page and sector maps, so the emulator's cost
-of a snapshot follows what changed, and the child makes the whole snapshot and stores it. Most
+Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: its page
+tree's root with the tree nodes and page contents changed since the previous one. The child
+keeps the running sector map and the last root (what the next capture builds on, so a gc keeps
+it), makes the whole snapshot and stores it: the emulator's cost of a snapshot, and the bytes
+it adds, follow what changed. Most
 dense snapshots are deleted again when the policy thins them a second later; storing them at
 once anyway keeps the end of a run cheap (nothing is left to write) and a killed run complete.
 
@@ -147,12 +149,12 @@ class _Inbox:
 
 
 class _Child:
-    """The writer process's state: its catalog, the maps as of the last capture, the batch of
-    snapshots not committed yet, and the first error not reported yet."""
+    """The writer process's state: its catalog, the tree root and sector map as of the last
+    capture, the batch of snapshots not committed yet, and the first error not reported yet."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.pages: dict[int, bytes] = {}
+        self.root: Optional[bytes] = None
         self.disk: dict[int, bytes] = {}
         self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
         self.error: Optional[str] = None
@@ -162,14 +164,14 @@ class _Child:
         After an error nothing is stored until it is reported, since later snapshots may rely
         on the one that failed; captures still update the running maps, so those after it stay
         right."""
-        snap, blobs = self.whole(args) if op == "capture" else args
+        snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
         self.pending += 1
         if self.error is not None:
             return
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.save(snap, blobs)
+            self.catalog.save(snap, blobs, nodes)
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
@@ -183,21 +185,23 @@ class _Child:
                 self.error = self.error or str(e)
         return settled
 
-    def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes]]:
-        return cap.snapshot(self.pages, self.disk), cap.blobs
+    def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes], dict[bytes, bytes]]:
+        self.root = cap.root
+        return cap.snapshot(self.disk, self.catalog.get_node), cap.blobs, cap.nodes
 
     def apply(self, op: str, args: Any) -> None:
         """A request other than a store; the batch is committed before it."""
         if self.error is not None and op != "base":
             return
         try:
-            if op == "base":  # the parent restored this snapshot: later captures change its maps
+            if op == "base":  # the parent restored this snapshot: later captures build on it
                 snap = self.catalog.load(args)
-                self.pages, self.disk = dict(snap.pages), dict(snap.disk)
+                self.root, self.disk = snap.pages.root, dict(snap.disk)
             elif op == "delete":
                 self.catalog.delete(*args)
-            else:  # gc: the running maps are content the next capture refers to without giving it
-                self.catalog.gc(set(args) | set(self.pages.values()) | set(self.disk.values()))
+            else:  # gc: the running tree and map are what the next capture builds on
+                self.catalog.gc(set(args) | set(self.disk.values()),
+                                [self.root] if self.root is not None else [])
         except Exception as e:  # kept for the next flush
             self.error = self.error or str(e)
 

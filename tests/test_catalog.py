@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cpu import cpustate
+from cpu import cpustate, pagetree
 from snapshots import writer as writer_module
 from snapshots.catalog import Catalog, CatalogError, Snapshot, content_hash
 from snapshots.state import Capture
@@ -31,7 +31,7 @@ def page(seed: int, size: int = 4096) -> bytes:
 
 
 def snapshot(name: str, icount: int, pages: dict[int, bytes], disk: dict[int, bytes] | None = None,
-             kind: str = "periodic") -> tuple[Snapshot, dict[bytes, bytes]]:
+             kind: str = "periodic", ram_size: int = 16 << 20) -> tuple[Snapshot, dict[bytes, bytes]]:
     """A snapshot of the given page contents, and the content it refers to."""
     disk = disk or {}
     blobs = {content_hash(d): d for d in [*pages.values(), *disk.values()]}
@@ -41,7 +41,7 @@ def snapshot(name: str, icount: int, pages: dict[int, bytes], disk: dict[int, by
                              "timers": {"pit": 1000 + icount}, "halted": False, "exit_status": None},
                     log_pos={"chunk": 252 + icount, "index": 3},
                     pages={n: content_hash(d) for n, d in pages.items()},
-                    disk={n: content_hash(d) for n, d in disk.items()}, ram_size=16 << 20)
+                    disk={n: content_hash(d) for n, d in disk.items()}, ram_size=ram_size)
     return snap, blobs
 
 
@@ -230,7 +230,7 @@ def test_other_format_version(catalog, db):
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
     conn.commit()
     conn.close()
-    with pytest.raises(CatalogError, match="format 99; this urr reads format 1"):
+    with pytest.raises(CatalogError, match="format 99; this urr reads format 2"):
         Catalog.open(db, REC, create=False)
 
 
@@ -274,12 +274,22 @@ def test_missing_content_is_reported(catalog, db):
         all_content(catalog, "s")
 
 
-@pytest.mark.parametrize("column,value", [("page_map", b"\x01\x02garbage"), ("cpu", "{not json")])
+@pytest.mark.parametrize("column,value", [("ram_root", b"\x01\x02garbage"), ("disk_map", b"\x01\x02garbage"),
+                                          ("cpu", "{not json")])
 def test_corrupt_snapshot_row_is_reported(catalog, db, column, value):
     catalog.save(*snapshot("s", 1, {0: page(1)}))
     tamper(db, f"UPDATE snapshots SET {column} = ?", value)
     with pytest.raises(CatalogError, match="snapshot 's' in .* is corrupt"):
         catalog.load("s")
+
+
+def test_corrupt_tree_node_is_reported_not_walked(catalog, db):
+    catalog.save(*snapshot("s", 1, {0: page(1)}))
+    tamper(db, "UPDATE nodes SET data = zeroblob(length(data))")
+    catalog.close()
+    with Catalog.open(db, REC, create=False) as c:
+        with pytest.raises(CatalogError, match="page tree node .* is corrupt"):
+            dict(c.load("s").pages)
 
 
 def test_the_content_cache_is_bounded_and_optional(db):
@@ -423,26 +433,36 @@ def test_saves_waiting_together_share_a_transaction_and_a_bad_one_spoils_none(db
         assert [i.name for i in c.list()] == [f"q{i:02d}" for i in range(10)]
 
 
-def _capture(name: str, icount: int, changes: dict[int, bytes | None], full: bool = False) -> Capture:
-    """A capture of page changes (None: the page became zero), content as RAM-like views."""
+def _capture(name: str, icount: int, changes: dict[int, bytes | None], tree: pagetree.PageTree,
+             hashes: dict[int, bytes], full: bool = False) -> Capture:
+    """A capture of page changes (None: the page became zero) to the RAM whose running tree and
+    page hashes are `tree` and `hashes`, as the machine makes it; content as RAM-like views."""
+    for n, d in changes.items():
+        if d is None:
+            hashes.pop(n, None)
+        else:
+            hashes[n] = content_hash(d)
+        tree.touch(n)
+    made = tree.refresh(hashes)
     return Capture(name=name, kind="periodic", icount=icount, vtime_ns=icount * 128,
                    registers=bytes(range(256)) * (cpustate.RAW_SIZE // 256) + bytes(cpustate.RAW_SIZE % 256),
                    devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
                    log_pos={"chunk": 0, "index": icount}, ram_size=16 << 20, full=full,
-                   pages={n: content_hash(d) if d is not None else None for n, d in changes.items()},
+                   root=tree.root(), pages=len(hashes), nodes=tree.nodes(hashes) if full else made,
                    disk={}, blobs={content_hash(d): memoryview(bytearray(d)) for d in changes.values() if d})
 
 
 def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
-    """The writer keeps the running page map, so each stored snapshot is the whole RAM although
-    a capture carries only changes. Content goes through shared memory: with a ring of a few
+    """Each stored snapshot is the whole RAM (its tree reaches every page) although a capture
+    carries only the pages and tree nodes that changed. Content goes through shared memory: with a ring of a few
     pages it wraps many times and the emulator waits for room; a capture too big for the ring
     travels in the request instead. The content was a view: changing it afterwards changes
     nothing stored."""
     monkeypatch.setattr(writer_module, "RING_BYTES", 5 * 4096)
     writer = CatalogWriter(db, REC)
     ram = {n: page(n) for n in range(8)}
-    first = _capture("c000", 0, dict(ram), full=True)  # 8 pages: more than half the ring
+    tree, hashes = pagetree.PageTree(4096), {}
+    first = _capture("c000", 0, dict(ram), tree, hashes, full=True)  # 8 pages: more than half the ring
     writer.submit_capture(first)
     expected = {"c000": dict(ram)}
     rng = random.Random(7)
@@ -450,7 +470,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
         changes: dict[int, bytes | None] = {}
         for n in rng.sample(range(12), 2):
             changes[n] = None if rng.random() < 0.2 else page(1000 * i + n)
-        cap = _capture(f"c{i:03d}", i, changes)
+        cap = _capture(f"c{i:03d}", i, changes, tree, hashes)
         writer.submit_capture(cap)
         for view in cap.blobs.values():
             view[:8] = b"CHANGED!"  # the guest runs on: the writer must have copied already
@@ -592,3 +612,24 @@ def test_cli_verify_without_the_emulator(rrfile):
 def test_cli_verify_without_the_recording(rrfile):
     # The catalog is there, the recording is not: the replay cannot start.
     one_line_error(urr_snap("verify", rrfile), "demo.rr")
+
+
+@pytest.mark.parametrize("ram_size", [16 << 20, 256 << 20, 4 << 30])
+def test_bytes_a_snapshot_adds_follow_the_pages_changed_not_the_ram_size(db, ram_size):
+    """k changed pages add at most k contents, k leaves, k middle nodes and a root (one entry
+    per 16 MiB: 4 KiB at 4 GiB), whatever the RAM size and however much of it is in use."""
+    rng = random.Random(ram_size)
+    used = {p: page(p) for p in rng.sample(range(ram_size // 4096), 3000)}
+    with Catalog.open(db, REC, create=True) as c:
+        c.save(*snapshot("base", 1, used, ram_size=ram_size))
+        for k in (1, 5, 20):
+            changed = dict(used)
+            for p in rng.sample(sorted(used), k):
+                changed[p] = page(10**7 + p + k)
+            c.save(*snapshot(f"k{k}", 2 + k, changed, ram_size=ram_size))
+        added = {i.name: i.bytes for i in c.list()}
+    state = 1024  # registers, devices and log position as JSON, and the sector map
+    for k in (1, 5, 20):
+        bound = k * (4096 + 16 + 2 * (pagetree.NODE_BYTES + 16)) + 4096 + state
+        assert added[f"k{k}"] <= bound, (k, added)
+    assert added["base"] > 3000 * 4096 / 4  # the base stored its content (compressible pages)

@@ -101,3 +101,55 @@ def test_list_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     proc.stdout.close()
     assert proc.wait(timeout=60) == 141
     assert proc.stderr.read() == b""
+
+
+def _format1_catalog(path: str, pages: dict[int, bytes]) -> None:
+    """A catalog as format 1 wrote it: a whole page map per snapshot."""
+    import json
+    import struct
+
+    import lz4.block
+
+    from cpu.ram import page_digest
+
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE snapshots (name TEXT PRIMARY KEY, kind TEXT NOT NULL, icount INTEGER NOT NULL,
+            vtime_ns INTEGER NOT NULL, ram_size INTEGER NOT NULL, cpu TEXT NOT NULL,
+            devices TEXT NOT NULL, log_pos TEXT NOT NULL, page_map BLOB NOT NULL,
+            disk_map BLOB NOT NULL, pages INTEGER NOT NULL, bytes INTEGER NOT NULL);
+        CREATE INDEX idx_snapshots_icount ON snapshots (icount);
+        CREATE TABLE blobs (hash BLOB PRIMARY KEY, size INTEGER NOT NULL, data BLOB NOT NULL);
+        INSERT INTO meta VALUES ('format', '1'), ('recording_id', 'r1');""")
+    for i in range(3):
+        snap_pages = {**pages, 5: bytes([100 + i]) * 4096} if i else pages
+        hashes = {p: page_digest(d) for p, d in snap_pages.items()}
+        conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)",
+                         [(h, 4096, lz4.block.compress(snap_pages[p], store_size=False)) for p, h in hashes.items()])
+        page_map = lz4.block.compress(b"".join(struct.pack("<I16s", p, hashes[p]) for p in sorted(hashes)))
+        conn.execute("INSERT INTO snapshots VALUES (?, 'periodic', ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                     (f"s{i}", i, i * 128, 16 << 20, json.dumps({"rip": i}), json.dumps({"board": {}}),
+                      json.dumps({"chunk": 0, "index": i}), page_map, lz4.block.compress(b""), len(hashes)))
+    conn.commit()
+    conn.close()
+
+
+def test_old_format_is_refused_in_one_line_then_upgraded_in_place(tmp_path):
+    from snapshots.catalog import Catalog
+
+    rr = str(tmp_path / "old.rr")
+    pages = {p: bytes([p % 251 + 1]) * 4096 for p in (0, 5, 64, 4000, 4095)}
+    _format1_catalog(rr + ".db", pages)
+    r = snap("info", rr)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and "format 1" in r.stderr and "urr-snap upgrade" in r.stderr
+    r = snap("upgrade", rr)
+    assert r.returncode == 0 and "3 snapshots" in r.stdout, r.stderr
+    r = snap("info", rr)
+    assert r.returncode == 0 and "page trees" in r.stdout, r.stderr
+    with Catalog.open(rr + ".db", "r1", create=False) as c:
+        for i in range(3):
+            got = {p: c.get_blob(h)[:1] for p, h in c.load(f"s{i}").pages.items()}
+            assert got == {p: (bytes([100 + i]) if i and p == 5 else d[:1]) for p, d in pages.items()}
+    assert snap("upgrade", rr).stdout.endswith("already in the current format\n")

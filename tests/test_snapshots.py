@@ -159,14 +159,20 @@ def test_foreign_catalog_is_refused(guests, tmp_path):
 
 
 def test_corrupt_page_is_reported_not_loaded(guests, tmp_path):
-    rr = str(tmp_path / "h.rr")
-    record(guests["hello"], rr)
+    """A restore reads only the pages that differ from the machine's RAM: corrupting one that a
+    later snapshot holds and a freshly booted guest does not is reported when it is needed."""
+    rr = str(tmp_path / "t.rr")
+    record(guests["ticks"], rr)
+    with Catalog.open_existing(rr + ".db") as c:
+        late = c.list()[-1]
+        boot = set(c.load("init").pages.values())
+        h = next(h for h in c.load(late.name).pages.values() if h not in boot)
     db = sqlite3.connect(rr + ".db")
-    h, data = db.execute("SELECT hash, data FROM blobs ORDER BY size DESC LIMIT 1").fetchone()
+    (data,) = db.execute("SELECT data FROM blobs WHERE hash = ?", (h,)).fetchone()
     db.execute("UPDATE blobs SET data = ? WHERE hash = ?", (bytes(len(data)), h))
     db.commit()
     db.close()
-    r = run_urr("-kernel", guests["hello"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
+    r = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", late.name)
     assert r.status == 2
     assert f"page {h.hex()}" in r.err and "corrupt" in r.err
 
