@@ -7,8 +7,9 @@ Figures (targets in docs/replay.md):
   raw_mips, urr_mips, urr_vs_raw      bare Unicorn slices vs urr, same CPU-bound guest (spin)
   record_vs_plain, replay_vs_record   PIT-driven CPU-bound guest (cpuloop), 1 kHz, shift=7
   log_bytes_per_kinstr                event log size of that recording
-  snapshot_overhead_record            record with the default snapshot policy vs without
+  snapshot_overhead_record            record with the default snapshot policy (100 ms) vs without
   snapshot_overhead_record_coarse     record with the coarsest tier only (-snapshots 100ms) vs without
+  snapshot_overhead_record_dense      record with -snapshots 10ms:1s,100ms vs without
   snapshot_overhead_replay            replay with dense snapshots vs without
   restore_ms_median                   restoring a snapshot
   catalog_bytes_per_snapshot          median catalog growth per periodic snapshot
@@ -143,7 +144,8 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     rep = ["-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
     record = medians(runs, without=lambda: run_urr(path, *rec, "-snapshots", "off")[1],
                      default=lambda: run_urr(path, *rec)[1],
-                     coarse=lambda: run_urr(path, *rec, "-snapshots", "100ms")[1])
+                     coarse=lambda: run_urr(path, *rec, "-snapshots", "100ms")[1],
+                     dense=lambda: run_urr(path, *rec, "-snapshots", "10ms:1s,100ms")[1])
 
     def dense_replay() -> float:
         run_urr(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
@@ -157,6 +159,7 @@ def bench_snapshots(runs: int, tmp: str) -> dict:
     restore_ms = _restore_times(path, rr)
     return {"snapshot_overhead_record": round(record["default"] / record["without"], 3),
             "snapshot_overhead_record_coarse": round(record["coarse"] / record["without"], 3),
+            "snapshot_overhead_record_dense": round(record["dense"] / record["without"], 3),
             "snapshot_overhead_replay": round(replay["dense"] / replay["plain"], 3),
             "snapshots_dense": len(added),
             "restore_ms_median": round(statistics.median(restore_ms), 3),
@@ -220,10 +223,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
-    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb,bigmem")
     args = ap.parse_args()
     build_guests()
-    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb").split(","))
+    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb,bigmem").split(","))
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
@@ -240,6 +243,9 @@ def main() -> int:
         if "revgdb" in parts:
             from bench.reverse_speed import bench_reverse_gdb
             result.update(bench_reverse_gdb(tmp))
+        if "bigmem" in parts:
+            from bench import bigmem
+            result.update(bigmem.bench(args.runs, tmp))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

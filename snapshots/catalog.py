@@ -84,6 +84,10 @@ class TreePages(Mapping[int, bytes]):
     def __len__(self) -> int:
         return self.count
 
+    def __reduce__(self) -> tuple:
+        """Pickled (to another process) as the plain map: its node source stays here."""
+        return dict, (self._pages(),)
+
 
 def tree_of(pages: Mapping[int, bytes], ram_size: int) -> tuple[bytes, dict[bytes, bytes]]:
     """The root of a page map and the nodes it needs that may not be stored: none for a tree,
@@ -400,20 +404,22 @@ class Catalog:
         return found
 
     def save(self, snap: Snapshot, blobs: dict[bytes, bytes],
-             nodes: Optional[dict[bytes, bytes]] = None) -> None:
+             nodes: Optional[dict[bytes, bytes]] = None, base: Optional[bytes] = None) -> None:
         """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
         the open batch.
 
         `blobs` maps hash -> raw content, `nodes` hash -> tree node, for whatever the caller
         believes may be new; what is already stored is skipped. Every node and content the
-        snapshot's tree reaches must then be in the file: checked for what the given nodes name
-        (a snapshot of k changed pages is checked at the cost of k)."""
+        snapshot's tree reaches must then be in the file: checked for what the given nodes name,
+        except what they have in common with the tree `base`, whose whole tree the caller knows
+        to be stored (a snapshot of k changed pages is checked at the cost of k)."""
         if snap.kind not in KINDS:
             raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
         with self._transaction():
-            self._insert(snap, blobs, nodes or {})
+            self._insert(snap, blobs, nodes or {}, base)
 
-    def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes], nodes: dict[bytes, bytes]) -> None:
+    def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes], nodes: dict[bytes, bytes],
+                base: Optional[bytes]) -> None:
         """One snapshot's rows, new nodes and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
         root, built = tree_of(snap.pages, snap.ram_size)
@@ -421,7 +427,9 @@ class Catalog:
         if len(root) != pagetree.mids_for(snap.ram_size // PAGE) * pagetree.HASH:
             raise CatalogError(f"snapshot '{snap.name}' has a page tree that does not fit its RAM size")
         disk_map = _pack_map(snap.disk)
-        need_nodes, need_blobs = self._named_by(root, nodes)
+        if base is not None and len(base) != len(root):
+            base = None
+        need_nodes, need_blobs = self._named_by(root, nodes, base)
         need_blobs |= set(snap.disk.values())
         present_nodes = self.has_nodes(need_nodes | nodes.keys())
         present = self.has_blobs(need_blobs | blobs.keys())
@@ -436,16 +444,9 @@ class Catalog:
             if pagetree.node_hash(data) != h:
                 raise CatalogError(f"tree node given for {h.hex()} does not match that hash")
             new_nodes.append((h, lz4.block.compress(data, store_size=False)))
-        new = []
-        for h, data in blobs.items():
-            if h in present:
-                continue
-            if content_hash(data) != h:
-                raise CatalogError(f"content given for page {h.hex()} does not match that hash")
-            new.append((h, len(data), lz4.block.compress(data, store_size=False)))
+            self._remember_node(h, data)
         self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
-        self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
-        added = (sum(len(c) for _, _, c in new) + sum(len(c) for _, c in new_nodes)
+        added = (self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
                  + sum(map(len, state)) + len(root) + len(disk_map))
         self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
                    "devices, log_pos, ram_root, disk_map, pages, bytes) "
@@ -453,22 +454,55 @@ class Catalog:
                    (snap.name, snap.kind, snap.icount, snap.vtime_ns, snap.ram_size, *state,
                     root, disk_map, len(snap.pages), added))
 
-    @staticmethod
-    def _named_by(root: bytes, nodes: dict[bytes, bytes]) -> tuple[set[bytes], set[bytes]]:
-        """What the tree `root` names below the given `nodes` and the root: the nodes to find
-        stored, and the page contents the given leaves name."""
+    def add_blobs(self, blobs: dict[bytes, bytes]) -> None:
+        """Store content ahead of the snapshot that will refer to it (until then, a gc frees it)."""
+        with self._transaction():  # INSERT OR IGNORE: asking first what is stored costs more
+            self._store_blobs(blobs, set())
+
+    def _store_blobs(self, blobs: dict[bytes, bytes], present: set[bytes]) -> int:
+        """Store the content not `present`, checked against its hash; the bytes it took."""
+        new = []
+        for h, data in blobs.items():
+            if h in present:
+                continue
+            if content_hash(data) != h:
+                raise CatalogError(f"content given for page {h.hex()} does not match that hash")
+            new.append((h, len(data), lz4.block.compress(data, store_size=False)))
+        self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
+        return sum(len(c) for _, _, c in new)
+
+    def _named_by(self, root: bytes, nodes: dict[bytes, bytes],
+                  base: Optional[bytes]) -> tuple[set[bytes], set[bytes]]:
+        """What the tree `root` names below the given `nodes` and the root, apart from what it
+        shares with the tree `base` at the same place: the nodes to find stored, and the page
+        contents the given leaves name."""
         need_nodes: set[bytes] = set()
         need_blobs: set[bytes] = set()
-        for mid in pagetree.children(root):
+        empty = pagetree.EMPTY
+        base_mids = pagetree.entries(base) if base is not None else None
+        for m, mid in enumerate(pagetree.entries(root)):
+            if mid == empty or (base_mids is not None and base_mids[m] == mid):
+                continue
             if mid not in nodes:
                 need_nodes.add(mid)
                 continue
-            for leaf in pagetree.children(nodes[mid]):
-                if leaf in nodes:
-                    need_blobs.update(pagetree.children(nodes[leaf]))
-                else:
+            base_leaves = self._entries_below(base_mids, m)
+            for j, leaf in enumerate(pagetree.entries(nodes[mid])):
+                if leaf == empty or (base_leaves is not None and base_leaves[j] == leaf):
+                    continue
+                if leaf not in nodes:
                     need_nodes.add(leaf)
+                    continue
+                base_pages = self._entries_below(base_leaves, j)
+                need_blobs.update(h for k, h in enumerate(pagetree.entries(nodes[leaf]))
+                                  if h != empty and (base_pages is None or base_pages[k] != h))
         return need_nodes, need_blobs
+
+    def _entries_below(self, entries: Optional[list[bytes]], i: int) -> Optional[list[bytes]]:
+        """The entries of the node `entries[i]` names (None where there is none)."""
+        if entries is None or entries[i] == pagetree.EMPTY:
+            return None
+        return pagetree.entries(self.get_node(entries[i]))
 
     def delete(self, *names: str) -> int:
         """Delete snapshots by name; how many existed. Their content stays until `gc`."""
@@ -567,10 +601,13 @@ class Catalog:
         if data is None or pagetree.node_hash(data) != h:
             raise CatalogError(f"page tree node {h.hex()} in {self.path} is corrupt (its content "
                                "does not match its hash)")
+        self._remember_node(h, data)
+        return data
+
+    def _remember_node(self, h: bytes, data: bytes) -> None:
         self._nodes[h] = data
         if len(self._nodes) > NODE_CACHE:
             self._nodes.popitem(last=False)
-        return data
 
     def get_blob(self, h: bytes) -> bytes:
         """Content by hash, verified against it: corrupt content is reported, never returned."""

@@ -83,6 +83,7 @@ class SnapshotManager:
         self.submitted: dict[str, int] = {}  # snapshot -> its number at the writer
         self.deleted_since_gc = 0
         self.since_thin = 0
+        self.skipped = 0  # periodic snapshots not taken because the writer was behind
         machine.pages.for_snapshots = True
         self.full_next = True  # the writer knows nothing of this machine's RAM yet
         # The grid point is a soft deadline: the snapshot is taken at the first slice boundary at
@@ -131,9 +132,13 @@ class SnapshotManager:
         if self.next_due is None or self.machine.icount < self.next_due:
             return
         # One per grid point: a replay of the same stretch (a seek, a reverse scan) may reach the
-        # point at another boundary, and must not take a second snapshot for it.
+        # point at another boundary, and must not take a second snapshot for it. None while the
+        # writer is behind: the emulator must not wait for it (the next one holds the changes).
         if self.machine.icount // self.interval not in self.grid:
-            self.take(f"auto-{self.machine.icount:015d}", "periodic")
+            if self.writer.behind():
+                self.skipped += 1
+            else:
+                self.take(f"auto-{self.machine.icount:015d}", "periodic")
         self.since_thin += 1
         if self.since_thin >= THIN_EVERY:
             self.thin()

@@ -7,13 +7,26 @@ snapshot at distance d = |position - vtime| belongs to the first tier whose hori
 d, and survives only if it is the earliest periodic snapshot of that tier in its bucket
 floor(vtime / interval): one per interval. Initial and named snapshots always stay.
 
-The functions are pure: the caller deletes what `to_delete` names."""
+The functions are pure: the caller deletes what `to_delete` names.
+
+By default a recording keeps only the coarsest tier (one snapshot per 100 ms, and its initial
+one): the dense tier is made where the user works, by replays and debugging sessions, which
+add to the recording's catalog. Recording dense snapshots too cost a recording 1.1x instead of
+1.02x for a guest that touches little memory (docs/replay.md); `-snapshots 10ms:1s,100ms`
+still asks for them."""
 from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence
 
 Tiers = Sequence[tuple[Optional[int], int]]
 DEFAULT_TIERS: Tiers = [(1_000_000_000, 10_000_000), (None, 100_000_000)]
+DEFAULT_REPLAY = "10ms:1s,100ms"  # DEFAULT_TIERS as `-snapshots` text
+DEFAULT_RECORD = "100ms"  # its coarsest tier
+
+
+def default_policy(recording: bool) -> str:
+    """The `-snapshots` policy when none is given."""
+    return DEFAULT_RECORD if recording else DEFAULT_REPLAY
 
 
 class Info(Protocol):

@@ -16,8 +16,12 @@ emulator waits only if the backlog outgrows MAX_BACKLOG. There is no sender thre
 Host time decides only when bytes move, never what they say.
 The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
 45 KB into a pipe took ~75 us on these machines, into shared memory a few.
-The child runs at SCHED_IDLE: it uses only a core the emulator leaves idle and never preempts
-it (at nice 19 it still did, on wake-ups). It stores each snapshot as it comes, in a
+The child runs at the emulator's priority. At SCHED_IDLE (or nice 10) it never preempted the
+emulator, but on a machine whose cores were all busy it got almost no CPU and the emulator
+waited for room in the ring for most of a run (bigmem: 37-45 s against 26-28 s at nice 0,
+under load). When the child falls far behind anyway, the manager skips periodic snapshots
+(`behind`) rather than wait, so the emulator waits for it only to flush, to close, or to hand
+over a capture bigger than the ring. It stores each snapshot as it comes, in a
 transaction it commits COMMIT_EVERY (a commit costs more than a small snapshot's rows), so at
 the end of a run little is left to do; any other request, a flush included, commits first.
 A recording's child streams unsynced and syncs the file when it closes (`Catalog.stream`).
@@ -41,8 +45,8 @@ from typing import Any, Iterable, Iterator, Optional
 from snapshots.catalog import Catalog, CatalogError, Snapshot
 from snapshots.state import Capture
 
-# ("capture", Capture) | ("save", (snapshot, blobs)) | ("base", name) | ("delete", names)
-# | ("gc", hashes to keep) | ("flush", None) | ("close", None)
+# ("capture", Capture) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
+# | ("delete", names) | ("gc", hashes to keep) | ("flush", None) | ("close", None)
 Request = tuple[str, Any]
 _CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture))
 _STORES = ("capture", "save")  # requests that store a snapshot: they share commits
@@ -155,6 +159,7 @@ class _Child:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.root: Optional[bytes] = None
+        self.root_stored = False  # the whole tree `root` is in the file (checks may skip it)
         self.disk: dict[int, bytes] = {}
         self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
         self.error: Optional[str] = None
@@ -164,14 +169,31 @@ class _Child:
         After an error nothing is stored until it is reported, since later snapshots may rely
         on the one that failed; captures still update the running maps, so those after it stay
         right."""
+        # A stored tree: the capture's check skips what it shares with it.
+        base = self.root if self.root_stored and op == "capture" else None
         snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
         self.pending += 1
+        if op == "capture":
+            self.root_stored = False
         if self.error is not None:
             return
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.save(snap, blobs, nodes)
+            self.catalog.save(snap, blobs, nodes, base)
+            if op == "capture":
+                self.root_stored = True
+        except Exception as e:  # kept for the next flush
+            self.error = str(e)
+
+    def store_content(self, blobs: dict[bytes, bytes]) -> None:
+        """Store content ahead of the capture that refers to it (a big capture's, in pieces)."""
+        if self.error is not None:
+            return
+        try:
+            if not self.catalog.in_batch:
+                self.catalog.begin()
+            self.catalog.add_blobs(blobs)
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
@@ -181,8 +203,9 @@ class _Child:
         if self.catalog.in_batch:
             try:
                 self.catalog.commit()
-            except Exception as e:
+            except Exception as e:  # the batch is undone: its trees are not stored
                 self.error = self.error or str(e)
+                self.root_stored = False
         return settled
 
     def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes], dict[bytes, bytes]]:
@@ -197,6 +220,7 @@ class _Child:
             if op == "base":  # the parent restored this snapshot: later captures build on it
                 snap = self.catalog.load(args)
                 self.root, self.disk = snap.pages.root, dict(snap.disk)
+                self.root_stored = True
             elif op == "delete":
                 self.catalog.delete(*args)
             else:  # gc: the running tree and map are what the next capture builds on
@@ -206,6 +230,13 @@ class _Child:
             self.error = self.error or str(e)
 
 
+def _out_of_ring(ring: _Ring, sizes: dict[bytes, int], end: int) -> dict[bytes, bytes]:
+    """Content put in the ring before position `end`, named by hash and size."""
+    blobs = dict(zip(sizes, ring.get(end - sum(sizes.values()), sizes.values())))
+    ring.release(end)
+    return blobs
+
+
 def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: str,
            recording_id: str, stream: bool) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
@@ -213,7 +244,6 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
     # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
     # through this child, which must still be there to do it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         catalog = Catalog.open(path, recording_id, create=True)
         catalog.checkpoint_every(CHECKPOINT_PAGES)
@@ -237,11 +267,10 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
             if op == "capture":  # its content, out of the ring at once to make room
                 fields, end = args
                 args = Capture(*fields)
-                if end is not None:  # else the content came in the request itself
-                    args.blobs = dict(zip(args.blobs, ring.get(end - sum(args.blobs.values()),
-                                                               args.blobs.values())))
-                    ring.release(end)
-            if op in _STORES:
+                args.blobs = _out_of_ring(ring, args.blobs, end)
+            if op == "content":  # a piece of a big capture's content, stored at once
+                child.store_content(_out_of_ring(ring, *args))
+            elif op in _STORES:
                 if not child.pending:
                     first = time.monotonic()
                 child.store(op, args)
@@ -335,6 +364,12 @@ class CatalogWriter:
         except (EOFError, ConnectionResetError, OSError):
             raise self._stopped() from None
 
+    def behind(self) -> bool:
+        """Whether the child has yet to take most of the ring, or requests pile up in the
+        parent: a periodic snapshot now would likely make the emulator wait."""
+        return (self._ring.head - self._ring.words[0] > self._ring.size * 3 // 4
+                or len(self._backlog) > MAX_BACKLOG // 4)
+
     def committed(self) -> int:
         """How many of the snapshots submitted (captures and saves, counted from 1) are settled:
         in the file, or failed with an error the next `flush()` raises."""
@@ -342,17 +377,26 @@ class CatalogWriter:
 
     def submit_capture(self, cap: Capture) -> None:
         """Store a capture, made whole against the captures before it (or the `base`). Its
-        content is copied before this returns (pages may be views of the live RAM)."""
-        sizes = {h: len(data) for h, data in cap.blobs.items()}
-        total = sum(sizes.values())
-        if total > self._ring.size // 2:  # a big whole capture
-            blobs, end = {h: bytes(data) for h, data in cap.blobs.items()}, None
-        else:  # its content one piece after another in the ring, named by hash and size
-            blobs, end = sizes, self._into_ring(list(cap.blobs.values()), total) + total
+        content is copied before this returns (pages may be views of the live RAM): through the
+        ring, in pieces stored ahead of it if it is big (a guest that wrote much memory)."""
+        piece: list[tuple[bytes, bytes | memoryview]] = []
+        size = 0
+        for h, data in cap.blobs.items():
+            if size + len(data) > self._ring.size // 4 and piece:
+                self._send_content(piece, size)
+                piece, size = [], 0
+            piece.append((h, data))
+            size += len(data)
+        sizes = {h: len(data) for h, data in piece}
+        end = self._into_ring([data for _, data in piece], size) + size
         # As a plain tuple: pickling a dataclass costs twice as much.
-        fields = tuple(blobs if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
+        fields = tuple(sizes if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
         self._send(("capture", (fields, end)))
         self.submitted += 1
+
+    def _send_content(self, piece: list[tuple[bytes, bytes | memoryview]], size: int) -> None:
+        end = self._into_ring([data for _, data in piece], size) + size
+        self._send(("content", ({h: len(data) for h, data in piece}, end)))
 
     def _into_ring(self, items: list[bytes | memoryview], total: int) -> int:
         while (pos := self._ring.put(items, total)) is None:  # the child is behind: wait

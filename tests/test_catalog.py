@@ -456,7 +456,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
     """Each stored snapshot is the whole RAM (its tree reaches every page) although a capture
     carries only the pages and tree nodes that changed. Content goes through shared memory: with a ring of a few
     pages it wraps many times and the emulator waits for room; a capture too big for the ring
-    travels in the request instead. The content was a view: changing it afterwards changes
+    goes in pieces stored ahead of it. The content was a view: changing it afterwards changes
     nothing stored."""
     monkeypatch.setattr(writer_module, "RING_BYTES", 5 * 4096)
     writer = CatalogWriter(db, REC)

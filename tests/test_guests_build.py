@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUESTS_DIR = os.path.join(ROOT, "guests")
 BUILD = os.path.join(GUESTS_DIR, "build")
 NAMES = ["hello", "ticks", "cpuloop", "disk", "clock", "echo", "corrupt", "spin", "longloop",
-         "irqtime", "devices", "boot", "rdrand", "calls", "longcalls"] + [
+         "irqtime", "devices", "boot", "rdrand", "calls", "longcalls",
+         "bigmem", "bigmem16", "bigmem1g"] + [
     f"fault-{name}" for name in ("read", "write", "fetch", "ud2", "div0", "gp", "int3", "halt",
                                  "sleep", "idt", "gate", "handler", "stack")]
 

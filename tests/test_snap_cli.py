@@ -18,7 +18,8 @@ def snap(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def recording(guests, tmp_path_factory):
     rr = str(tmp_path_factory.mktemp("snap") / "ticks.rr")
-    rec = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init")
+    rec = run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init",
+                  "-snapshots", "10ms:1s,100ms")
     assert rec.status == 33, rec.err
     return rr
 

@@ -112,7 +112,7 @@ def test_snapshot_with_pending_serial_input(guests, tmp_path):
 
 def test_dedup_pages_shared_between_snapshots(guests, tmp_path):
     rr = str(tmp_path / "t.rr")
-    record(guests["ticks"], rr)
+    record(guests["ticks"], rr, "-snapshots", "10ms:1s,100ms")
     catalog = Catalog.open_existing(rr + ".db")
     catalog.gc()
     maps = [catalog.load(i.name).pages for i in catalog.list()]
@@ -125,7 +125,7 @@ def test_dedup_pages_shared_between_snapshots(guests, tmp_path):
 
 def test_thinning_keeps_what_the_policy_says(guests, tmp_path):
     rr = str(tmp_path / "c.rr")
-    record(guests["cpuloop"], rr)
+    record(guests["cpuloop"], rr, "-snapshots", "10ms:1s,100ms")
     catalog = Catalog.open_existing(rr + ".db")
     infos = catalog.list()
     periodic = sorted(i.vtime_ns for i in infos if i.kind == "periodic")
@@ -144,6 +144,25 @@ def test_thinning_keeps_what_the_policy_says(guests, tmp_path):
     # Content only thinned snapshots referred to never reached the file (it was 69% of it).
     assert catalog.stats().garbage == []
     catalog.close()
+
+
+def test_recordings_keep_the_coarse_tier_and_replays_add_the_dense_one(guests, tmp_path):
+    """By default a recording takes one snapshot per 100 ms (and its initial one); a replay of
+    it adds the 10 ms tier within a second of where it is."""
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr)
+    with Catalog.open_existing(rr + ".db") as c:
+        recorded = [i.vtime_ns for i in c.list() if i.kind == "periodic"]
+    assert len(recorded) >= 4
+    assert len({v // 100_000_000 for v in recorded}) == len(recorded)
+    assert all(v % 100_000_000 <= 25_000_000 for v in recorded)
+    rep = run_urr("-kernel", guests["cpuloop"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
+    assert rep.status == 33, rep.err
+    with Catalog.open_existing(rr + ".db") as c:
+        replayed = [i.vtime_ns for i in c.list() if i.kind == "periodic"]
+    end_ns = max(replayed)
+    near = [v for v in replayed if end_ns - v <= 1_000_000_000]
+    assert len(near) > 50  # every 10 ms of the last second
 
 
 def test_foreign_catalog_is_refused(guests, tmp_path):

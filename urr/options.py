@@ -23,7 +23,7 @@ usage: urr -kernel GUEST.elf [options]
   -icount shift=N[,sleep=on|off][,rr=record|replay,rrfile=FILE[,rrsnapshot=NAME]]
                           virtual time: each instruction is 2^N ns; record or replay
   -snapshots POLICY       periodic snapshots while recording/replaying: 'off', or tiers
-                          like '10ms:1s,100ms' (the default)
+                          like '10ms:1s,100ms' (default: '100ms' recording, that replaying)
   -loadvm NAME            replay: start from the named snapshot
   -gdb tcp:[HOST]:PORT    GDB remote stub (127.0.0.1 unless HOST is given); -s = tcp::1234
   -S                      freeze the machine until the debugger continues
@@ -46,7 +46,7 @@ class Options:
     rr: str = "plain"
     rrfile: Optional[str] = None
     rrsnapshot: Optional[str] = None
-    snapshots: str = "10ms:1s,100ms"
+    snapshots: Optional[str] = None  # None: the default for the mode (snapshots.policy)
     loadvm: Optional[str] = None
     gdb: Optional[str] = None
     freeze: bool = False

@@ -107,13 +107,15 @@ class Session:
         """The snapshot catalog beside the rrfile: made afresh when recording, reused in replay."""
         from snapshots.catalog import CatalogError
         from snapshots.manager import SnapshotManager, parse_tiers
+        from snapshots.policy import default_policy
 
         opts = self.opts
+        recording = opts.rr == "record"
+        text = opts.snapshots or default_policy(recording)
         try:
-            tiers = None if opts.snapshots == "off" else parse_tiers(opts.snapshots)
+            tiers = None if text == "off" else parse_tiers(text)
         except ValueError as e:
             raise SessionError(str(e)) from None
-        recording = opts.rr == "record"
         if recording:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(self.catalog_path + suffix):

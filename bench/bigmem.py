@@ -1,0 +1,136 @@
+"""Snapshots against RAM size (`python bench/run.py --only bigmem`): the bigmem guest, which
+touches 256 MiB of -m 512M once and then reads all over it, writing a few pages per tick, and
+the same guest touching 16 MiB (-m 64M) and 960 MiB (-m 1G, a shorter run) for the growth with
+RAM touched; also cpuloop recorded beside a process spinning on the other core.
+
+Figures (targets in docs/replay.md):
+  snapshot_overhead_record_bigmem          record, default policy (100 ms) / -snapshots off
+  snapshot_overhead_record_bigmem_dense    record, -snapshots 10ms:1s,100ms / off
+  snapshot_overhead_replay_bigmem          replay keeping every 10 ms snapshot / off
+  catalog_bytes_per_snapshot_bigmem        median catalog growth per periodic snapshot (dense)
+  restore_ms_median_bigmem                 restoring the snapshot a seek to a random place starts
+                                           from, at that place
+  reverse_stepi_ms_median_bigmem           reverse-stepi at random positions of its replay
+  snapshot_overhead_record_busy_neighbour  cpuloop, default policy / off, another process
+                                           spinning throughout
+  bigmem_growth                            per size touched (16M, 256M, 1G): the dense record
+                                           and replay overheads, bytes per snapshot, restore ms
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+from bench.run import DENSE, guest, medians, run_urr
+from urr.options import parse_args
+from urr.session import Session
+
+DENSE_RECORD = "10ms:1s,100ms"
+SIZES = (("16M", "bigmem16", "64M"), ("256M", "bigmem", "512M"), ("1G", "bigmem1g", "1G"))
+
+
+def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
+    rec = ["-m", ram, "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+    rep = ["-m", ram, "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
+    record = medians(runs, off=lambda: run_urr(path, *rec, "-snapshots", "off")[1],
+                     default=lambda: run_urr(path, *rec)[1],
+                     dense=lambda: run_urr(path, *rec, "-snapshots", DENSE_RECORD)[1])
+
+    def dense_replay() -> float:
+        run_urr(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
+        return run_urr(path, *rep, "-snapshots", DENSE)[1]
+    replay = medians(runs, off=lambda: run_urr(path, *rep, "-snapshots", "off")[1], dense=dense_replay)
+    db = sqlite3.connect(f"{rr}.db")  # the dense replay's catalog: every 10 ms snapshot kept
+    added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
+    db.close()
+    return {"record_default": record["default"] / record["off"],
+            "record_dense": record["dense"] / record["off"],
+            "replay_dense": replay["dense"] / replay["off"],
+            "bytes_per_snapshot": statistics.median(added) if added else 0,
+            "snapshots": len(added)}
+
+
+def _replay_session(path: str, ram: str, rr: str) -> Session:
+    opts = parse_args(["-kernel", path, "-m", ram, "-serial", "none", "-icount",
+                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE])
+    return Session(opts, out=io.BytesIO(), stdin_fd=None)
+
+
+def _restore_ms(path: str, ram: str, rr: str, samples: int = 25) -> float:
+    """Restoring the snapshot a seek to a random position starts from (the latest at or before
+    it), from that position: what seeks and reverse steps pay. The cost follows the pages that
+    differ, so restoring a snapshot seconds away from the machine's state costs more."""
+    session = _replay_session(path, ram, rr)
+    snaps = session.snapshots
+    end = max(i.icount for i in snaps.infos.values())
+    rng = random.Random(7)
+    times = []
+    for _ in range(samples):
+        target = rng.randrange(end // 10, end)
+        nearest = snaps.nearest(target)
+        if session.machine.icount > target or session.machine.icount < nearest.icount:
+            snaps.restore(nearest.name)
+        session.run(target)
+        t0 = time.perf_counter()
+        snaps.restore(snaps.nearest(target).name)
+        times.append((time.perf_counter() - t0) * 1000)
+    session.close(None, "bench")
+    return statistics.median(times)
+
+
+def _reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> float:
+    from debugger.timeline import Timeline
+    session = _replay_session(path, ram, rr)
+    tl = Timeline(session.machine, session.snapshots, True)
+    total = tl.cont().icount
+    rng = random.Random(11)
+    times = []
+    for _ in range(samples):
+        tl.seek(rng.randrange(total // 10, total))
+        t0 = time.perf_counter()
+        tl.reverse_stepi()
+        times.append((time.perf_counter() - t0) * 1000)
+    session.close(None, "bench")
+    return statistics.median(times)
+
+
+def _busy_neighbour(runs: int, tmp: str) -> float:
+    path = guest("cpuloop")
+    rr = os.path.join(tmp, "neighbour.rr")
+    rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        t = medians(runs, off=lambda: run_urr(path, *rec, "-snapshots", "off")[1],
+                    default=lambda: run_urr(path, *rec)[1])
+    finally:
+        spinner.kill()
+        spinner.wait()
+    return t["default"] / t["off"]
+
+
+def bench(runs: int, tmp: str) -> dict:
+    result: dict = {}
+    growth = {}
+    for touched, name, ram in SIZES:
+        path = guest(name)
+        rr = os.path.join(tmp, f"{name}.rr")
+        o = _overheads(runs, path, ram, rr)
+        o["restore_ms"] = _restore_ms(path, ram, rr)
+        growth[touched] = {k: round(v, 3) for k, v in o.items()}
+        if name == "bigmem":
+            result.update({
+                "snapshot_overhead_record_bigmem": round(o["record_default"], 3),
+                "snapshot_overhead_record_bigmem_dense": round(o["record_dense"], 3),
+                "snapshot_overhead_replay_bigmem": round(o["replay_dense"], 3),
+                "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
+                "restore_ms_median_bigmem": round(o["restore_ms"], 3),
+                "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})
+    result["bigmem_growth"] = growth
+    result["snapshot_overhead_record_busy_neighbour"] = round(_busy_neighbour(runs, tmp), 3)
+    return result
