@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from cpu import boot
+
 
 class KernelError(ValueError):
     """The kernel file cannot be booted; the message names the file and the reason."""
@@ -49,6 +51,10 @@ def load_kernel(path: str, ram_size: int) -> Kernel:
             if filesz > memsz or paddr + memsz > ram_size:
                 raise KernelError(
                     f"kernel {path}: segment at {paddr:#x}+{memsz:#x} does not fit in {ram_size} bytes of RAM")
+            low_end = boot.page_tables_end(ram_size)
+            if paddr < low_end and paddr + memsz > boot.GDT_BASE:
+                raise KernelError(f"kernel {path}: segment at {paddr:#x}+{memsz:#x} overlaps the boot "
+                                  f"GDT and page tables at {boot.GDT_BASE:#x}-{low_end - 1:#x}")
             segments.append(Segment(paddr, seg.data()[:filesz], memsz))
         entry = elf["e_entry"]
     except ELFError as e:

@@ -23,7 +23,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.unicorn_py3.unicorn import uccallback
 
-from cpu import cpustate
+from cpu import boot, cpustate
 from cpu.board import Board, BoardContext
 from cpu.devices.ata import AtaDisk
 from cpu.devices.debugport import DebugCon, DebugExit
@@ -45,8 +45,6 @@ from replay.seam import Seam
 MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
 FAULT_REASON = "guest fault: "  # how a recording that ended in a guest fault says so (END record)
 DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
-GDT_BASE = 0x800  # the boot GDT: null, 64-bit code (0x08), data (0x10)
-GDT = (0, 0x00209A0000000000, 0x0000920000000000)
 END_ADDRESS = (1 << 64) - 1  # never reached: slices end by count only
 EXCEPTIONS = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (int3)", 4: "#OF overflow",
               5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM device not available",
@@ -160,15 +158,25 @@ class Machine:
     # -- boot ---------------------------------------------------------------------------------
 
     def _boot(self) -> None:
-        """The boot contract: segments loaded, long mode, GDT, IF=0, RSP at the top of RAM."""
+        """The boot contract: segments loaded, GDT and identity page tables in low RAM, long mode
+        as a real loader leaves it (see cpu/boot.py), IF=0, RSP at the top of RAM."""
         for seg in self.kernel.segments:
             self.ram.write(seg.paddr, seg.data + bytes(seg.memsz - len(seg.data)))
-        self.ram.write(GDT_BASE, b"".join(d.to_bytes(8, "little") for d in GDT))
+        self.ram.write(boot.GDT_BASE, boot.gdt_bytes())
+        self.ram.write(boot.PML4_BASE, boot.identity_page_tables(self.ram.size))
         uc = self.uc
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_BASE, len(GDT) * 8 - 1, 0))
-        uc.reg_write(X.UC_X86_REG_CS, 0x08)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.GDT_BASE, len(boot.GDT) * 8 - 1, 0))
+        # CR4 before CR0: turning paging on with EFER.LME set needs PAE already.
+        uc.reg_write(X.UC_X86_REG_CR4, boot.LONG_MODE_CR4)
+        uc.reg_write(X.UC_X86_REG_CR3, boot.PML4_BASE)
+        uc.msr_write(boot.MSR_EFER, boot.LONG_MODE_EFER)
+        uc.reg_write(X.UC_X86_REG_CR0, boot.LONG_MODE_CR0)
+        uc.reg_write(X.UC_X86_REG_FPCW, boot.FPCW)
+        uc.reg_write(X.UC_X86_REG_FPTAG, boot.FPTAG)
+        uc.reg_write(X.UC_X86_REG_MXCSR, boot.MXCSR)
+        uc.reg_write(X.UC_X86_REG_CS, boot.CODE64)
         for reg in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES):
-            uc.reg_write(reg, 0x10)
+            uc.reg_write(reg, boot.DATA)
         uc.reg_write(X.UC_X86_REG_RFLAGS, 0x2)
         uc.reg_write(X.UC_X86_REG_RSP, self.ram.size)
         uc.reg_write(X.UC_X86_REG_RDI, self.ram.size)

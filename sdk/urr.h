@@ -6,8 +6,8 @@
  *     p_paddr (sdk/link.ld links everything at 1 MiB with p_paddr = p_vaddr). RAM spans
  *     0 .. the -m size (16 MiB by default); nothing else is mapped.
  *   - Entry at e_entry (_start in sdk/crt0.S) in 64-bit long mode, CPL 0, IF=0, CS=0x08,
- *     SS=DS=ES=0x10 with a GDT already loaded; no paging work needed (addresses are physical);
- *     SSE usable; RSP 16-byte aligned at the top of RAM; RDI = RAM size in bytes.
+ *     SS=DS=ES=0x10 with a GDT loaded, identity paging (virtual = physical), CR0/CR4/EFER set
+ *     for long mode, SSE and x87 usable; RSP 16-byte aligned at the top of RAM; RDI = RAM size.
  *   - crt0 zeroes .bss and calls `int kmain(uint64_t ram_size)`; kmain's return value v is
  *     written to isa-debug-exit (port 0xF4), which ends the emulator with host status
  *     (v << 1) | 1. So v = 0 gives status 1; the SDK's conventional codes are URR_EXIT_PASS

@@ -157,6 +157,9 @@ def test_boot_contract_seen_from_the_entry_point(guests, size):
     assert not state["rflags"] & (1 << 9)  # IF = 0
     assert (state["cs"], state["ss"], state["ds"], state["es"]) == (0x08, 0x10, 0x10, 0x10)
     assert state["efer"] & (1 << 10)  # LMA: long mode active
+    assert state["cr0"] & 0x80000023 == 0x80000023 and not state["cr0"] & 4  # PE MP NE PG, EM clear
+    assert state["cr4"] & 0x620 == 0x620  # PAE OSFXSR OSXMMEXCPT
+    assert (state["mxcsr"], state["fpcw"]) == (0x1F80, 0x37F)
     assert "boot PASS" in lines(r) and r.status == 33, r.out.decode()
 
 
