@@ -349,6 +349,11 @@ class Machine:
             self.in_slice = False
             self.timers.slice_end = None
         counted, budget = self.counter.counter.value, self.counter.budget.value
+        if err is None and self.stop_before is None and counted <= budget and not self._after_hlt():
+            # Unicorn 2.1.4 with paging on sometimes ends a slice at an invalid instruction
+            # without reporting it (seen with `66 0f c7 f2`, rdrand %dx): only HLT stops early
+            # without an error, so this was the #UD.
+            err = UcError(UC_ERR_INSN_INVALID)
         if err is not None and err.errno == UC_ERR_FETCH_UNMAPPED:
             self.icount += counted  # the fetch failed before the next instruction was counted
         elif err is not None or self.stop_before is not None or counted > budget:
@@ -369,6 +374,11 @@ class Machine:
         if counted <= budget:
             self.halted = True
         return None
+
+    def _after_hlt(self) -> bool:
+        """Whether the instruction before RIP is a HLT (a slice that stopped early did halt)."""
+        rip = self.rip()
+        return rip > 0 and bytes(self.uc.mem_read(rip - 1, 1)) == b"\xf4"
 
     def _error(self, err: UcError) -> Optional[Stop]:
         rip = self.rip()
