@@ -1,14 +1,31 @@
-"""Loading the guest: an ELF64 x86-64 static executable whose PT_LOAD segments go to p_paddr."""
+"""Loading the guest from what QEMU's -kernel takes, detected from the file as QEMU does.
+
+- an ELF (32- or 64-bit) with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): PT_LOAD segments to
+  p_paddr, entered in 32-bit protected mode at the note's address;
+- a Multiboot (v1) kernel: the header in the first 8 KiB, 4-byte aligned; loaded from the
+  header's a.out-kludge addresses (flag 16) or else as an ELF (PT_LOAD to p_paddr), entered in
+  32-bit protected mode at the header's or the ELF's entry point;
+- an ELF64 x86-64 executable: PT_LOAD segments to p_paddr, entered in 64-bit long mode.
+`-initrd` files are the Multiboot modules / PVH modules. Where everything goes in RAM and the
+CPU state at entry are cpu/boot.py's."""
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from dataclasses import dataclass
+from typing import Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from cpu import boot
+ELF64, MULTIBOOT, PVH = "elf64", "multiboot", "pvh"
+MULTIBOOT_MAGIC = 0x1BADB002
+MULTIBOOT2_MAGIC = 0xE85250D6
+MULTIBOOT_SEARCH = 8192
+MB_PAGE_ALIGN, MB_MEMORY_INFO, MB_VIDEO_MODE, MB_AOUT_KLUDGE = 1 << 0, 1 << 1, 1 << 2, 1 << 16
+MB_KNOWN_REQUIRED = MB_PAGE_ALIGN | MB_MEMORY_INFO | MB_VIDEO_MODE  # bits 0-15 a loader must know
+XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
 class KernelError(ValueError):
@@ -23,48 +40,192 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Module:
+    """An -initrd file: its command line (the file name and what follows it) and content."""
+    cmdline: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Kernel:
     path: str
     entry: int
     segments: tuple[Segment, ...]
     sha256: str
+    format: str = ELF64
+    modules: tuple[Module, ...] = ()
+    page_align_modules: bool = False  # Multiboot flag 0
+
+    @property
+    def end(self) -> int:
+        """The first byte after the highest loaded segment."""
+        return max(s.paddr + s.memsz for s in self.segments)
 
 
-def load_kernel(path: str, ram_size: int) -> Kernel:
-    """Read and validate the ELF: 64-bit, x86-64, executable, every segment inside RAM."""
+def load_kernel(path: str, ram_size: int, initrd: Optional[str] = None) -> Kernel:
+    """Read the kernel, detect its format, validate it; read the -initrd modules."""
+    raw = _read(path, "kernel")
+    modules = tuple(_modules(initrd)) if initrd else ()
+    digest = hashlib.sha256(raw).hexdigest()
+    elf = _elf(raw, path)
+    if elf is not None:
+        entry = _pvh_entry(elf, path)
+        if entry is not None:
+            segments = _elf_segments(elf, path, ram_size)
+            _check_entry(path, entry, segments, "PVH entry note")
+            return Kernel(path, entry, segments, digest, PVH, modules)
+    multiboot = _multiboot_header(raw, path)
+    if multiboot is not None:
+        offset, flags = multiboot
+        if flags & MB_AOUT_KLUDGE:
+            segments, entry = _aout_kludge(raw, path, offset, ram_size)
+        elif elf is not None:
+            segments, entry = _elf_segments(elf, path, ram_size), elf["e_entry"]
+        else:
+            raise KernelError(f"kernel {path}: Multiboot header without load addresses (flag 16) "
+                              "in a file that is not ELF")
+        _check_entry(path, entry, segments, "Multiboot entry point")
+        return Kernel(path, entry, segments, digest, MULTIBOOT, modules, bool(flags & MB_PAGE_ALIGN))
+    if elf is None:
+        raise KernelError(f"kernel {path} is not a supported format (ELF64 x86-64, Multiboot, "
+                          "or ELF with a PVH entry note)")
+    if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
+        raise KernelError(f"kernel {path} is a 32-bit or non-x86-64 ELF without a Multiboot "
+                          "header or PVH entry note")
+    if initrd:
+        raise KernelError(f"-initrd needs a Multiboot or PVH kernel; {path} is a plain ELF64 kernel")
+    segments = _elf_segments(elf, path, ram_size)
+    _check_entry(path, elf["e_entry"], segments, "entry point")
+    return Kernel(path, elf["e_entry"], segments, digest)
+
+
+def _read(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError as e:
-        raise KernelError(f"cannot read kernel {path}: {e.strerror}") from None
+        raise KernelError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def _modules(initrd: str) -> list[Module]:
+    """QEMU's -initrd for Multiboot: 'FILE [ARGS],FILE [ARGS]' (',,' is a literal comma)."""
+    out = []
+    for item in initrd.replace(",,", "\0").split(","):
+        item = item.replace("\0", ",").strip()
+        if item:
+            out.append(Module(item, _read(item.split()[0], "-initrd file")))
+    return out
+
+
+def _elf(raw: bytes, path: str) -> Optional[ELFFile]:
+    if not raw.startswith(b"\x7fELF"):
+        return None
     try:
         elf = ELFFile(io.BytesIO(raw))
-        if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
-            raise KernelError(f"kernel {path} is not an ELF64 x86-64 executable")
-        if elf["e_type"] != "ET_EXEC":
-            raise KernelError(f"kernel {path} is not a static executable (e_type {elf['e_type']})")
-        segments = []
+        machine = elf["e_machine"]
+        for seg in elf.iter_segments():  # every header readable: a truncated file fails here
+            seg.data()
+    except (ELFError, ValueError, struct.error) as e:
+        raise KernelError(f"kernel {path} is not a valid ELF file: {e}") from None
+    if machine not in ("EM_X86_64", "EM_386"):
+        raise KernelError(f"kernel {path} is an ELF for {machine}, not x86")
+    if elf["e_type"] != "ET_EXEC":
+        raise KernelError(f"kernel {path} is not a static executable (e_type {elf['e_type']})")
+    return elf
+
+
+def _elf_segments(elf: ELFFile, path: str, ram_size: int) -> tuple[Segment, ...]:
+    segments = []
+    try:
         for seg in elf.iter_segments():
             if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
                 continue
             paddr, memsz, filesz = seg["p_paddr"], seg["p_memsz"], seg["p_filesz"]
-            if filesz > memsz or paddr + memsz > ram_size:
-                raise KernelError(
-                    f"kernel {path}: segment at {paddr:#x}+{memsz:#x} does not fit in {ram_size} bytes of RAM")
-            low_end = boot.page_tables_end(ram_size)
-            if paddr < low_end and paddr + memsz > boot.GDT_BASE:
-                raise KernelError(f"kernel {path}: segment at {paddr:#x}+{memsz:#x} overlaps the boot "
-                                  f"GDT and page tables at {boot.GDT_BASE:#x}-{low_end - 1:#x}")
+            if filesz > memsz:
+                raise KernelError(f"kernel {path}: segment at {paddr:#x} has more file bytes than memory")
             segments.append(Segment(paddr, seg.data()[:filesz], memsz))
-        entry = elf["e_entry"]
-    except ELFError as e:
-        raise KernelError(f"kernel {path} is not a valid ELF file: {e}") from None
-    except (ValueError, IndexError, KeyError, AssertionError) as e:
+    except (ELFError, ValueError, IndexError, KeyError, AssertionError, struct.error) as e:
         if isinstance(e, KernelError):
             raise
         raise KernelError(f"kernel {path} is malformed: {e}") from None
     if not segments:
         raise KernelError(f"kernel {path} has no loadable segments")
+    _check_fits(path, segments, ram_size)
+    return tuple(segments)
+
+
+def _check_fits(path: str, segments: list[Segment], ram_size: int) -> None:
+    for s in segments:
+        if s.paddr + s.memsz > ram_size:
+            raise KernelError(f"kernel {path}: segment at {s.paddr:#x}+{s.memsz:#x} does not fit in "
+                              f"{ram_size} bytes of RAM")
+
+
+def _check_entry(path: str, entry: int, segments: tuple[Segment, ...], what: str) -> None:
     if not any(s.paddr <= entry < s.paddr + s.memsz for s in segments):
-        raise KernelError(f"kernel {path}: entry point {entry:#x} is not in a loaded segment")
-    return Kernel(path, entry, tuple(segments), hashlib.sha256(raw).hexdigest())
+        raise KernelError(f"kernel {path}: {what} {entry:#x} is not in a loaded segment")
+
+
+def _pvh_entry(elf: ELFFile, path: str) -> Optional[int]:
+    """The XEN_ELFNOTE_PHYS32_ENTRY note's address, from PT_NOTE segments or note sections."""
+    try:
+        holders = [s for s in elf.iter_segments() if s["p_type"] == "PT_NOTE"]
+        holders += [s for s in elf.iter_sections() if s["sh_type"] == "SHT_NOTE"]
+        for holder in holders:
+            for note in holder.iter_notes():
+                if note["n_name"] == "Xen" and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
+                    desc = note["n_desc"]
+                    desc = desc.encode("latin-1") if isinstance(desc, str) else bytes(desc)
+                    if len(desc) not in (4, 8):
+                        raise KernelError(f"kernel {path}: PVH entry note of {len(desc)} bytes")
+                    return int.from_bytes(desc, "little")
+    except (ELFError, ValueError, struct.error) as e:
+        raise KernelError(f"kernel {path}: unreadable ELF notes: {e}") from None
+    return None
+
+
+def _multiboot_header(raw: bytes, path: str) -> Optional[tuple[int, int]]:
+    """(offset, flags) of the first Multiboot v1 header in the first 8 KiB, checked."""
+    area = raw[:MULTIBOOT_SEARCH]
+    v2 = False
+    for offset in range(0, len(area) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", area, offset)
+        if magic == MULTIBOOT2_MAGIC:
+            v2 = True
+        if magic != MULTIBOOT_MAGIC:
+            continue
+        if (magic + flags + checksum) & 0xFFFFFFFF:
+            raise KernelError(f"kernel {path}: Multiboot header at offset {offset:#x} has a bad "
+                              f"checksum ({checksum:#010x})")
+        unknown = flags & 0xFFFF & ~MB_KNOWN_REQUIRED
+        if unknown:
+            raise KernelError(f"kernel {path}: Multiboot header requires features urr does not "
+                              f"know (flags {unknown:#x})")
+        return offset, flags
+    if v2:
+        raise KernelError(f"kernel {path} is a Multiboot 2 kernel (only Multiboot 1 is supported)")
+    return None
+
+
+def _aout_kludge(raw: bytes, path: str, offset: int, ram_size: int) -> tuple[tuple[Segment, ...], int]:
+    """The image the header's address fields describe: file bytes from the header's position
+    minus (header_addr - load_addr), load_end - load_addr of them (0: to the end of the file),
+    zeroed up to bss_end."""
+    if offset + 32 > len(raw):
+        raise KernelError(f"kernel {path}: Multiboot header truncated")
+    header_addr, load_addr, load_end, bss_end, entry = struct.unpack_from("<5I", raw, offset + 12)
+    start = offset - (header_addr - load_addr)
+    if load_addr > header_addr or start < 0:
+        raise KernelError(f"kernel {path}: impossible Multiboot addresses: load_addr {load_addr:#x} "
+                          f"above header_addr {header_addr:#x}, or before the file's start")
+    size = (load_end - load_addr) if load_end else len(raw) - start
+    if size <= 0 or start + size > len(raw):
+        raise KernelError(f"kernel {path}: impossible Multiboot addresses: load_end_addr {load_end:#x} "
+                          f"is not within the file loaded at {load_addr:#x}")
+    if bss_end and bss_end < load_addr + size:
+        raise KernelError(f"kernel {path}: impossible Multiboot addresses: bss_end_addr {bss_end:#x} "
+                          f"is below load_end_addr {load_addr + size:#x}")
+    memsz = bss_end - load_addr if bss_end else size
+    segment = Segment(load_addr, raw[start:start + size], memsz)
+    _check_fits(path, [segment], ram_size)
+    return (segment,), entry

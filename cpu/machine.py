@@ -23,7 +23,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.unicorn_py3.unicorn import uccallback
 
-from cpu import boot, cpustate
+from cpu import boot, cpumode, cpustate
 from cpu.board import Board, BoardContext
 from cpu.devices.ata import AtaDisk
 from cpu.devices.debugport import DebugCon, DebugExit
@@ -36,6 +36,7 @@ from cpu.icount import SliceCounter
 from cpu.interrupts import IF, InterruptDelivery, InterruptError
 from cpu.loader import Kernel
 from cpu.pagetrack import PageTracker
+from cpu.syscall import SyscallFault, SyscallTransfer
 from cpu.ram import Ram
 from cpu.timers import TimerQueue
 from replay import log as L
@@ -78,8 +79,9 @@ class Machine:
                  disk: Optional[DiskImage] = None,
                  serial_out: Callable[[bytes], None] = lambda b: None,
                  debugcon_out: Callable[[bytes], None] = lambda b: None,
-                 sleep: bool = False) -> None:
+                 sleep: bool = False, cmdline: str = "") -> None:
         self.kernel = kernel
+        self.cmdline = cmdline  # what the guest gets as its command line (see cpu/boot.py)
         self.shift = shift
         self.sleep = sleep
         self.seam = seam
@@ -94,6 +96,8 @@ class Machine:
         self.flags_reg = cpustate.RegisterBatch(self.uc, ("rflags",))
         self.registers = cpustate.RegisterReader(self.uc)
         self.interrupts = InterruptDelivery(self.uc, self.ram)
+        self.syscalls = SyscallTransfer(self.uc)
+        self._syscall_pending = False  # a SYSCALL ran: its transfer is done at the slice's end
 
         self.icount = 0
         self.in_slice = False
@@ -158,29 +162,25 @@ class Machine:
     # -- boot ---------------------------------------------------------------------------------
 
     def _boot(self) -> None:
-        """The boot contract: segments loaded, GDT and identity page tables in low RAM, long mode
-        as a real loader leaves it (see cpu/boot.py), IF=0, RSP at the top of RAM."""
-        for seg in self.kernel.segments:
-            self.ram.write(seg.paddr, seg.data + bytes(seg.memsz - len(seg.data)))
-        self.ram.write(boot.GDT_BASE, boot.gdt_bytes())
-        self.ram.write(boot.PML4_BASE, boot.identity_page_tables(self.ram.size))
+        """The boot contract (cpu/boot.py): kernel, modules and boot data in RAM, then the CPU
+        in long mode (ELF64) or 32-bit protected mode (Multiboot, PVH) at the entry point."""
+        plan = boot.plan(self.kernel, self.ram.size, self.cmdline)
+        for addr, data in plan.writes:
+            self.ram.write(addr, data)
+        gdtr = (0, boot.GDT_BASE, len(boot.GDT) * 8 - 1, 0)
+        if plan.long_mode:
+            cpumode.enter(self.uc, boot.LONG_MODE_CR0, boot.PML4_BASE, boot.LONG_MODE_CR4,
+                          boot.LONG_MODE_EFER, gdtr, boot.CODE64, boot.DATA, boot.DATA)
+        else:
+            cpumode.enter(self.uc, boot.PROTECTED_CR0, 0, 0, 0, gdtr, boot.CODE32, boot.DATA32,
+                          boot.DATA32)
         uc = self.uc
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.GDT_BASE, len(boot.GDT) * 8 - 1, 0))
-        # CR4 before CR0: turning paging on with EFER.LME set needs PAE already.
-        uc.reg_write(X.UC_X86_REG_CR4, boot.LONG_MODE_CR4)
-        uc.reg_write(X.UC_X86_REG_CR3, boot.PML4_BASE)
-        uc.msr_write(boot.MSR_EFER, boot.LONG_MODE_EFER)
-        uc.reg_write(X.UC_X86_REG_CR0, boot.LONG_MODE_CR0)
         uc.reg_write(X.UC_X86_REG_FPCW, boot.FPCW)
         uc.reg_write(X.UC_X86_REG_FPTAG, boot.FPTAG)
         uc.reg_write(X.UC_X86_REG_MXCSR, boot.MXCSR)
-        uc.reg_write(X.UC_X86_REG_CS, boot.CODE64)
-        for reg in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES):
-            uc.reg_write(reg, boot.DATA)
         uc.reg_write(X.UC_X86_REG_RFLAGS, 0x2)
-        uc.reg_write(X.UC_X86_REG_RSP, self.ram.size)
-        uc.reg_write(X.UC_X86_REG_RDI, self.ram.size)
-        uc.reg_write(X.UC_X86_REG_RIP, self.kernel.entry)
+        for name, value in plan.registers.items():
+            uc.reg_write(cpustate.reg_id(name), value)
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -189,6 +189,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._intr)
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._bad_memory)
         # The binding refuses RDTSC hooks; the core takes them with the CPUID callback type.
         tsc = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(self._rdtsc)
@@ -227,6 +228,11 @@ class Machine:
         name = EXCEPTIONS.get(intno, f"int {intno:#x}")
         self._fault = f"unhandled exception {name}"
         self.stop_before = "fault"
+        self._end_slice_now()
+
+    def _syscall(self, uc: Uc, _ud: object) -> None:
+        """Unicorn only calls hooks for SYSCALL: end the slice after it, `_slice` transfers."""
+        self._syscall_pending = True
         self._end_slice_now()
 
     def _bad_memory(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
@@ -363,6 +369,14 @@ class Machine:
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
+        if self._syscall_pending:
+            self._syscall_pending = False
+            try:
+                self.syscalls.enter()
+            except SyscallFault as e:
+                self.icount -= 1  # the SYSCALL faulted: it did not complete
+                self.rip_reg.write([self.rip() - 2])
+                raise GuestError(str(e), self.icount, self.rip()) from None
         if err is not None:
             return self._error(err)
         if self.stop_before == "fault":

@@ -7,7 +7,7 @@
  *   fault-fetch  calls an address 256 bytes past the end of RAM
  *   fault-ud2    executes ud2 (#UD)
  *   fault-div0   divides by zero (#DE)
- *   fault-gp     loads DS with selector 0x18, beyond the boot GDT (#GP)
+ *   fault-gp     loads DS with selector 0x28, beyond the boot GDT (#GP)
  *   fault-int3   executes int3 (#BP)
  *   fault-halt   cli; hlt with nothing pending
  *   fault-sleep  sti; hlt with no timer running (and, run with -serial none or file:, no input)
@@ -76,7 +76,7 @@ __attribute__((noinline, noreturn)) void fault_div0(uint64_t ram) {
 }
 
 __attribute__((noinline, noreturn)) void fault_gp(uint64_t ram) {
-    __asm__ volatile("mov $0x18, %%eax\n\t" GLOBAL_LABEL(fault_rip_gp) "mov %%eax, %%ds"
+    __asm__ volatile("mov $0x28, %%eax\n\t" GLOBAL_LABEL(fault_rip_gp) "mov %%eax, %%ds"
                      ::: "rax", "memory");
     __builtin_unreachable();
 }

@@ -277,7 +277,7 @@ def _truncated_hello(guests: dict[str, str], tmp: Path) -> list[str]:
 
 
 BAD_INPUT = {
-    "elf32": (_elf32, "is not an ELF64 x86-64 executable"),
+    "elf32": (_elf32, "is a 32-bit or non-x86-64 ELF without a Multiboot header or PVH entry note"),
     "truncated": (_truncated_hello, "is not a valid ELF file"),
     "pie": (_patched_hello(16, "<H", 3), "is not a static executable (e_type ET_DYN)"),  # e_type
     "entry": (_patched_hello(24, "<Q", 0x10), "entry point 0x10 is not in a loaded segment"),  # e_entry

@@ -53,7 +53,7 @@ def run_urr(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args,message", [
     (["-kernel", "/nonexistent.elf"], "cannot read kernel"),
-    (["-kernel", "/etc/hostname"], "not a valid ELF"),
+    (["-kernel", "/etc/hostname"], "is not a supported format"),
     (["-frob"], "unknown option"),
 ])
 def test_launcher_errors_are_one_line(args, message):

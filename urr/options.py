@@ -13,7 +13,10 @@ class UsageError(ValueError):
 USAGE = """\
 usage: urr -kernel GUEST.elf [options]
 
-  -kernel FILE            ELF64 x86-64 guest to boot (see docs/replay.md for the boot contract)
+  -kernel FILE            the guest: ELF64 x86-64, Multiboot or ELF with a PVH note (see the boot
+                          contract in docs/replay.md)
+  -append CMDLINE         the guest's command line (after the kernel's file name)
+  -initrd FILE[,FILE...]  Multiboot modules / the PVH initrd
   -m SIZE                 RAM size: 16M (default), 64M, 1G; a plain number means MiB
   -drive file=IMG[,format=raw][,if=ide]
                           raw disk image on the primary ATA channel (never modified: writes
@@ -38,6 +41,8 @@ Exit status: the guest's (isa-debug-exit: (v<<1)|1, always odd), or an even numb
 @dataclass
 class Options:
     kernel: str = ""
+    append: Optional[str] = None
+    initrd: Optional[str] = None
     ram_size: int = 16 << 20
     drive: Optional[str] = None
     serial: str = "stdio"
@@ -108,7 +113,7 @@ def parse_args(argv: list[str]) -> Optional[Options]:
     """Options from argv, or None when help was asked for."""
     opts = Options()
     it = iter(argv)
-    takes_value = {"-kernel", "-m", "-drive", "-serial", "-icount", "-display", "-loadvm", "-gdb",
+    takes_value = {"-kernel", "-append", "-initrd", "-m", "-drive", "-serial", "-icount", "-display", "-loadvm", "-gdb",
                    "-snapshots"}
     for arg in it:
         if arg in ("-h", "-help", "--help"):
@@ -119,6 +124,10 @@ def parse_args(argv: list[str]) -> Optional[Options]:
                 raise UsageError(f"option {arg} needs a value")
             if arg == "-kernel":
                 opts.kernel = value
+            elif arg == "-append":
+                opts.append = value
+            elif arg == "-initrd":
+                opts.initrd = value
             elif arg == "-m":
                 opts.ram_size = parse_size(value.split(",")[0].removeprefix("size="))
             elif arg == "-drive":

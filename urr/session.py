@@ -4,6 +4,7 @@ The session owns what sits around the machine: the event log (written or read), 
 fingerprint and its check, the host's serial input, the snapshot catalog, and the end of the run."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import BinaryIO, Callable, Optional
 import xxhash
 
 from cpu.disk import DiskImage
-from cpu.loader import load_kernel
+from cpu.loader import Kernel, load_kernel
 from cpu.machine import Machine, Stop
 from replay import log as L
 from replay.char import HostInput
@@ -30,13 +31,25 @@ class SessionError(ValueError):
     """Bad input to a session (files, a mismatched recording); one line for the user."""
 
 
-def recording_config(opts: Options, kernel_sha256: str, disk: Optional[DiskImage]) -> dict:
+def guest_cmdline(opts: Options) -> str:
+    """The guest's command line: the kernel's file name, then -append (as QEMU gives Multiboot)."""
+    name = os.path.basename(opts.kernel)
+    return f"{name} {opts.append}" if opts.append else name
+
+
+def module_hashes(kernel: Kernel) -> list[dict]:
+    return [{"cmdline": m.cmdline, "sha256": hashlib.sha256(m.data).hexdigest()} for m in kernel.modules]
+
+
+def recording_config(opts: Options, kernel: Kernel, disk: Optional[DiskImage]) -> dict:
     """The fingerprint a replay must match, plus an id that ties catalogs to this recording."""
     return {
         "urr_log": L.VERSION,
         "recording_id": uuid.uuid4().hex,  # host randomness that only names the file, never the guest
-        "kernel_sha256": kernel_sha256,
+        "kernel_sha256": kernel.sha256,
         "kernel": os.path.basename(opts.kernel),
+        "cmdline": guest_cmdline(opts),
+        "modules": module_hashes(kernel),
         "ram_size": opts.ram_size,
         "shift": opts.shift,
         "cpu_model": "westmere",
@@ -47,14 +60,21 @@ def recording_config(opts: Options, kernel_sha256: str, disk: Optional[DiskImage
     }
 
 
-def check_replay_config(config: dict, opts: Options, kernel_sha256: str) -> None:
-    """Refuse a replay whose kernel, RAM size or shift differ from the recording's."""
+def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
+    """Refuse a replay whose kernel, modules, -append, RAM size or shift differ from the
+    recording's. The command line itself comes from the recording (the kernel's file name in
+    it is the recorded one)."""
     problems = []
-    if config.get("kernel_sha256") != kernel_sha256:
+    if config.get("kernel_sha256") != kernel.sha256:
         problems.append(f"kernel differs from the recorded {config.get('kernel', '?')} (sha256 mismatch)")
     if config.get("ram_size") != opts.ram_size:
         problems.append(f"RAM size {opts.ram_size >> 20}M differs from the recorded "
                         f"{int(config.get('ram_size', 0)) >> 20}M")
+    if config.get("modules", []) != module_hashes(kernel):
+        problems.append("-initrd modules differ from the recorded ones")
+    recorded_append = config.get("cmdline", "").partition(" ")[2]
+    if opts.append is not None and opts.append != recorded_append:
+        problems.append(f"-append '{opts.append}' differs from the recorded '{recorded_append}'")
     if config.get("shift") != opts.shift:
         problems.append(f"icount shift {opts.shift} differs from the recorded {config.get('shift')}")
     if problems:
@@ -65,21 +85,21 @@ class Session:
     def __init__(self, opts: Options, out: Optional[BinaryIO] = None, stdin_fd: Optional[int] = 0) -> None:
         self.opts = opts
         self.out = out if out is not None else sys.stdout.buffer
-        kernel = load_kernel(opts.kernel, opts.ram_size)
+        kernel = load_kernel(opts.kernel, opts.ram_size, opts.initrd)
         self.writer: Optional[L.LogWriter] = None
         self.player: Optional[Player] = None
         disk = DiskImage(opts.drive) if opts.drive else None
         if opts.rr == "replay":
             self.player = Player(L.LogReader(opts.rrfile))
             self.config = self.player.reader.config
-            check_replay_config(self.config, opts, kernel.sha256)
+            check_replay_config(self.config, opts, kernel)
             recorded_disk = self.config.get("disk")
             if recorded_disk is not None:
                 if disk is not None and disk.identity().get("sha256") != recorded_disk.get("sha256"):
                     raise SessionError(f"cannot replay {opts.rrfile}: -drive {opts.drive} is not the recorded disk")
                 disk = DiskImage.without_base(int(recorded_disk["sectors"]))
         elif opts.rr == "record":
-            self.config = recording_config(opts, kernel.sha256, disk)
+            self.config = recording_config(opts, kernel, disk)
             self.writer = L.LogWriter(opts.rrfile, self.config)
         else:
             self.config = {}
@@ -87,7 +107,8 @@ class Session:
         self.serial_file: Optional[BinaryIO] = None
         self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
                                serial_out=self._serial_sink(), debugcon_out=self._write_out,
-                               sleep=opts.sleep and opts.rr != "replay")
+                               sleep=opts.sleep and opts.rr != "replay",
+                               cmdline=self.config.get("cmdline", guest_cmdline(opts)))
         self.snapshots = None
         if opts.rr != "plain" and (opts.snapshots != "off" or opts.rrsnapshot or opts.loadvm
                                    or opts.gdb or opts.debugger):

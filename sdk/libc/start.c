@@ -1,0 +1,87 @@
+/*
+ * urr_libc_start: from the boot contract to musl's __libc_start_main.
+ *
+ * Sets up SYSCALL (EFER.SCE, IA32_STAR/LSTAR/FMASK) for the system-call layer, the heap, COM1,
+ * and the process's initial vector: argv from the command line (split at spaces and tabs; the
+ * first word is the kernel's file name, then what -append gave), an empty environment, and
+ * the auxiliary vector musl reads (page size, ids, AT_SECURE 0, AT_RANDOM).
+ */
+#include "urr.h"
+
+#define MSR_EFER 0xC0000080u
+#define MSR_STAR 0xC0000081u
+#define MSR_LSTAR 0xC0000082u
+#define MSR_FMASK 0xC0000084u
+#define EFER_SCE 1u
+#define RFLAGS_TF_IF_DF_AC 0x40700u
+#define STACK_SIZE (1ul << 20)        /* below the top of RAM; the heap ends there */
+#define MAX_ARGS 256
+#define MAX_CMDLINE 4096
+
+enum { AT_NULL = 0, AT_PAGESZ = 6, AT_UID = 11, AT_EUID = 12, AT_GID = 13, AT_EGID = 14,
+       AT_HWCAP = 16, AT_SECURE = 23, AT_RANDOM = 25 };
+
+extern int main(int, char **, char **);
+extern void _init(void), _fini(void);
+int __libc_start_main(int (*)(int, char **, char **), int, char **, void (*)(void),
+                      void (*)(void), void (*)(void));
+void urr_syscall_entry(void);
+void urr_heap_init(uintptr_t bottom, uintptr_t top);
+
+/* argv, NULL, envp NULL, then the auxiliary vector: one block, as on a process's stack. */
+static char *vector[MAX_ARGS + 2 + 2 * 10];
+static char words[MAX_CMDLINE];
+static const uint8_t random_bytes[16] = "urr: not random";  /* AT_RANDOM: a fixed canary seed */
+
+static inline void wrmsr(uint32_t msr, uint64_t v) {
+    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+static inline uint64_t rdmsr(uint32_t msr) {
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static int split_words(const char *cmdline) {
+    int argc = 0;
+    size_t n = 0;
+    while (cmdline && *cmdline && n < MAX_CMDLINE - 1) {
+        while (*cmdline == ' ' || *cmdline == '\t') cmdline++;
+        if (!*cmdline || argc == MAX_ARGS) break;
+        vector[argc++] = &words[n];
+        while (*cmdline && *cmdline != ' ' && *cmdline != '\t' && n < MAX_CMDLINE - 1)
+            words[n++] = *cmdline++;
+        words[n++] = 0;
+    }
+    if (argc == 0) {                 /* argv[0] always exists */
+        vector[argc++] = words;
+        words[0] = 0;
+    }
+    return argc;
+}
+
+__attribute__((noreturn)) void urr_libc_start(uint64_t ram_size, const char *cmdline) {
+    serial_init();
+    wrmsr(MSR_STAR, (uint64_t)0x08 << 32);   /* SYSCALL: CS 0x08, SS 0x10 */
+    wrmsr(MSR_LSTAR, (uint64_t)(uintptr_t)urr_syscall_entry);
+    wrmsr(MSR_FMASK, RFLAGS_TF_IF_DF_AC);
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);
+    urr_heap_init((uintptr_t)__image_end, (uintptr_t)(ram_size - STACK_SIZE));
+
+    int argc = split_words(cmdline);
+    char **v = vector + argc;
+    *v++ = 0;                        /* end of argv */
+    *v++ = 0;                        /* end of the (empty) environment */
+    static const uintptr_t aux[][2] = {{AT_PAGESZ, 4096}, {AT_UID, 0}, {AT_EUID, 0}, {AT_GID, 0},
+                                       {AT_EGID, 0}, {AT_SECURE, 0}, {AT_HWCAP, 0}};
+    for (size_t i = 0; i < sizeof aux / sizeof aux[0]; i++) {
+        *v++ = (char *)aux[i][0];
+        *v++ = (char *)aux[i][1];
+    }
+    *v++ = (char *)AT_RANDOM;
+    *v++ = (char *)random_bytes;
+    *v++ = (char *)AT_NULL;
+    *v = 0;
+    __libc_start_main(main, argc, vector, _init, _fini, 0);
+    for (;;) urr_exit(0xFF);         /* not reached: __libc_start_main calls exit */
+}
