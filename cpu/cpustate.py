@@ -12,6 +12,8 @@ from unicorn import Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn import x86_const as X
 
+from cpu import cpumode
+
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
 SELECTORS = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -137,7 +139,11 @@ class RegisterReader:
 
 
 def restore(uc: Uc, state: dict[str, Any]) -> None:
-    """Load a dict made by `capture`."""
+    """Load a dict made by `capture`. The mode (long or 32-bit protected, with the hidden
+    segment state) is entered as the CPU would enter it (cpu/cpumode.py); the writes below
+    then repeat the same control and selector values, which changes nothing."""
+    cpumode.enter(uc, state["cr0"], state["cr3"], state["cr4"], state["efer"], state["gdtr"],
+                  state["cs"], state["ss"], state["ds"], state["es"])
     uc.msr_write(MSRS["efer"], state["efer"])
     for name in CONTROL:
         uc.reg_write(reg_id(name), state[name])

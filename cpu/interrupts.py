@@ -13,6 +13,7 @@ from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from cpu.cpustate import RegisterBatch
 from cpu.ram import Ram
 
+_MSR_EFER, _EFER_LMA = 0xC0000080, 1 << 10
 IF = 1 << 9
 TF = 1 << 8
 _GATE = struct.Struct("<HHBBHII")
@@ -36,6 +37,9 @@ class InterruptDelivery:
 
     def deliver(self, vector: int) -> int:
         """Enter the handler for `vector`; returns the handler address."""
+        if not self.uc.msr_read(_MSR_EFER) & _EFER_LMA:
+            raise InterruptError(f"interrupt vector {vector:#x} arrived outside long mode "
+                                 "(32-bit interrupt delivery is not supported)")
         _sel, base, limit, _flags = self.uc.reg_read(_IDTR)
         if vector * 16 + 15 > limit:
             raise InterruptError(f"interrupt vector {vector:#x} is beyond the IDT limit {limit:#x}")

@@ -170,17 +170,18 @@ class Machine:
         gdtr = (0, boot.GDT_BASE, len(boot.GDT) * 8 - 1, 0)
         if plan.long_mode:
             cpumode.enter(self.uc, boot.LONG_MODE_CR0, boot.PML4_BASE, boot.LONG_MODE_CR4,
-                          boot.LONG_MODE_EFER, gdtr, boot.CODE64, boot.DATA, boot.DATA)
+                          boot.LONG_MODE_EFER, gdtr, boot.CODE64, boot.DATA, boot.DATA, boot.DATA)
         else:
             cpumode.enter(self.uc, boot.PROTECTED_CR0, 0, 0, 0, gdtr, boot.CODE32, boot.DATA32,
-                          boot.DATA32)
+                          boot.DATA32, boot.DATA32)
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_FPCW, boot.FPCW)
         uc.reg_write(X.UC_X86_REG_FPTAG, boot.FPTAG)
         uc.reg_write(X.UC_X86_REG_MXCSR, boot.MXCSR)
         uc.reg_write(X.UC_X86_REG_RFLAGS, 0x2)
-        for name, value in plan.registers.items():
-            uc.reg_write(cpustate.reg_id(name), value)
+        for name in cpustate.GPRS[:16]:  # what the format does not pass is zero
+            uc.reg_write(cpustate.reg_id(name), plan.registers.get(name, 0))
+        uc.reg_write(X.UC_X86_REG_RIP, plan.registers["rip"])
 
     # -- hooks --------------------------------------------------------------------------------
 

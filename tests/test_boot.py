@@ -4,10 +4,16 @@ formats QEMU's -kernel takes, and bad kernels as one line each.
 Expected values are computed here (Python's IEEE doubles) or read from the guests' ELFs."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
+
+import capstone
+import pytest
+from elftools.elf.elffile import ELFFile
 
 from tests.conftest import ROOT, run_urr
 from tests.test_machine import lines, record_and_replay
@@ -42,3 +48,158 @@ def test_fpu_guest_snapshots_verify(guests, tmp_path):
     verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+# -- Multiboot and PVH kernels (tests/kernels: entered in 32-bit protected mode, they switch to
+#    long mode themselves) ---------------------------------------------------------------------
+
+KERNELS = os.path.join(ROOT, "tests", "kernels")
+KERNEL_FLAGS = ["-O2", "-g", "-ffreestanding", "-nostdlib", "-static", "-fno-pie", "-no-pie",
+                "-mno-red-zone", "-mgeneral-regs-only", "-fno-asynchronous-unwind-tables",
+                f"-Wl,-T,{os.path.join(ROOT, 'sdk', 'link.ld')}", "-Wl,-e,entry32", "-Wl,--build-id=none",
+                "-Wl,-z,noexecstack"]
+MODULE_TEXT = b"first module line\nsecond line\n"
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory) -> dict[str, str]:
+    """The boot-format kernel built with gcc as a Multiboot (a.out kludge) and a PVH kernel."""
+    out = tmp_path_factory.mktemp("kernels")
+    built = {}
+    for fmt in ("multiboot", "pvh"):
+        path = str(out / f"{fmt}.elf")
+        subprocess.run(["gcc", *KERNEL_FLAGS, f"-D{fmt.upper()}", "-o", path,
+                        os.path.join(KERNELS, "entry32.S"), os.path.join(KERNELS, "kernel.c")],
+                       check=True, capture_output=True)
+        built[fmt] = path
+    module = out / "module.txt"
+    module.write_bytes(MODULE_TEXT)
+    built["module"] = str(module)
+    return built
+
+
+def _symbol(path: str, name: str) -> int:
+    with open(path, "rb") as f:
+        return ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(name)[0]["st_value"]
+
+
+@pytest.mark.parametrize("fmt", ["multiboot", "pvh"])
+def test_boot_format_kernel_gets_its_information_and_replays(kernels, tmp_path, fmt):
+    """Entered in 32-bit protected mode with EAX/EBX as the format says; the command line, the
+    memory map and the module reach the kernel; it switches to long mode itself; the replay
+    ends in the same state."""
+    args = ["-kernel", kernels[fmt], "-m", "32M", "-append", "one two",
+            "-initrd", f"{kernels['module']} mod-arg"]
+    rec, _ = record_and_replay(tmp_path, 7, *args)
+    out = lines(rec)
+    magic = 0x2BADB002 if fmt == "multiboot" else 0  # PVH passes nothing in EAX
+    usable = 0x9FC00 + (32 << 20) - (1 << 20)  # the memory map: conventional memory and above 1 MiB
+    assert out == [f"kernel magic {magic:#018x}", f"kernel cmdline {fmt}.elf one two",
+                   f"kernel module {kernels['module']} mod-arg {MODULE_TEXT.splitlines()[0].decode()}",
+                   f"kernel memory {usable:#018x}", "kernel long mode r15 0x1122334455667788"]
+    assert rec.status == 33
+
+
+@pytest.mark.parametrize("fmt", ["multiboot", "pvh"])
+def test_boot_format_snapshots_in_32_and_64_bit_mode_verify(kernels, tmp_path, fmt):
+    """Snapshots taken before (32-bit protected mode) and after the guest's switch to long mode
+    restore to the state a straight replay reaches (the mode with its hidden segment state)."""
+    rr = str(tmp_path / "k.rr")
+    rec = run_urr("-kernel", kernels[fmt], "-snapshots", "1ms:1s,1ms",
+                  "-icount", f"shift=10,rr=record,rrfile={rr},rrsnapshot=init")
+    assert rec.status == 33, rec.err
+    verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    listed = subprocess.run([sys.executable, "-m", "snapshots.cli", "list", rr], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300).stdout
+    assert len(re.findall(r"^auto-", listed, re.M)) >= 3  # some in each mode: the switch is at ~3.5k
+
+
+def _multiboot_image(tmp_path, fields: tuple[int, ...], flags: int = 0x10003,
+                     checksum: int | None = None) -> str:
+    """A file with a Multiboot header at offset 0 (a.out kludge fields as given) and code after."""
+    if checksum is None:
+        checksum = -(0x1BADB002 + flags) & 0xFFFFFFFF
+    path = tmp_path / "mb.bin"
+    path.write_bytes(struct.pack("<III5I", 0x1BADB002, flags, checksum, *fields) + b"\xf4" * 64)
+    return str(path)
+
+
+BAD_KERNELS = {
+    "text file": (lambda k, t: ["-kernel", os.path.join(ROOT, "README.md")],
+                  "is not a supported format"),
+    "bad checksum": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100000, 0, 0, 0x100020),
+                                                               checksum=0x1234)],
+                     "Multiboot header at offset 0x0 has a bad checksum"),
+    "load above header": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100010, 0, 0, 0x100020))],
+                          "impossible Multiboot addresses: load_addr 0x100010 above header_addr"),
+    "load end past file": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100000, 0x200000, 0, 0x100020))],
+                           "load_end_addr 0x200000 is not within the file"),
+    "entry outside": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100000, 0, 0, 0x300000))],
+                      "Multiboot entry point 0x300000 is not in a loaded segment"),
+    "unknown flags": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100000, 0, 0, 0x100020),
+                                                                flags=0x10010)],
+                      "requires features urr does not know (flags 0x10)"),
+    "pvh note outside": (lambda k, t: ["-kernel", _patched_pvh_note(k, t)],
+                         "PVH entry note 0x5000000 is not in a loaded segment"),
+    "initrd too big": (lambda k, t: ["-kernel", k["multiboot"], "-m", "2M", "-initrd", _big_file(t)],
+                       "does not fit in RAM"),
+    "initrd plain elf64": (lambda k, t: ["-kernel", os.path.join(ROOT, "guests", "build", "hello.elf"),
+                                         "-initrd", k["module"]], "-initrd needs a Multiboot or PVH kernel"),
+}
+
+
+def _patched_pvh_note(kernels: dict[str, str], tmp) -> str:
+    raw = bytearray(open(kernels["pvh"], "rb").read())
+    entry = _symbol(kernels["pvh"], "entry32")
+    note = raw.index(b"Xen\0" + struct.pack("<I", entry))
+    raw[note + 4:note + 8] = struct.pack("<I", 0x5000000)
+    path = tmp / "pvh-bad.elf"
+    path.write_bytes(bytes(raw))
+    return str(path)
+
+
+def _big_file(tmp) -> str:
+    path = tmp / "big.img"
+    path.write_bytes(bytes(2 << 20))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_KERNELS))
+def test_bad_kernel_is_one_line_and_exit_2(kernels, guests, tmp_path, case):
+    make, message = BAD_KERNELS[case]
+    r = run_urr(*make(kernels, tmp_path), stdin=b"")
+    assert r.status == 2 and "Traceback" not in r.err
+    assert r.err.startswith("urr: ") and len(r.err.splitlines()) == 1 and message in r.err, r.err
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_gdb_reads_registers_and_steps_in_32_bit_code(kernels, tmp_path):
+    """GDB at the Multiboot entry (32-bit protected mode, -S): EAX/EBX as Multiboot passes them,
+    CS the 32-bit code selector; stepi and reverse-stepi move by the 32-bit instructions'
+    lengths (the amd64 target description stays, as QEMU's x86-64 stub does); a breakpoint in
+    the 64-bit code after the guest's switch reads R15-sized registers."""
+    from tests.replays import Recording
+    from tests.test_gdb_e2e import run_gdb
+
+    rrfile = str(tmp_path / "mb.rr")
+    rec = run_urr("-kernel", kernels["multiboot"], "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    assert rec.status == 33, rec.err
+    recording = Recording("multiboot", kernels["multiboot"], rrfile, 0, rec.status, rec.out)
+    regs = 'printf "@pc=%#lx eax=%#x cs=%#x\\n", $pc, $eax, $cs'
+    run = run_gdb(recording, [regs, "stepi", regs, "stepi", regs, "reverse-stepi", regs,
+                              "break entry64", "continue", regs, "stepi", 'printf "@rax=%#lx\\n", $rax'],
+                  tmp_path)
+    entry = _symbol(kernels["multiboot"], "entry32")
+    with open(kernels["multiboot"], "rb") as f:
+        text = ELFFile(f).get_section_by_name(".text")
+        base, data = text["sh_addr"], text.data()
+    disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    first, second, third = list(disasm.disasm(data[entry - base:entry - base + 32], entry))[:3]
+    stops = re.findall(r"^@pc=(0x[0-9a-f]+) eax=(0x[0-9a-f]+) cs=(0x[0-9a-f]+)$", run.out, re.M)
+    assert [(int(pc, 16), int(cs, 16)) for pc, _, cs in stops[:4]] == [
+        (first.address, 0x18), (second.address, 0x18), (third.address, 0x18), (second.address, 0x18)], run.out
+    assert int(stops[0][1], 16) == 0x2BADB002
+    assert int(stops[4][0], 16) == _symbol(kernels["multiboot"], "entry64") and int(stops[4][2], 16) == 0x08
+    assert re.search(r"^@rax=0x10$", run.out, re.M), run.out  # mov $0x10, %eax ran in 64-bit code
