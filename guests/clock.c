@@ -26,21 +26,6 @@ static int valid(const struct rtc_time *t) {
            t->day >= 1 && t->day <= 31 && t->hour <= 23 && t->minute <= 59 && t->second <= 59;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t days_from_civil(int y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int64_t seconds(const struct rtc_time *t) {
-    return days_from_civil(t->year, t->month, t->day) * 86400 + t->hour * 3600 + t->minute * 60 +
-           t->second;
-}
-
 static void show(const char *label, const struct rtc_time *t) {
     printf("rtc %-6s raw", label);
     for (int i = 0; i < 8; i++) printf(" %02x", t->raw[i]);
@@ -79,7 +64,7 @@ int kmain(uint64_t ram_size) {
     show("binary", &bin);
     cmos_write(0x0B, b);            /* back to what we found */
 
-    int64_t apart = seconds(&bin) - seconds(&bcd);
+    int64_t apart = rtc_unix_seconds(&bin) - rtc_unix_seconds(&bcd);
     if (!valid(&bcd) || !valid(&bin) || apart < 0 || apart > 2) ok = 0;
     if ((bcd.status_b & 0x04) || !(bin.status_b & 0x04)) ok = 0;    /* the mode switch took */
     printf("clock %s\n", ok ? "PASS" : "FAIL");

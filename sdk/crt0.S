@@ -1,7 +1,8 @@
 /*
  * crt0: the guest's entry point under the urr boot contract (see urr.h).
- * On entry: long mode, CPL 0, IF=0, RSP 16-byte aligned at the top of RAM, RDI = RAM size.
- * Zeroes .bss, calls kmain(ram_size), writes its return value to isa-debug-exit (0xF4).
+ * On entry: long mode, CPL 0, IF=0, RSP 16-byte aligned at the top of RAM, RDI = RAM size,
+ * RSI = the command line. Zeroes .bss, keeps both in urr_ram_size and urr_cmdline, calls
+ * kmain(ram_size), writes its return value to isa-debug-exit (0xF4).
  */
     .cfi_sections .debug_frame
     .section .text.start, "ax", @progbits
@@ -20,6 +21,7 @@ _start:
     rep stosb
     mov %rbx, %rdi
     mov %rbx, urr_ram_size(%rip)
+    mov %rsi, urr_cmdline(%rip)     /* rep stosb left RSI alone */
     call kmain                      /* RSP was 16-aligned: kmain sees the usual ABI alignment */
     .global _exit_to_host
 _exit_to_host:
@@ -37,6 +39,10 @@ _exit_to_host:
 urr_ram_size:
     .quad 0
     .size urr_ram_size, 8
+    .global urr_cmdline
+urr_cmdline:
+    .quad 0
+    .size urr_cmdline, 8
 
     .section .rodata
     .global urr_sdk_id

@@ -7,7 +7,8 @@
  *     0 .. the -m size (16 MiB by default); nothing else is mapped.
  *   - Entry at e_entry (_start in sdk/crt0.S) in 64-bit long mode, CPL 0, IF=0, CS=0x08,
  *     SS=DS=ES=0x10 with a GDT loaded, identity paging (virtual = physical), CR0/CR4/EFER set
- *     for long mode, SSE and x87 usable; RSP 16-byte aligned at the top of RAM; RDI = RAM size.
+ *     for long mode, SSE and x87 usable; RSP 16-byte aligned at the top of RAM; RDI = RAM size,
+ *     RSI = the command line (the kernel's file name, then -append's text).
  *   - crt0 zeroes .bss and calls `int kmain(uint64_t ram_size)`; kmain's return value v is
  *     written to isa-debug-exit (port 0xF4), which ends the emulator with host status
  *     (v << 1) | 1. So v = 0 gives status 1; the SDK's conventional codes are URR_EXIT_PASS
@@ -36,6 +37,7 @@
 /* The guest's entry point, called by crt0 with the RAM size; its return value ends the run. */
 int kmain(uint64_t ram_size);
 extern uint64_t urr_ram_size;       /* the RAM size crt0 received in RDI */
+extern const char *urr_cmdline;     /* the command line crt0 received in RSI (-append) */
 extern const char urr_sdk_id[];
 extern char __image_start[], __image_end[], __bss_start[], __bss_end[];  /* from link.ld */
 
@@ -60,6 +62,15 @@ static inline uint64_t read_rflags(void) { uint64_t f; __asm__ volatile("pushfq;
 /* Disable interrupts, returning whether they were enabled; irq_restore puts that back. */
 static inline int irq_save(void) { int on = (read_rflags() >> 9) & 1; cli(); return on; }
 static inline void irq_restore(int on) { if (on) sti(); }
+
+static inline void wrmsr(uint32_t msr, uint64_t v) {
+    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+static inline uint64_t rdmsr(uint32_t msr) {
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
 
 static inline uint64_t rdtsc(void) {
     uint32_t lo, hi;
@@ -149,6 +160,7 @@ uint8_t cmos_read(uint8_t reg);
 void cmos_write(uint8_t reg, uint8_t value);
 void rtc_read(struct rtc_time *t);  /* waits for UIP to clear, decodes BCD or binary, 12/24 h */
 void rtc_set_binary(int binary);    /* status B bit 2: 1 binary, 0 BCD */
+int64_t rtc_unix_seconds(const struct rtc_time *t); /* seconds since 1970-01-01 (the RTC as UTC) */
 
 /* ---- ATA PIO, primary master, LBA28 (ata.c) -------------------------------------------------- */
 #define ATA_DATA 0x1F0                /* the primary channel's registers */

@@ -32,7 +32,7 @@ GUEST_FLAGS = ["-fno-pie", "-mno-red-zone", "-fno-asynchronous-unwind-tables", "
 # not touch the program's SSE state), no calls gcc would invent.
 SDK_FLAGS = ["-O2", "-g", "-std=gnu11", "-ffreestanding", "-fno-builtin", "-mgeneral-regs-only",
              "-fno-stack-protector", "-fcf-protection=none", "-fno-tree-loop-distribute-patterns"]
-SDK_SOURCES = ("libc/start.S", "libc/start.c", "libc/syscalls.c", "serial.c", "rtc.c")
+SDK_SOURCES = ("crt0.S", "libc/syscall_entry.S", "libc/start.c", "libc/syscalls.c", "serial.c", "rtc.c")
 LINK_FLAGS = ["-static", "-nostdlib", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,noexecstack",
               "-Wl,-z,norelro", "-Wl,--no-dynamic-linker"]
 NO_LINK = {"-c", "-S", "-E", "-M", "-MM"}

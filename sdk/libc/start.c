@@ -1,5 +1,6 @@
 /*
- * urr_libc_start: from the boot contract to musl's __libc_start_main.
+ * kmain of urr-cc's guests (crt0.S calls it): from the boot contract to musl's
+ * __libc_start_main, which calls main and exit(main's return value).
  *
  * Sets up SYSCALL (EFER.SCE, IA32_STAR/LSTAR/FMASK) for the system-call layer, the heap, COM1,
  * and the process's initial vector: argv from the command line (split at spaces and tabs; the
@@ -33,15 +34,6 @@ static char *vector[MAX_ARGS + 2 + 2 * 10];
 static char words[MAX_CMDLINE];
 static const uint8_t random_bytes[16] = "urr: not random";  /* AT_RANDOM: a fixed canary seed */
 
-static inline void wrmsr(uint32_t msr, uint64_t v) {
-    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
-}
-static inline uint64_t rdmsr(uint32_t msr) {
-    uint32_t lo, hi;
-    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static int split_words(const char *cmdline) {
     int argc = 0;
     size_t n = 0;
@@ -60,7 +52,7 @@ static int split_words(const char *cmdline) {
     return argc;
 }
 
-__attribute__((noreturn)) void urr_libc_start(uint64_t ram_size, const char *cmdline) {
+int kmain(uint64_t ram_size) {
     serial_init();
     wrmsr(MSR_STAR, (uint64_t)0x08 << 32);   /* SYSCALL: CS 0x08, SS 0x10 */
     wrmsr(MSR_LSTAR, (uint64_t)(uintptr_t)urr_syscall_entry);
@@ -68,7 +60,7 @@ __attribute__((noreturn)) void urr_libc_start(uint64_t ram_size, const char *cmd
     wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);
     urr_heap_init((uintptr_t)__image_end, (uintptr_t)(ram_size - STACK_SIZE));
 
-    int argc = split_words(cmdline);
+    int argc = split_words(urr_cmdline);
     char **v = vector + argc;
     *v++ = 0;                        /* end of argv */
     *v++ = 0;                        /* end of the (empty) environment */
@@ -82,6 +74,5 @@ __attribute__((noreturn)) void urr_libc_start(uint64_t ram_size, const char *cmd
     *v++ = (char *)random_bytes;
     *v++ = (char *)AT_NULL;
     *v = 0;
-    __libc_start_main(main, argc, vector, _init, _fini, 0);
-    for (;;) urr_exit(0xFF);         /* not reached: __libc_start_main calls exit */
+    return __libc_start_main(main, argc, vector, _init, _fini, 0);  /* does not return: exit */
 }

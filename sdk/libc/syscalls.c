@@ -43,15 +43,6 @@ static uintptr_t heap_bottom, brk_now, mmap_low, heap_top;
 static int64_t realtime_base = -1;  /* RTC seconds since the epoch at the first read */
 static uint64_t realtime_tsc;
 
-static inline void wrmsr(uint32_t msr, uint64_t v) {
-    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
-}
-static inline uint64_t rdmsr(uint32_t msr) {
-    uint32_t lo, hi;
-    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 void urr_heap_init(uintptr_t bottom, uintptr_t top) {
     heap_bottom = brk_now = bottom;
     mmap_low = heap_top = top;
@@ -100,23 +91,13 @@ static long munmap(uintptr_t addr, size_t len) {
     return 0;
 }
 
-static int64_t days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 static long clock_gettime(long clk, struct timespec_ *ts) {
     uint64_t tsc = rdtsc();
     if (clk == CLOCK_REALTIME || clk == CLOCK_REALTIME_COARSE || clk == CLOCK_TAI) {
         if (realtime_base < 0) {
             struct rtc_time t;
             rtc_read(&t);
-            realtime_base = days_from_civil(t.year, t.month, t.day) * 86400 + t.hour * 3600
-                            + t.minute * 60 + t.second;
+            realtime_base = rtc_unix_seconds(&t);
             realtime_tsc = tsc;
         }
         uint64_t ns = tsc - realtime_tsc;

@@ -1,33 +1,12 @@
 /*
- * Entry of a guest built by urr-cc (musl's C library), and the SYSCALL entry of its system-call
- * layer (syscalls.c).
+ * The SYSCALL entry of the system-call layer of urr-cc's guests (syscalls.c).
  *
- * _start: the boot contract's long-mode entry (RDI = RAM size, RSI = the command line, RSP at
- * the top of RAM); urr_libc_start sets up the system-call layer and argv, then runs musl's
- * __libc_start_main, which calls main and exit(main's return value).
- */
-    .cfi_sections .debug_frame
-    .section .text.start, "ax", @progbits
-    .global _start
-    .type _start, @function
-_start:
-    .cfi_startproc
-    .cfi_undefined %rip             /* outermost frame: debuggers stop unwinding here */
-    cld
-    xor %ebp, %ebp
-    call urr_libc_start             /* does not return */
-1:  cli
-    hlt
-    jmp 1b
-    .cfi_endproc
-    .size _start, . - _start
-
-/*
  * SYSCALL lands here (IA32_LSTAR) at CPL 0 on the caller's stack with RCX = the return address,
  * R11 = the caller's RFLAGS, IF/TF/DF/AC cleared (IA32_FMASK). Linux's convention: RAX = number,
  * RDI RSI RDX R10 R8 R9 = arguments, RAX = result; every register but RAX, RCX and R11 is kept.
  * The C dispatcher is built with -mgeneral-regs-only, so SSE/x87 state is untouched.
  */
+    .cfi_sections .debug_frame
     .text
     .global urr_syscall_entry
     .type urr_syscall_entry, @function
