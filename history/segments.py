@@ -194,7 +194,8 @@ def replay_machine(config: dict, kernel: Kernel, player: Player) -> Machine:
     """A replay machine for a recording with this header (guest output goes nowhere)."""
     seam = Seam(SeamCore("replay", lambda: 0, None, player))
     disk = DiskImage.without_base(int(config["disk"]["sectors"])) if config.get("disk") else None
-    return Machine(kernel, config["ram_size"], config["shift"], seam, disk)
+    return Machine(kernel, config["ram_size"], config["shift"], seam, disk,
+                   cmdline=config.get("cmdline", ""))  # the boot puts it in RAM: the recorded one
 
 
 class Replayer:
