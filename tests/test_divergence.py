@@ -6,6 +6,7 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -173,12 +174,29 @@ def test_missing_rrfile_and_unwritable_path(guests, tmp_path):
     assert r.status == 2 and "cannot write rrfile" in r.err
 
 
+def _wait_for_first_chunk(rr: str, proc: subprocess.Popen) -> None:
+    """Until the log holds more than its header (a chunk: at ~1 s of host time), however long
+    the start-up takes on a loaded machine; a fixed sleep raced it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(rr, "rb") as f:
+                head = f.read(16)
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            head, size = b"", 0
+        if len(head) == 16 and size > 16 + struct.unpack_from("<I", head, 12)[0] + 4:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the recording wrote no chunk (or ended) before it could be killed")
+
+
 def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
     rr = str(tmp_path / "long.rr")
     cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
            "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)  # well inside the ~3 s run: the guest must not finish first
+    _wait_for_first_chunk(rr, proc)  # the ~3 s run (more on a loaded machine) has not finished
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-snapshots", "off")
