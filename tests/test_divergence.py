@@ -208,13 +208,14 @@ def test_killed_recording_replays_up_to_where_it_got(guests, tmp_path):
 
 def _interrupt_recording(guests, rr: str, *extra: str) -> int:
     """Record longloop, send Ctrl-C (to the whole process group, the catalog writer included)
-    1.5 s in; check the one line and exit 130, and return the icount it names."""
+    once it runs (its log holds a chunk); check the one line and exit 130, and return the icount
+    it names."""
     cmd = [sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
            "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        time.sleep(1.5)  # well inside the ~3.5 s run: the guest must not finish first
+        _wait_for_first_chunk(rr, proc)  # inside the ~3.5 s run, after the start-up
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
