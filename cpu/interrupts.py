@@ -1,8 +1,13 @@
-"""Delivering an external interrupt through the guest's IDT, as the CPU would in long mode.
+"""Delivering an external interrupt through the guest's IDT, as the CPU would.
 
 Unicorn has no interrupt controller and never vectors anything through the IDT, so the executor
-does it between slices: push the 64-bit frame (SS, RSP, RFLAGS, CS, RIP) on a 16-byte aligned
-stack, clear IF for an interrupt gate, and jump to the gate's handler."""
+does it between slices. In long mode: push the 64-bit frame (SS, RSP, RFLAGS, CS, RIP) on a
+16-byte aligned stack through a 16-byte gate. In 32-bit protected mode (a Multiboot or PVH kernel
+before its switch, or one that stays there): push EFLAGS, CS, EIP through an 8-byte 32-bit gate,
+at the same privilege (no stack switch). Either way an interrupt gate clears IF, and the CPU
+jumps to the gate's handler. The gate's selector is written as Unicorn writes selectors (the
+hidden descriptor stays that of the interrupted code: the handler's segment must be of the same
+kind, as a flat kernel's is); the frame is written at the stack address as a physical one."""
 from __future__ import annotations
 
 import struct
@@ -18,6 +23,8 @@ IF = 1 << 9
 TF = 1 << 8
 _GATE = struct.Struct("<HHBBHII")
 _FRAME = struct.Struct("<5Q")
+_GATE32 = struct.Struct("<HHBBH")
+_FRAME32 = struct.Struct("<3I")
 
 
 class InterruptError(RuntimeError):
@@ -30,33 +37,44 @@ class InterruptDelivery:
         self.ram = ram
         self.regs = RegisterBatch(uc, ("rsp", "ss", "rflags", "cs", "rip"))
 
-    @staticmethod
-    def frame_span(rsp: int) -> tuple[int, int]:
+    def long_mode(self) -> bool:
+        return bool(self.uc.msr_read(_MSR_EFER) & _EFER_LMA)
+
+    def frame_span(self, rsp: int, long_mode: bool | None = None) -> tuple[int, int]:
         """(address, size) of the frame an interrupt taken with this RSP pushes."""
-        return (rsp & ~0xF) - _FRAME.size, _FRAME.size
+        if long_mode is None:
+            long_mode = self.long_mode()
+        if long_mode:
+            return (rsp & ~0xF) - _FRAME.size, _FRAME.size
+        return (rsp - _FRAME32.size) & 0xFFFFFFFF, _FRAME32.size
 
     def deliver(self, vector: int) -> int:
         """Enter the handler for `vector`; returns the handler address."""
-        if not self.uc.msr_read(_MSR_EFER) & _EFER_LMA:
-            raise InterruptError(f"interrupt vector {vector:#x} arrived outside long mode "
-                                 "(32-bit interrupt delivery is not supported)")
+        long_mode = self.long_mode()
+        size = 16 if long_mode else 8
         _sel, base, limit, _flags = self.uc.reg_read(_IDTR)
-        if vector * 16 + 15 > limit:
+        if vector * size + size - 1 > limit:
             raise InterruptError(f"interrupt vector {vector:#x} is beyond the IDT limit {limit:#x}")
         try:
-            gate = self.ram.read(base + vector * 16, 16)
+            gate = self.ram.read(base + vector * size, size)
         except ValueError:
             raise InterruptError(f"IDT at {base:#x} is outside RAM") from None
-        off_lo, selector, ist, attrs, off_mid, off_hi, _ = _GATE.unpack(gate)
+        if long_mode:
+            off_lo, selector, ist, attrs, off_mid, off_hi, _ = _GATE.unpack(gate)
+            handler = off_lo | (off_mid << 16) | (off_hi << 32)
+        else:
+            off_lo, selector, ist, attrs, off_hi = _GATE32.unpack(gate)
+            handler = off_lo | (off_hi << 16)
         if not attrs & 0x80 or (attrs & 0x0F) not in (0x0E, 0x0F):
             raise InterruptError(f"no present interrupt gate for vector {vector:#x}")
-        if ist & 7:
+        if long_mode and ist & 7:
             raise InterruptError(f"vector {vector:#x} uses an IST stack, which needs a TSS (unsupported)")
-        handler = off_lo | (off_mid << 16) | (off_hi << 32)
         rsp, ss, rflags, cs, rip = self.regs.read()
-        new_rsp, _ = self.frame_span(rsp)
+        new_rsp, _ = self.frame_span(rsp, long_mode)
+        frame = (_FRAME.pack(rip, cs, rflags, rsp, ss) if long_mode
+                 else _FRAME32.pack(rip & 0xFFFFFFFF, cs, rflags & 0xFFFFFFFF))
         try:
-            self.ram.write(new_rsp, _FRAME.pack(rip, cs, rflags, rsp, ss))
+            self.ram.write(new_rsp, frame)
         except ValueError:
             raise InterruptError(f"interrupt stack at {new_rsp:#x} is outside RAM") from None
         if attrs & 0x0F == 0x0E:

@@ -15,8 +15,16 @@ import capstone
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from replay import log as L
 from tests.conftest import ROOT, run_urr
 from tests.test_machine import lines, record_and_replay
+
+
+def _verify(rr: str) -> None:
+    """urr-snap verify: every snapshot of the recording restores to the straight replay's state."""
+    verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def _bits(d: float) -> int:
@@ -45,9 +53,7 @@ def test_fpu_guest_snapshots_verify(guests, tmp_path):
     rec = run_urr("-kernel", guests["fpu"], "-snapshots", "1ms:1s,1ms",
                   "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init")
     assert rec.status == 33, rec.err
-    verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    _verify(rr)
 
 
 # -- Multiboot and PVH kernels (tests/kernels: entered in 32-bit protected mode, they switch to
@@ -63,7 +69,8 @@ MODULE_TEXT = b"first module line\nsecond line\n"
 
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory) -> dict[str, str]:
-    """The boot-format kernel built with gcc as a Multiboot (a.out kludge) and a PVH kernel."""
+    """The boot-format kernel built with gcc as a Multiboot (a.out kludge) and a PVH kernel, and
+    a 32-bit ELF Multiboot kernel (tick32)."""
     out = tmp_path_factory.mktemp("kernels")
     built = {}
     for fmt in ("multiboot", "pvh"):
@@ -72,6 +79,10 @@ def kernels(tmp_path_factory) -> dict[str, str]:
                         os.path.join(KERNELS, "entry32.S"), os.path.join(KERNELS, "kernel.c")],
                        check=True, capture_output=True)
         built[fmt] = path
+    built["tick32"] = str(out / "tick32.elf")  # ELF32, stays in 32-bit mode, takes interrupts
+    subprocess.run(["gcc", "-m32", "-nostdlib", "-static", "-no-pie", "-Wl,-Ttext=0x100000", "-Wl,-e,start",
+                    "-Wl,--build-id=none", "-o", built["tick32"], os.path.join(KERNELS, "tick32.S")],
+                   check=True, capture_output=True)
     module = out / "module.txt"
     module.write_bytes(MODULE_TEXT)
     built["module"] = str(module)
@@ -108,12 +119,25 @@ def test_boot_format_snapshots_in_32_and_64_bit_mode_verify(kernels, tmp_path, f
     rec = run_urr("-kernel", kernels[fmt], "-snapshots", "1ms:1s,1ms",
                   "-icount", f"shift=10,rr=record,rrfile={rr},rrsnapshot=init")
     assert rec.status == 33, rec.err
-    verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    _verify(rr)
     listed = subprocess.run([sys.executable, "-m", "snapshots.cli", "list", rr], cwd=ROOT,
                             capture_output=True, text=True, timeout=300).stdout
     assert len(re.findall(r"^auto-", listed, re.M)) >= 3  # some in each mode: the switch is at ~3.5k
+
+
+def test_32_bit_kernel_takes_interrupts_records_replays_and_restores(kernels, tmp_path):
+    """tick32 stays in 32-bit protected mode: the PIT's interrupts come through its 32-bit IDT
+    gates (EFLAGS, CS, EIP pushed; iret returns); exactly its 5 ticks are logged, the replay ends
+    in the same state, and snapshots taken between ticks restore to the straight replay's state."""
+    rec, rr = record_and_replay(tmp_path, 7, "-kernel", kernels["tick32"])
+    assert lines(rec) == ["tick32 ticks 5"] and rec.status == 33
+    irqs = [r.fields[0] for c in L.LogReader(rr).chunks() for r in c.records if r.kind == L.IRQ]
+    assert irqs == [0x20] * 5
+    rr2 = str(tmp_path / "snap.rr")
+    r = run_urr("-kernel", kernels["tick32"], "-snapshots", "1ms:1s,1ms",
+                "-icount", f"shift=7,rr=record,rrfile={rr2},rrsnapshot=init")
+    assert r.status == 33, r.err
+    _verify(rr2)
 
 
 def _multiboot_image(tmp_path, fields: tuple[int, ...], flags: int = 0x10003,

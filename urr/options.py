@@ -113,8 +113,8 @@ def parse_args(argv: list[str]) -> Optional[Options]:
     """Options from argv, or None when help was asked for."""
     opts = Options()
     it = iter(argv)
-    takes_value = {"-kernel", "-append", "-initrd", "-m", "-drive", "-serial", "-icount", "-display", "-loadvm", "-gdb",
-                   "-snapshots"}
+    takes_value = {"-kernel", "-append", "-initrd", "-m", "-drive", "-serial", "-icount", "-display",
+                   "-loadvm", "-gdb", "-snapshots"}
     for arg in it:
         if arg in ("-h", "-help", "--help"):
             return None
