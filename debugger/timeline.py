@@ -535,18 +535,22 @@ class Timeline:
     def step_range(self, start: int, end: int) -> Stop:
         """Step until the PC leaves [start, end) (at least one instruction), in one run: GDB's
         range stepping (`vCont;r`), which `next` and `step` use over a source line. Breakpoints,
-        watchpoints and interrupt() stop it as they stop cont. Exits are found by hooks where
-        the range can be left (debugger.rangestep), not by a hook per instruction."""
-        stop = self.stepi()
-        if stop.reason != "step" or not start <= stop.pc < end:
-            return stop
+        watchpoints and interrupt() stop it as they stop cont; an interrupt handler taken inside
+        runs through. Exits are found by hooks where the range can be left (debugger.rangestep),
+        not by a hook per instruction. From outside the range: one step, then on if it is inside."""
         self._interrupt.clear()
+        ignore_here = True
+        if not start <= self.pc() < end:
+            stop = self.stepi()
+            if stop.reason != "step" or not start <= stop.pc < end:
+                return stop
+            ignore_here = False  # a breakpoint where the step arrived stops there
         code = self.read_memory(start, min(end + 15, self.machine.ram.size) - start)  # + the longest insn
         self._range = range_exits(code, start, end)
         try:
             for addr in self._range.entries | self._range.indirect.keys():
                 self._code_hook(addr)
-            return self._run(None, ignore_here=False)
+            return self._run(None, ignore_here=ignore_here)
         finally:
             self._range = None
 

@@ -80,14 +80,16 @@ def test_step_range_runs_through_an_interrupt_taken_inside_it(calls):
             tl.seek(hit)
         tl.remove_breakpoint(dispatch)
         interrupted = tl.icount  # the tick comes right after this instruction
-        tl.seek(interrupted - 2)
-        assert start <= tl.pc() < end
-        stop = tl.step_range(start, end)
-        assert (stop.reason, stop.pc) == ("step", end)
-        got = stop.icount
-        tl.seek(interrupted - 2)
-        tl.add_breakpoint(end)
-        assert tl.cont().icount == got > interrupted
+        for begin in (interrupted - 2, interrupted):  # the tick after the first instruction too
+            tl.seek(begin)
+            assert start <= tl.pc() < end
+            stop = tl.step_range(start, end)
+            assert (stop.reason, stop.pc) == ("step", end)
+            got = stop.icount
+            tl.seek(begin)
+            tl.add_breakpoint(end)
+            assert tl.cont().icount == got > interrupted
+            tl.remove_breakpoint(end)
 
 
 def test_range_exits_from_decoding():
