@@ -537,8 +537,17 @@ class Timeline:
         range stepping (`vCont;r`), which `next` and `step` use over a source line. Breakpoints,
         watchpoints and interrupt() stop it as they stop cont; an interrupt handler taken inside
         runs through. Exits are found by hooks where the range can be left (debugger.rangestep),
-        not by a hook per instruction. From outside the range: one step, then on if it is inside."""
+        not by a hook per instruction. From outside the range: one step, then on if it is inside.
+        With step_into_interrupts it single-steps, to stop in a handler taken inside."""
         self._interrupt.clear()
+        if self.step_into_interrupts:
+            stop = self.stepi()
+            while stop.reason == "step" and start <= stop.pc < end:
+                if self._interrupt.is_set():
+                    self._interrupt.clear()
+                    return self._stop("interrupt")
+                stop = self.stepi()
+            return stop
         ignore_here = True
         if not start <= self.pc() < end:
             stop = self.stepi()

@@ -90,6 +90,12 @@ def test_step_range_runs_through_an_interrupt_taken_inside_it(calls):
             tl.add_breakpoint(end)
             assert tl.cont().icount == got > interrupted
             tl.remove_breakpoint(end)
+        tl.step_into_interrupts = True  # monitor step_interrupts on: stop in the handler
+        tl.seek(interrupted)
+        stop = tl.step_range(start, end)
+        assert stop.reason == "step" and stop.icount == interrupted + 1
+        mix_at, mix_size = calls.elf.symbols["mix"]
+        assert not mix_at <= stop.pc < mix_at + mix_size  # in the interrupt's entry stub
 
 
 def test_range_exits_from_decoding():
