@@ -101,14 +101,19 @@ def record(kernel: str, rrfile: str) -> None:
 
 
 # Steps at a point past the start, with two breakpoints inserted (GDB removes and reinserts them
-# around every step): 50 stepi in mix's loop, the median of their times.
-_STEPI = """
+# around every step): STEPS stepi and STEPS next (range steps over the lines of mix's loop); then
+# IGNORES crossings of the breakpoint on mix that GDB's ignore count passes over, each a stop and
+# a resume (and the ~5,000 instructions of a call of mix).
+_STEPS = """
 run("break mix")
 run("break kmain")
 run("continue")
 run("continue")
-times = [timed("stepi") for _ in range(STEPS)]
-result["stepi_s"] = times
+result["stepi_s"] = [timed("stepi") for _ in range(STEPS)]
+result["next_s"] = [timed("next") for _ in range(STEPS)]
+run("delete 2")
+run("ignore 1 IGNORES")
+result["ignore_s"] = timed("continue")
 """
 
 # A condition true once in CROSSINGS crossings of a breakpoint on mix, continue to that hit, vs
@@ -142,15 +147,17 @@ result["conditional_s"], result["plain_s"], result["span"] = conditional, plain,
 """
 
 
-def bench_gdb(tmp: str, runs: int = 5, steps: int = 50, crossings: int = 10_000) -> dict:
+def bench_gdb(tmp: str, runs: int = 5, steps: int = 50, crossings: int = 10_000, ignores: int = 2000) -> dict:
     """The GDB figures on a replay of longcalls (~520 M instructions, 1 kHz timer)."""
     kernel = os.path.join(ROOT, "guests", "build", "longcalls.elf")
     rrfile = os.path.join(tmp, "longcalls.rr")
     record(kernel, rrfile)
-    stepi = run_gdb_script(rrfile, kernel, _STEPI.replace("STEPS", str(steps)))["stepi_s"]
+    stepping = run_gdb_script(rrfile, kernel, _STEPS.replace("STEPS", str(steps)).replace("IGNORES", str(ignores)))
     cond = run_gdb_script(rrfile, kernel, _CONDITIONAL.replace("RUNS", str(runs))
                           .replace("CROSSINGS", str(crossings)))
-    return {"gdb_stepi_ms_median": round(statistics.median(stepi) * 1000, 2),
+    return {"gdb_stepi_ms_median": round(statistics.median(stepping["stepi_s"]) * 1000, 2),
+            "gdb_next_ms_median": round(statistics.median(stepping["next_s"]) * 1000, 2),
+            "gdb_ignore_crossing_ms": round(stepping["ignore_s"] / ignores * 1000, 2),
             "gdb_conditional_break_vs_forward": round(statistics.median(cond["conditional_s"])
                                                       / statistics.median(cond["plain_s"]), 3),
             "gdb_conditional_span_instructions": cond["span"]}

@@ -296,7 +296,7 @@ class _Session:
             "qSupported": self.supported, "qXfer": self.xfer, "qRcmd": self.monitor,
             "qAttached": lambda _: "1", "qC": lambda _: f"QC{THREAD}",
             "qfThreadInfo": lambda _: f"m{THREAD}", "qsThreadInfo": lambda _: "l",
-            "QStartNoAckMode": lambda _: "OK", "vCont?": lambda _: "vCont;c;C;s;S", "vCont": self.vcont,
+            "QStartNoAckMode": lambda _: "OK", "vCont?": lambda _: "vCont;c;C;s;S;r", "vCont": self.vcont,
         }
         self.monitor_commands: list[tuple[tuple[str, ...], bool, Callable[..., str]]] = [
             (("info", "replay"), False, self.info_replay),
@@ -494,7 +494,8 @@ class _Session:
         return self.cont(args.partition(";")[2])
 
     def vcont(self, args: str) -> str:
-        """vCont;ACTION[:thread]...: one thread, so the first action is the one for it."""
+        """vCont;ACTION[:thread]...: one thread, so the first action is the one for it. Range
+        stepping (r) runs until the PC leaves the range, in one resume."""
         actions = args.split(";")
         if len(actions) < 2 or actions[0] != "":
             return "E01"
@@ -508,6 +509,11 @@ class _Session:
             return self._run(self.tl.stepi, watched=False)
         if action == "c":
             return self._run(self.tl.cont)
+        if action.startswith("r"):  # rSTART,END: step while the PC stays in [START, END)
+            start, end = (_hex_int(a) for a in action[1:].split(","))
+            if end <= start:
+                return "E01"
+            return self._run(lambda: self.tl.step_range(start, end))
         return "E01"
 
     def reverse(self, action: Callable[[], Stop], watched: bool = True) -> str:

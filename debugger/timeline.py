@@ -38,6 +38,7 @@ from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
+from debugger.rangestep import RangeExits, indirect_target, range_exits
 from replay import log as L
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
@@ -109,7 +110,8 @@ class Timeline:
         self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
         self.breakpoints: dict[int, int] = {}  # address -> hook handle
         self.break_conditions: dict[int, Optional[Callable[[], bool]]] = {}
-        self._idle_breaks: dict[int, int] = {}  # removed breakpoints' hooks, see add_breakpoint
+        self._code_hooks: dict[int, int] = {}  # address -> its code hook, see _code_hook
+        self._range: Optional[RangeExits] = None  # while step_range runs
         self.watchpoints: dict[tuple[int, int, str], list[int]] = {}
         self.changes_only: set[tuple[int, int, str]] = set()  # watchpoints blind to same-value writes
         self.icount_breaks: set[int] = set()
@@ -245,32 +247,29 @@ class Timeline:
 
     def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
         """Stop at `addr` (when `condition` is given: only where it returns true, checked at the
-        hit, so a false one costs neither a stop nor, in a reverse search, a hit).
-
-        A removed breakpoint's hook stays installed, idle, until the next cont/reverse_cont
-        (GDB removes and reinserts every breakpoint around each stop): deleting a code hook
-        makes Unicorn 2.1.4 drop every translation, adding one needs only its own dropped."""
+        hit, so a false one costs neither a stop nor, in a reverse search, a hit)."""
         self.break_conditions[addr] = condition
-        if addr in self.breakpoints:
-            return
-        handle = self._idle_breaks.pop(addr, None)
-        if handle is None:
-            handle = self.machine.uc.hook_add(UC_HOOK_CODE, self._on_break, None, addr, addr)
-            self.machine.uc.ctl_remove_cache(addr, addr + 1)  # 2.1.4 only hooks code translated afterwards
-        self.breakpoints[addr] = handle
+        self.breakpoints[addr] = self._code_hook(addr)
 
     def remove_breakpoint(self, addr: int) -> None:
-        handle = self.breakpoints.pop(addr, None)
+        self.breakpoints.pop(addr, None)
         self.break_conditions.pop(addr, None)
-        if handle is not None:
-            self._idle_breaks[addr] = handle
 
-    def _drop_idle_breakpoints(self) -> None:
-        """Delete the hooks of breakpoints still removed, before a run long enough for them to
-        cost (one Python call each time their address runs)."""
-        for handle in self._idle_breaks.values():
-            self.machine.uc.hook_del(handle)
-        self._idle_breaks.clear()
+    def _code_hook(self, addr: int) -> int:
+        """The code hook at `addr`, shared by breakpoints and range-step exits and kept, idle,
+        when neither uses it, until the next cont/reverse_cont: GDB removes and reinserts every
+        breakpoint around each stop, and deleting a code hook makes Unicorn 2.1.4 drop every
+        translation, where adding one needs only its own dropped."""
+        if addr not in self._code_hooks:
+            self._code_hooks[addr] = self.machine.uc.hook_add(UC_HOOK_CODE, self._on_code, None, addr, addr)
+            self.machine.uc.ctl_remove_cache(addr, addr + 1)  # 2.1.4 only hooks code translated afterwards
+        return self._code_hooks[addr]
+
+    def _drop_idle_code_hooks(self) -> None:
+        """Delete the idle code hooks before a run long enough for them to cost (a Python call
+        each time their address runs)."""
+        for addr in [a for a in self._code_hooks if a not in self.breakpoints]:
+            self.machine.uc.hook_del(self._code_hooks.pop(addr))
 
     def add_watchpoint(self, addr: int, length: int, kind: str, changes_only: bool = False) -> None:
         """Stop on accesses overlapping [addr, addr+length): kind "w" writes, "r" reads, "a" both.
@@ -301,21 +300,40 @@ class Timeline:
     def clear_icount_breaks(self) -> None:
         self.icount_breaks.clear()
 
-    def _on_break(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        if address not in self.breakpoints:
-            return  # idle
+    def _on_code(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        if address in self.breakpoints and self._on_break(uc, address):
+            return
+        if self._range is not None:
+            self._on_range_exit(uc, address)
+
+    def _on_break(self, uc: Uc, address: int) -> bool:
+        """A breakpoint's address is about to run: whether that stopped the run."""
         now = self.machine.now()
         if self._ignore_break_at == now and self._collect is None:
-            return
+            return False
         condition = self.break_conditions.get(address)
         if condition is not None and not condition():
-            return
+            return False
         if self._collect is not None:
             self._collect.append(Hit(now, "breakpoint", address))
-            return
+            return False
         self._pending = Hit(now, "breakpoint", address)
         self.machine.stop_before = "breakpoint"
         uc.emu_stop()
+        return True
+
+    def _on_range_exit(self, uc: Uc, address: int) -> None:
+        """step_range: stop before an entry outside the range, or right after a range instruction
+        whose target (known now, before it runs) lies outside."""
+        assert self._range is not None
+        if address in self._range.entries:
+            self.machine.stop_before = "range-exit"
+            uc.emu_stop()
+        elif address in self._range.indirect:
+            target = indirect_target(self._range.indirect[address], self.read_register, self.read_memory)
+            if not self._range.contains(target):
+                self.machine.stop_after = "range-exit"
+                self.machine._end_slice_now()
 
     def _on_access(self, uc: Uc, access: int, address: int, size: int, value: int,
                    key: tuple[int, int, str]) -> None:
@@ -353,9 +371,10 @@ class Timeline:
     def _watched_pages(self) -> Optional[set[int]]:
         """The pages of the watchpoints when every place a run may stop is a write watchpoint
         (or a replay breakpoint) and the log's digests list every page written: then only the
-        intervals that wrote those pages need to run with hooks. Else None."""
+        intervals that wrote those pages need to run with hooks. Else None (also during a range
+        step, which stops where the PC leaves its range)."""
         index = self.write_index()
-        if (index is None or not index.exact or self.breakpoints or not self.watchpoints
+        if (index is None or not index.exact or self.breakpoints or self._range is not None or not self.watchpoints
                 or any(kind != "w" for _, _, kind in self.watchpoints)):
             return None
         return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
@@ -424,6 +443,8 @@ class Timeline:
                     continue
                 if stop.reason == "breakpoint":
                     return self._stop("breakpoint")
+                if stop.reason == "range-exit":
+                    return self._stop("step")
                 if stop.reason == "watchpoint":
                     hit = self._pending
                     return self._stop("watchpoint", watch_addr=hit.addr if hit else None,
@@ -486,7 +507,7 @@ class Timeline:
 
     def cont(self) -> Stop:
         self._interrupt.clear()
-        self._drop_idle_breakpoints()
+        self._drop_idle_code_hooks()
         return self._run(None, ignore_here=True)
 
     def next(self) -> Stop:
@@ -510,6 +531,37 @@ class Timeline:
         finally:
             if temporary:
                 self.remove_breakpoint(ret)
+
+    def step_range(self, start: int, end: int) -> Stop:
+        """Step until the PC leaves [start, end) (at least one instruction), in one run: GDB's
+        range stepping (`vCont;r`), which `next` and `step` use over a source line. Breakpoints,
+        watchpoints and interrupt() stop it as they stop cont; an interrupt handler taken inside
+        runs through. Exits are found by hooks where the range can be left (debugger.rangestep),
+        not by a hook per instruction. From outside the range: one step, then on if it is inside.
+        With step_into_interrupts it single-steps, to stop in a handler taken inside."""
+        self._interrupt.clear()
+        if self.step_into_interrupts:
+            stop = self.stepi()
+            while stop.reason == "step" and start <= stop.pc < end:
+                if self._interrupt.is_set():
+                    self._interrupt.clear()
+                    return self._stop("interrupt")
+                stop = self.stepi()
+            return stop
+        ignore_here = True
+        if not start <= self.pc() < end:
+            stop = self.stepi()
+            if stop.reason != "step" or not start <= stop.pc < end:
+                return stop
+            ignore_here = False  # a breakpoint where the step arrived stops there
+        code = self.read_memory(start, min(end + 15, self.machine.ram.size) - start)  # + the longest insn
+        self._range = range_exits(code, start, end)
+        try:
+            for addr in self._range.entries | self._range.indirect.keys():
+                self._code_hook(addr)
+            return self._run(None, ignore_here=ignore_here)
+        finally:
+            self._range = None
 
     # -- backward -----------------------------------------------------------------------------
 
@@ -650,7 +702,7 @@ class Timeline:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""
         self._require_reverse()
         self._interrupt.clear()
-        self._drop_idle_breakpoints()
+        self._drop_idle_code_hooks()
         hit = self._last_hit(self.start, self.icount, lambda h: True, self._watched_pages())
         if hit is None:
             self.seek(self.start)

@@ -14,7 +14,7 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE
 
 from debugger.timeline import Timeline
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
-from tests.test_gdb_e2e import GDB, WHERE, run_gdb, show, value
+from tests.test_gdb_e2e import GDB, PC, WHERE, run_gdb, show
 from tests.test_gdbstub import Client, Served
 from urr.options import parse_args
 from urr.session import Session
@@ -159,3 +159,29 @@ def test_last_write_still_finds_a_same_value_write(calls):
         tl.seek(icount + 3)
         found, _, before, after = tl.last_write(calls.elf.addr("level"), 8)
     assert (found, before, after) == (icount, old.to_bytes(8, "little"), new.to_bytes(8, "little"))
+
+
+def test_next_uses_range_stepping_and_runs_through_timer_interrupts(calls, tmp_path):
+    """`next` along kmain's loop, long enough for timer ticks to fall inside some lines: one
+    `vCont;r` per line (GDB single-steps otherwise), every stop at the start of the next line
+    in kmain, at the icount where execution first gets there (a straight run to that address)."""
+    nexts = 120
+    run = run_gdb(calls, ["break mix if call == 100", "continue", "delete", "finish", "set debug remote 1",
+                          *[c for _ in range(nexts) for c in ("next", PC, WHERE)], "set debug remote 0"], tmp_path)
+    pcs, icounts = run.pcs(), run.icounts()
+    assert len(pcs) == len(icounts) == nexts
+    assert {calls.elf.function_at(pc) for pc in pcs} == {"kmain"}
+    loop, call = calls.source_line("for (uint64_t call = 0;"), calls.source_line("acc = mix(call, acc);")
+    assert set(run.listed()[-nexts:]) == {loop, call}, run.out
+    assert remote_log(run.out, "vCont;r") >= nexts and remote_log(run.out, "vCont;s") < nexts // 4, run.out
+    ticks = calls.elf.addr("ticks")
+    with Timeline.for_replay(calls.rrfile, calls.kernel, snapshot="init") as tl:
+        for here, (pc, icount) in zip(icounts, list(zip(pcs, icounts))[1:]):
+            tl.seek(here)
+            tl.add_breakpoint(pc)
+            assert (tl.cont().icount, tl.pc()) == (icount, pc)
+            tl.remove_breakpoint(pc)
+        tl.seek(icounts[0])
+        first = tl.read_memory(ticks, 8)
+        tl.seek(icounts[-1])
+        assert int.from_bytes(tl.read_memory(ticks, 8), "little") > int.from_bytes(first, "little")

@@ -147,6 +147,12 @@ class FakeTimeline:
     def stepi(self) -> Stop:
         return self._forward(1)
 
+    def step_range(self, start: int, end: int) -> Stop:
+        stop = self.stepi()
+        while stop.reason == "step" and start <= self.regs["rip"] < end:
+            stop = self.stepi()
+        return stop
+
     def cont(self) -> Stop:
         self._interrupt.clear()  # as the real Timeline does
         return self._forward(None)
@@ -423,7 +429,7 @@ def test_queries_for_one_stopped_thread(stub):
     assert client.ask("qfThreadInfo") == "m01"
     assert client.ask("qsThreadInfo") == "l"
     assert client.ask("Hg0") == "OK" and client.ask("Hc-1") == "OK"
-    assert client.ask("vCont?") == "vCont;c;C;s;S"
+    assert client.ask("vCont?") == "vCont;c;C;s;S;r"
     assert client.ask("vMustReplyEmpty") == ""
     assert client.ask("qTStatus") == ""
     assert client.ask("qOffsets") == ""
@@ -528,6 +534,17 @@ def test_stop_replies_expedite_the_frame_registers(stub):
     reply = client.ask("s", expedited=True)
     assert reply == "T05thread:01;" + field("rbp") + field("rsp") + field("rip") and pc_of(tl) == CODE + 4
     assert client.ask("s", expedited=True).endswith(field("rip")) and pc_of(tl) == CODE + 8
+
+
+def test_range_step(stub):
+    tl = FakeTimeline(LINEAR)
+    client, _ = stub(tl)
+    assert client.ask(f"vCont;r{CODE:x},{CODE + 12:x}:1") == "T05thread:01;" and pc_of(tl) == CODE + 12
+    assert client.ask(f"vCont;r{CODE:x},{CODE + 12:x}") == "T05thread:01;" and pc_of(tl) == CODE + 16  # one step at least
+    assert client.ask(f"Z0,{CODE + 20:x},1") == "OK"
+    assert client.ask(f"vCont;r{CODE:x},{CODE + 40:x}") == "T05thread:01;swbreak:;" and pc_of(tl) == CODE + 20
+    for bad in (f"vCont;r{CODE + 4:x},{CODE:x}", "vCont;r1", "vCont;rzz,10"):
+        assert client.ask(bad) == "E01"
 
 
 def test_breakpoints_report_swbreak_or_hwbreak(stub):
