@@ -54,7 +54,7 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 WIDEST_ACCESS = 16
 # A reverse step outside the stretch kept for fast steps records one this long before it; each
 # further stretch, as the user keeps stepping back, twice as long, up to STEP_SPAN_MAX.
-STEP_SPAN = 1 << 12
+STEP_SPAN = 1 << 10
 STEP_SPAN_MAX = 1 << 16
 NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
 
@@ -109,6 +109,7 @@ class Timeline(ReverseSearches):
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN
+        self._stepped_back_to: Optional[int] = None  # where the last step back landed
         # As QEMU's stub by default: a step during which the guest takes an interrupt goes on
         # through the handler (forwards and backwards); True stops in handlers instead.
         self.step_into_interrupts = False
@@ -537,21 +538,24 @@ class Timeline(ReverseSearches):
         here = self.icount
         if here <= self.start:
             return self._stop("begin")
-        if not self.steps.covers(here - 1):
-            self._record_steps_before(here)
+        if not self.steps.covers(here - 1) and self._stepped_back_to == here:
+            self._record_steps_before(here)  # a second step back in a row: more may follow
         stop = self.seek(here - 1)
+        self._stepped_back_to = self.icount
         if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
             previous = self._scan_back(lambda uc: True, here)
             if previous is None:
                 self.seek(self.start)
                 return self._stop("begin")
             stop = self.seek(previous)
+            self._stepped_back_to = self.icount
         return stop
 
     def _record_steps_before(self, here: int) -> None:
         """Keep checkpoints and an undo record for a stretch ending at `here` (the current
         position), so that the following steps back are cheap; a longer one each time the user
-        steps back past the start of the last."""
+        steps back past the start of the last. Only from the second step back in a row: a
+        single step back (to look at the instruction before) is a plain seek."""
         self._step_span = min(2 * self._step_span, STEP_SPAN_MAX) if self.steps.begin == here else STEP_SPAN
         begin = max(self.start, here - self._step_span)
         self._restore_before(begin)
