@@ -27,7 +27,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.gdb_speed import record, run_gdb_script  # noqa: E402
+import subprocess  # noqa: E402
+
+from bench.gdb_speed import run_gdb_script  # noqa: E402
 
 SEEK_AHEAD = 80_000_000
 
@@ -96,7 +98,9 @@ def _last_write_ms(rrfile: str, kernel: str, end: int) -> float:
 def bench_reverse_gdb(tmp: str, samples: int = 30) -> dict:
     kernel = os.path.join(ROOT, "guests", "build", "revloop-long.elf")
     rrfile = os.path.join(tmp, "revloop-long.rr")
-    record(kernel, rrfile)
+    done = subprocess.run([sys.executable, "-m", "urr", "-kernel", kernel, "-display", "none", "-serial", "none",
+                           "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init"], cwd=ROOT)
+    assert done.returncode == 33, done  # revloop's URR_EXIT_PASS
     with open(os.path.join(ROOT, "guests", "revloop.c")) as f:
         mix_end = next(n for n, line in enumerate(f, 1) if "return x ^ salt;" in line)
     r = run_gdb_script(rrfile, kernel, _SESSION.replace("SAMPLES", str(samples))

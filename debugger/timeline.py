@@ -1,11 +1,12 @@
 """Navigation over a replay: one object owns the position, the snapshots and the breakpoints.
 
 Modelled on rr's ReplayTimeline. Forward execution runs the machine with breakpoint and
-watchpoint hooks that stop it. Going back is always "restore the nearest earlier snapshot, replay
-forward": reverse-stepi replays to icount-1; reverse-continue replays the interval before the
-current position with hooks that only *collect* hits (exact icounts come from the instruction
-counter, see cpu.icount), and if there were hits, seeks to the last one; otherwise it tries the
-interval before that, and so on back to the start of the recording.
+watchpoint hooks that stop it. Going back is "restore the nearest earlier snapshot, replay
+forward": a seek backwards replays to the target; repeated reverse steps are served from the
+checkpoints and undo record of the stretch before the position (debugger.checkpoints);
+reverse-continue and last-write replay the stretches before the position with hooks that only
+*collect* hits, newest first, skipping what cannot hold a hit (debugger.search). Steps go through
+interrupt handlers unless `step_into_interrupts` is set.
 
 Positions are icounts. Inside a halt (HLT until an interrupt) there are no instructions, so a
 position there is the end of the halt: seek() lands on it and reverse_stepi() steps back to the
@@ -39,6 +40,7 @@ from cpu.devices.uart import Uart16550
 from cpu.machine import Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
 from debugger.rangestep import RangeExits, indirect_target, range_exits
+from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearches
 from replay import log as L
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
@@ -51,15 +53,9 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 # Unicorn matches a memory hook's range against an access's first byte only, so a watch hook
 # starts this many bytes early (the widest single access, an SSE store) and checks the overlap.
 WIDEST_ACCESS = 16
-# A forward seek or watch restores a snapshot ahead rather than replay to it when that skips at
-# least this many instructions (a restore costs about what replaying ~50,000 does).
-FORWARD_RESTORE_MIN = 1 << 18
-# Reverse searches replay intervals newest first, each one about twice as long as the one before
-# (fewer restores over a long search), up to this many instructions between checks for Ctrl-C.
-SCAN_MAX = 1 << 23
 # A reverse step outside the stretch kept for fast steps records one this long before it; each
 # further stretch, as the user keeps stepping back, twice as long, up to STEP_SPAN_MAX.
-STEP_SPAN = 1 << 12
+STEP_SPAN = 1 << 10
 STEP_SPAN_MAX = 1 << 16
 NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
 
@@ -86,19 +82,7 @@ class Stop:
     message: str = ""
 
 
-@dataclass(frozen=True)
-class Hit:
-    """Where a breakpoint, watchpoint or replay breakpoint fired, found by a reverse search."""
-
-    icount: int
-    reason: str
-    addr: Optional[int] = None  # the instruction's, or the access's first byte
-    kind: Optional[str] = None  # the watchpoint's kind: "w", "r", "a"
-    size: int = 0  # bytes accessed
-    write: bool = False
-
-
-class Timeline:
+class Timeline(ReverseSearches):
     """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
 
     def __init__(self, machine: Machine, snapshots: Optional[SnapshotManager], replaying: bool) -> None:
@@ -127,6 +111,7 @@ class Timeline:
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN
+        self._stepped_back_to: Optional[int] = None  # where the last step back landed
         # As QEMU's stub by default: a step during which the guest takes an interrupt goes on
         # through the handler (forwards and backwards); True stops in handlers instead.
         self.step_into_interrupts = False
@@ -359,26 +344,6 @@ class Timeline:
         new = (value & ((1 << 64) - 1)).to_bytes(8, "little")[first - address:end - address]
         return new != self.machine.ram.read(first, end - first)
 
-    def write_index(self) -> Optional[WriteIndex]:
-        """Which digest intervals of the recording may hold writes to a page (replay only)."""
-        player = self.machine.seam.core.player
-        if not self.use_write_index:
-            return None
-        if self._write_index is None and player is not None:
-            self._write_index = WriteIndex.from_log(player.reader.config, player.records)
-        return self._write_index
-
-    def _watched_pages(self) -> Optional[set[int]]:
-        """The pages of the watchpoints when every place a run may stop is a write watchpoint
-        (or a replay breakpoint) and the log's digests list every page written: then only the
-        intervals that wrote those pages need to run with hooks. Else None (also during a range
-        step, which stops where the PC leaves its range)."""
-        index = self.write_index()
-        if (index is None or not index.exact or self.breakpoints or self._range is not None or not self.watchpoints
-                or any(kind != "w" for _, _, kind in self.watchpoints)):
-            return None
-        return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
-
     # -- running the machine ------------------------------------------------------------------
 
     def _advance(self, until: Optional[int]) -> MachineStop:
@@ -452,18 +417,6 @@ class Timeline:
                 return self._ended(stop)
         finally:
             self._ignore_break_at = None
-
-    def _skip_to_writes(self) -> None:
-        """Running to a write watchpoint: jump (by a snapshot) over stretches in which no
-        watched page was written and no replay breakpoint lies."""
-        pages = self._watched_pages()
-        if pages is None or self.snapshots is None:
-            return
-        index = self.write_index()
-        assert index is not None
-        ahead = index.ranges(pages, self.icount, 1 << 63, self.icount_breaks)
-        if ahead and ahead[-1][0] >= self.icount + FORWARD_RESTORE_MIN:
-            self._restore_ahead(ahead[-1][0])
 
     def _restore_ahead(self, icount: int) -> None:
         """Restore the latest snapshot at or before `icount` if it is far enough ahead of here
@@ -636,67 +589,29 @@ class Timeline:
         here = self.icount
         if here <= self.start:
             return self._stop("begin")
-        if not self.steps.covers(here - 1):
-            self._record_steps_before(here)
+        if not self.steps.covers(here - 1) and self._stepped_back_to == here:
+            self._record_steps_before(here)  # a second step back in a row: more may follow
         stop = self.seek(here - 1)
+        self._stepped_back_to = self.icount
         if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
             previous = self._scan_back(lambda uc: True, here)
             if previous is None:
                 self.seek(self.start)
                 return self._stop("begin")
             stop = self.seek(previous)
+            self._stepped_back_to = self.icount
         return stop
 
     def _record_steps_before(self, here: int) -> None:
         """Keep checkpoints and an undo record for a stretch ending at `here` (the current
         position), so that the following steps back are cheap; a longer one each time the user
-        steps back past the start of the last."""
+        steps back past the start of the last. Only from the second step back in a row: a
+        single step back (to look at the instruction before) is a plain seek."""
         self._step_span = min(2 * self._step_span, STEP_SPAN_MAX) if self.steps.begin == here else STEP_SPAN
         begin = max(self.start, here - self._step_span)
         self._restore_before(begin)
         self._replay_to(begin)
         self.steps.build(here, self._replay_to)
-
-    def _hits_between(self, begin_snapshot: int, end: int) -> list[Hit]:
-        """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""
-        _, hits = self._replay_to(end)
-        hits = [h for h in hits if h.icount < end]
-        hits += [Hit(b, "icount-break") for b in self.icount_breaks if begin_snapshot <= b < end]
-        return sorted(hits, key=lambda h: h.icount)
-
-    def _last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool],
-                  pages: Optional[set[int]] = None) -> Optional[Hit]:
-        """The last hit in [lowest, end) that `accept`s; a Hit "interrupt" if interrupted. Leaves
-        the position anywhere.
-
-        Replays the stretches before `end` newest first, each from the latest snapshot before
-        it, collecting hits. With `pages` (every hit it accepts is a write to them), only the
-        stretches in which the write index says those pages may have been written."""
-        index = self.write_index()
-        if pages is None or index is None:
-            ranges = [(lowest, end)]
-        else:
-            ranges = index.ranges(pages, lowest, end, [b for b in self.icount_breaks if accept(Hit(b, "icount-break"))])
-        grow = 0
-        for first, last in ranges:
-            last = min(last, end)  # everything from `end` on has no hit
-            while last > first:
-                if self._interrupt.is_set():
-                    self._interrupt.clear()
-                    return Hit(last, "interrupt")
-                begin = self._restore_before(max(first, last - 1 - grow))
-                hits = [h for h in self._hits_between(begin, last) if h.icount >= lowest and accept(h)]
-                if hits:
-                    return hits[-1]
-                grow = min(2 * (last - begin), SCAN_MAX)
-                last = end = begin
-        return None
-
-    def _go_to_hit(self, hit: Hit) -> Stop:
-        stop = self.seek(hit.icount)
-        if stop.reason != "step":
-            return stop
-        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind)
 
     def reverse_cont(self) -> Stop:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""
@@ -725,62 +640,6 @@ class Timeline:
             return self._stop("begin")
         hit = self._last_hit(call + 1, here, lambda h: True)
         return self._go_to_hit(hit) if hit is not None else self.seek(call)
-
-    def _scan_back(self, predicate: Callable[[Uc], bool], end: int) -> Optional[int]:
-        """The last icount before `end` at which `predicate` held before an instruction ran.
-
-        Runs every instruction through a Python hook: slow, but only over the intervals between
-        the nearest snapshots, newest first. Leaves the position anywhere."""
-        while end > self.start:
-            begin = self._restore_before(end - 1)
-            seen: list[int] = []
-
-            def hook(uc: Uc, address: int, size: int, _ud: object) -> None:
-                if predicate(uc):
-                    seen.append(self.machine.now())
-            handle = self.machine.uc.hook_add(UC_HOOK_CODE, hook)
-            self.machine.uc.ctl_flush_tb()
-            try:
-                self._replay_to(end)
-            finally:
-                self.machine.uc.hook_del(handle)
-                self.machine.uc.ctl_flush_tb()
-            seen = [i for i in seen if i < end]
-            if seen:
-                return seen[-1]
-            end = begin
-        return None
-
-    def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, int, bytes, bytes]]:
-        """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
-        or None if there was none since the start.
-
-        Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
-        position where it was."""
-        self._require_reverse()
-        here = self.icount
-        key = (addr, length, "w")
-        added = key not in self.watchpoints
-        if added:
-            self.add_watchpoint(addr, length, "w")
-
-        def writes_here(h: Hit) -> bool:
-            return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
-                    and h.addr < addr + length and h.addr + h.size > addr)
-        try:
-            found = self._last_hit(self.start, here, writes_here, WriteIndex.pages_of(addr, length))
-            if found is None:
-                return None
-            if found.reason == "interrupt":
-                raise ValueError("interrupted")
-            self.seek(found.icount)
-            rip, old = self.pc(), self.read_memory(addr, length)
-            self.seek(found.icount + 1)
-            return found.icount, rip, old, self.read_memory(addr, length)
-        finally:
-            if added:
-                self.remove_watchpoint(addr, length, "w")
-            self.seek(here)
 
     def step_interrupts_text(self) -> str:
         """What the monitor and console commands that switch step_into_interrupts say."""
