@@ -160,6 +160,7 @@ class _Child:
         self.catalog = catalog
         self.root: Optional[bytes] = None
         self.root_stored = False  # the whole tree `root` is in the file (checks may skip it)
+        self.stored_ahead = 0  # bytes of the next capture's content stored before it
         self.disk: dict[int, bytes] = {}
         self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
         self.error: Optional[str] = None
@@ -173,14 +174,16 @@ class _Child:
         base = self.root if self.root_stored and op == "capture" else None
         snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
         self.pending += 1
+        ahead = 0
         if op == "capture":
             self.root_stored = False
+            ahead, self.stored_ahead = self.stored_ahead, 0
         if self.error is not None:
             return
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.save(snap, blobs, nodes, base)
+            self.catalog.save(snap, blobs, nodes, base, ahead)
             if op == "capture":
                 self.root_stored = True
         except Exception as e:  # kept for the next flush
@@ -193,7 +196,7 @@ class _Child:
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.add_blobs(blobs)
+            self.stored_ahead += self.catalog.add_blobs(blobs)
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
