@@ -404,7 +404,8 @@ class Catalog:
         return found
 
     def save(self, snap: Snapshot, blobs: dict[bytes, bytes],
-             nodes: Optional[dict[bytes, bytes]] = None, base: Optional[bytes] = None) -> None:
+             nodes: Optional[dict[bytes, bytes]] = None, base: Optional[bytes] = None,
+             stored_ahead: int = 0) -> None:
         """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
         the open batch.
 
@@ -412,14 +413,15 @@ class Catalog:
         believes may be new; what is already stored is skipped. Every node and content the
         snapshot's tree reaches must then be in the file: checked for what the given nodes name,
         except what they have in common with the tree `base`, whose whole tree the caller knows
-        to be stored (a snapshot of k changed pages is checked at the cost of k)."""
+        to be stored (a snapshot of k changed pages is checked at the cost of k). `stored_ahead`:
+        bytes of its content stored before it (`add_blobs`), counted in what it added."""
         if snap.kind not in KINDS:
             raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
         with self._transaction():
-            self._insert(snap, blobs, nodes or {}, base)
+            self._insert(snap, blobs, nodes or {}, base, stored_ahead)
 
     def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes], nodes: dict[bytes, bytes],
-                base: Optional[bytes]) -> None:
+                base: Optional[bytes], stored_ahead: int) -> None:
         """One snapshot's rows, new nodes and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
         root, built = tree_of(snap.pages, snap.ram_size)
@@ -446,7 +448,7 @@ class Catalog:
             new_nodes.append((h, lz4.block.compress(data, store_size=False)))
             self._remember_node(h, data)
         self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
-        added = (self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
+        added = (stored_ahead + self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
                  + sum(map(len, state)) + len(root) + len(disk_map))
         self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
                    "devices, log_pos, ram_root, disk_map, pages, bytes) "
@@ -454,10 +456,12 @@ class Catalog:
                    (snap.name, snap.kind, snap.icount, snap.vtime_ns, snap.ram_size, *state,
                     root, disk_map, len(snap.pages), added))
 
-    def add_blobs(self, blobs: dict[bytes, bytes]) -> None:
-        """Store content ahead of the snapshot that will refer to it (until then, a gc frees it)."""
-        with self._transaction():  # INSERT OR IGNORE: asking first what is stored costs more
-            self._store_blobs(blobs, set())
+    def add_blobs(self, blobs: dict[bytes, bytes]) -> int:
+        """Store content ahead of the snapshot that will refer to it (until then, a gc frees
+        it); the bytes it took (content already stored counts too: INSERT OR IGNORE, since
+        asking first what is stored cost more)."""
+        with self._transaction():
+            return self._store_blobs(blobs, set())
 
     def _store_blobs(self, blobs: dict[bytes, bytes], present: set[bytes]) -> int:
         """Store the content not `present`, checked against its hash; the bytes it took."""

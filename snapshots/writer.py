@@ -16,10 +16,11 @@ emulator waits only if the backlog outgrows MAX_BACKLOG. There is no sender thre
 Host time decides only when bytes move, never what they say.
 The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
 45 KB into a pipe took ~75 us on these machines, into shared memory a few.
-The child runs at the emulator's priority. At SCHED_IDLE (or nice 10) it never preempted the
-emulator, but on a machine whose cores were all busy it got almost no CPU and the emulator
-waited for room in the ring for most of a run (bigmem: 37-45 s against 26-28 s at nice 0,
-under load). When the child falls far behind anyway, the manager skips periodic snapshots
+The child runs at SCHED_BATCH: it gets its share of a busy machine, and waking it (a write to
+the pipe) never preempts the emulator. At SCHED_IDLE it never preempted either, but on a machine
+whose cores were all busy it got almost no CPU and the emulator waited for room in the ring for
+most of a run (bigmem: 37-45 s against 26-28 s at nice 0, under load); at nice 0 each wake-up
+preempted the emulator (pipe writes took ~5 ms each in a dense cpuloop replay, under load). When the child falls far behind anyway, the manager skips periodic snapshots
 (`behind`) rather than wait, so the emulator waits for it only to flush, to close, or to hand
 over a capture bigger than the ring. It stores each snapshot as it comes, in a
 transaction it commits COMMIT_EVERY (a commit costs more than a small snapshot's rows), so at
@@ -160,6 +161,7 @@ class _Child:
         self.catalog = catalog
         self.root: Optional[bytes] = None
         self.root_stored = False  # the whole tree `root` is in the file (checks may skip it)
+        self.stored_ahead = 0  # bytes of the next capture's content stored before it
         self.disk: dict[int, bytes] = {}
         self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
         self.error: Optional[str] = None
@@ -173,14 +175,16 @@ class _Child:
         base = self.root if self.root_stored and op == "capture" else None
         snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
         self.pending += 1
+        ahead = 0
         if op == "capture":
             self.root_stored = False
+            ahead, self.stored_ahead = self.stored_ahead, 0
         if self.error is not None:
             return
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.save(snap, blobs, nodes, base)
+            self.catalog.save(snap, blobs, nodes, base, ahead)
             if op == "capture":
                 self.root_stored = True
         except Exception as e:  # kept for the next flush
@@ -193,7 +197,7 @@ class _Child:
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.catalog.add_blobs(blobs)
+            self.stored_ahead += self.catalog.add_blobs(blobs)
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
@@ -244,6 +248,7 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
     # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
     # through this child, which must still be there to do it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     try:
         catalog = Catalog.open(path, recording_id, create=True)
         catalog.checkpoint_every(CHECKPOINT_PAGES)
