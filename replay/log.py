@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -133,6 +134,36 @@ def decode_records(buf: bytes, base_icount: int) -> list[Record]:
     return records
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def config_problem(config: dict[str, Any]) -> Optional[str]:
+    """What is wrong with a header's configuration, or None: every field a replay believes is
+    checked for its type and range (a CRC only says the bytes are the ones written)."""
+    def hex_text(value: Any, digits: Optional[int] = None) -> bool:
+        return (isinstance(value, str) and bool(value) and (digits is None or len(value) == digits)
+                and all(c in "0123456789abcdef" for c in value))
+    if not hex_text(config.get("recording_id")):
+        return "recording_id is not a hex string"
+    if not hex_text(config.get("kernel_sha256"), 64):
+        return "kernel_sha256 is not a sha256"
+    if not isinstance(config.get("kernel", ""), str):
+        return "kernel is not a file name"
+    ram = config.get("ram_size")
+    if not _is_int(ram) or ram < (1 << 20) or ram % 4096:
+        return "ram_size is not a RAM size"
+    shift = config.get("shift")
+    if not _is_int(shift) or not 0 <= shift <= 10:
+        return "shift is not from 0 to 10"
+    disk = config.get("disk")
+    if disk is not None:
+        if not isinstance(disk, dict) or not _is_int(disk.get("sectors")) or disk["sectors"] < 1 \
+                or not hex_text(disk.get("sha256"), 64):
+            return "disk is neither null nor a disk's sectors and sha256"
+    return None
+
+
 def encode_header(config: dict[str, Any]) -> bytes:
     body = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     head = _HEADER.pack(MAGIC, VERSION, 0, len(body)) + body
@@ -204,10 +235,15 @@ class LogReader:
         self.path = path
         try:
             with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # /dev/zero would never end
+                    raise LogError(f"rrfile {path} is not a regular file")
                 self.data = f.read()
         except OSError as e:
             raise LogError(f"cannot read rrfile {path}: {e.strerror}") from None
         self.config, self.first_chunk = self._parse_header()
+        problem = config_problem(self.config)
+        if problem:
+            raise LogError(f"{self.path}: log header is corrupt ({problem})")
 
     @classmethod
     def from_bytes(cls, path: str, data: bytes) -> "LogReader":
@@ -243,12 +279,14 @@ class LogReader:
         checksum mismatch anywhere is corruption and raises."""
         d = self.data
         if offset + _CHUNK.size > len(d):
+            self._check_torn(offset)
             return None
         tag, raw_len, comp_len, base, end, count, crc = _CHUNK.unpack_from(d, offset)
         if tag != b"CK":
             raise LogError(f"{self.path}: corrupt chunk header at byte {offset}")
         stop = offset + _CHUNK.size + comp_len
         if stop > len(d):
+            self._check_torn(offset)
             return None
         comp = d[offset + _CHUNK.size:stop]
         if zlib.crc32(comp, zlib.crc32(d[offset:offset + _CHUNK.size - 4])) != crc:
@@ -263,6 +301,22 @@ class LogReader:
         if len(records) != count or (records and records[-1].icount > end):
             raise LogError(f"{self.path}: chunk at byte {offset} does not match its header")
         return Chunk(offset, stop, base, end, records)
+
+    def _check_torn(self, offset: int) -> None:
+        """The chunk at `offset` runs past the end of the file: a killed recording's last write,
+        unless a complete chunk follows it (one write is one chunk, so a torn write cannot hold
+        one), which makes it a damaged chunk in the middle of the log."""
+        d = self.data
+        at = d.find(b"CK", offset + 1)
+        while at >= 0:
+            if at + _CHUNK.size <= len(d):
+                _, _, comp_len, _, _, _, crc = _CHUNK.unpack_from(d, at)
+                stop = at + _CHUNK.size + comp_len
+                if stop <= len(d) and zlib.crc32(d[at + _CHUNK.size:stop],
+                                                 zlib.crc32(d[at:at + _CHUNK.size - 4])) == crc:
+                    raise LogError(f"{self.path}: the chunk at byte {offset} is damaged "
+                                   f"(complete chunks follow it from byte {at})")
+            at = d.find(b"CK", at + 1)
 
     def chunks(self, offset: Optional[int] = None) -> Iterator[Chunk]:
         off = self.first_chunk if offset is None else offset

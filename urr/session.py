@@ -81,10 +81,26 @@ def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
         raise SessionError(f"cannot replay {opts.rrfile}: " + "; ".join(problems))
 
 
+def check_writable(path: str, what: str) -> None:
+    """Refuse, before anything is created, an output file that could not be written."""
+    if os.path.isdir(path):
+        raise SessionError(f"cannot write {what} {path}: it is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SessionError(f"cannot write {what} {path}: no directory {directory}")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise SessionError(f"cannot write {what} {path}: permission denied")
+
+
 class Session:
+    """Everything is validated (options, kernel, disk, the log to replay, the catalog to use)
+    before any file is created, truncated or changed: a refused run leaves the files as they were."""
+
     def __init__(self, opts: Options, out: Optional[BinaryIO] = None, stdin_fd: Optional[int] = 0) -> None:
         self.opts = opts
         self.out = out if out is not None else sys.stdout.buffer
+        self.output_closed = False
+        self.tiers = self._snapshot_tiers()
         kernel = load_kernel(opts.kernel, opts.ram_size, opts.initrd)
         self.writer: Optional[L.LogWriter] = None
         self.player: Optional[Player] = None
@@ -94,15 +110,24 @@ class Session:
             self.config = self.player.reader.config
             check_replay_config(self.config, opts, kernel)
             recorded_disk = self.config.get("disk")
+            if recorded_disk is None and disk is not None:
+                raise SessionError(f"cannot replay {opts.rrfile}: it was recorded without a disk, "
+                                   f"not with -drive {opts.drive}")
             if recorded_disk is not None:
                 if disk is not None and disk.identity().get("sha256") != recorded_disk.get("sha256"):
                     raise SessionError(f"cannot replay {opts.rrfile}: -drive {opts.drive} is not the recorded disk")
                 disk = DiskImage.without_base(int(recorded_disk["sectors"]))
+            self._check_replay_catalog()
         elif opts.rr == "record":
             self.config = recording_config(opts, kernel, disk)
-            self.writer = L.LogWriter(opts.rrfile, self.config)
+            check_writable(opts.rrfile, "rrfile")
         else:
             self.config = {}
+        if opts.serial.startswith("file:"):
+            check_writable(opts.serial[5:], "serial output")
+        # Validated: from here on files are made.
+        if opts.rr == "record":
+            self.writer = L.LogWriter(opts.rrfile, self.config)
         self.seam = Seam(SeamCore(opts.rr, lambda: 0, self.writer, self.player))
         self.serial_file: Optional[BinaryIO] = None
         self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
@@ -124,25 +149,52 @@ class Session:
     def catalog_path(self) -> str:
         return f"{self.opts.rrfile}.db"
 
+    def _snapshot_tiers(self) -> Optional[list]:
+        from snapshots.manager import parse_tiers
+        from snapshots.policy import default_policy
+
+        text = self.opts.snapshots or default_policy(self.opts.rr == "record")
+        try:
+            return None if text == "off" else parse_tiers(text)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
+
+    def _check_replay_catalog(self) -> None:
+        """A replay's catalog, read without changing it: this recording's, holding the snapshot to
+        start from (a replay adds to it, or makes it if there is none and none is asked for)."""
+        from snapshots.catalog import Catalog, CatalogError
+
+        start = self.opts.loadvm or self.opts.rrsnapshot
+        if not start and not os.path.exists(self.catalog_path):
+            return
+        try:
+            with Catalog.open_existing(self.catalog_path, cache_blobs=0, read_only=True) as catalog:
+                if catalog.recording_id != self.config["recording_id"]:
+                    raise SessionError(f"catalog {self.catalog_path} belongs to another recording "
+                                       f"({catalog.recording_id}, not {self.config['recording_id']})")
+                info = next((i for i in catalog.list() if i.name == start), None) if start else None
+        except CatalogError as e:
+            raise SessionError(str(e)) from None
+        if start and info is None:
+            raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
+        if info is not None and info.icount > self.player.end_icount:
+            raise SessionError(f"snapshot '{start}' (icount {info.icount}) is past the end of "
+                               f"{self.opts.rrfile} (icount {self.player.end_icount}): its recording was cut short")
+
     def _open_catalog(self) -> None:
         """The snapshot catalog beside the rrfile: made afresh when recording, reused in replay."""
         from snapshots.catalog import CatalogError
-        from snapshots.manager import SnapshotManager, parse_tiers
-        from snapshots.policy import default_policy
+        from snapshots.manager import SnapshotManager
 
         opts = self.opts
         recording = opts.rr == "record"
-        text = opts.snapshots or default_policy(recording)
-        try:
-            tiers = None if text == "off" else parse_tiers(text)
-        except ValueError as e:
-            raise SessionError(str(e)) from None
         if recording:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(self.catalog_path + suffix):
                     os.remove(self.catalog_path + suffix)
         try:
-            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"], tiers)
+            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"],
+                                             self.tiers)
         except CatalogError as e:
             raise SessionError(str(e)) from None
         if recording and opts.rrsnapshot:
@@ -154,8 +206,18 @@ class Session:
             self.snapshots.restore(start)
 
     def _write_out(self, data: bytes) -> None:
-        self.out.write(data)
-        self.out.flush()
+        """Guest output to standard output. When its reader has gone the run ends, as at a
+        Ctrl-C, at the next slice boundary (the log gets its end record there)."""
+        if self.output_closed:
+            return
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except BrokenPipeError:
+            self.output_closed = True
+            if self.out is sys.stdout.buffer:  # no second error when Python flushes it at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.machine.request_stop()
 
     def _serial_sink(self) -> Callable[[bytes], None]:
         serial = self.opts.serial
