@@ -60,10 +60,48 @@ def recording_config(opts: Options, kernel: Kernel, disk: Optional[DiskImage]) -
     }
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def config_problem(config: dict[str, object]) -> Optional[str]:
+    """What is wrong with a header's configuration, or None: every field a replay believes is
+    checked for its type and range (a CRC only says the bytes are the ones written)."""
+    def hex_text(value: object, digits: Optional[int] = None) -> bool:
+        return (isinstance(value, str) and bool(value) and (digits is None or len(value) == digits)
+                and all(c in "0123456789abcdef" for c in value))
+    if not hex_text(config.get("recording_id")):
+        return "recording_id is not a hex string"
+    if not hex_text(config.get("kernel_sha256"), 64):
+        return "kernel_sha256 is not a sha256"
+    if not isinstance(config.get("kernel", ""), str):
+        return "kernel is not a file name"
+    ram = config.get("ram_size")
+    if not _is_int(ram) or ram < (1 << 20) or ram % 4096:
+        return "ram_size is not a RAM size"
+    shift = config.get("shift")
+    if not _is_int(shift) or not 0 <= shift <= 10:
+        return "shift is not from 0 to 10"
+    if not isinstance(config.get("cmdline", ""), str):
+        return "cmdline is not a command line"
+    modules = config.get("modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        return "modules is not a list of modules"
+    disk = config.get("disk")
+    if disk is not None:
+        if not isinstance(disk, dict) or not _is_int(disk.get("sectors")) or disk["sectors"] < 1 \
+                or not hex_text(disk.get("sha256"), 64):
+            return "disk is neither null nor a disk's sectors and sha256"
+    return None
+
+
 def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
     """Refuse a replay whose kernel, modules, -append, RAM size or shift differ from the
     recording's. The command line itself comes from the recording (the kernel's file name in
     it is the recorded one)."""
+    problem = config_problem(config)
+    if problem:
+        raise SessionError(f"{opts.rrfile}: log header is corrupt ({problem})")
     problems = []
     if config.get("kernel_sha256") != kernel.sha256:
         problems.append(f"kernel differs from the recorded {config.get('kernel', '?')} (sha256 mismatch)")
