@@ -119,15 +119,16 @@ def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
         raise SessionError(f"cannot replay {opts.rrfile}: " + "; ".join(problems))
 
 
-def check_writable(path: str, what: str) -> None:
-    """Refuse, before anything is created, an output file that could not be written."""
+def check_writable(path: str, refusal: str) -> None:
+    """Refuse, before anything is created, an output file that could not be written: one line,
+    `refusal` (e.g. 'cannot write rrfile') and the path and reason."""
     if os.path.isdir(path):
-        raise SessionError(f"cannot write {what} {path}: it is a directory")
+        raise SessionError(f"{refusal} {path}: it is a directory")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise SessionError(f"cannot write {what} {path}: no directory {directory}")
+        raise SessionError(f"{refusal} {path}: no directory {directory}")
     if not os.access(path if os.path.exists(path) else directory, os.W_OK):
-        raise SessionError(f"cannot write {what} {path}: permission denied")
+        raise SessionError(f"{refusal} {path}: permission denied")
 
 
 class Session:
@@ -158,11 +159,11 @@ class Session:
             self._check_replay_catalog()
         elif opts.rr == "record":
             self.config = recording_config(opts, kernel, disk)
-            check_writable(opts.rrfile, "rrfile")
+            check_writable(opts.rrfile, "cannot write rrfile")
         else:
             self.config = {}
         if opts.serial.startswith("file:"):
-            check_writable(opts.serial[5:], "serial output")
+            check_writable(opts.serial[5:], "cannot open serial output")
         # Validated: from here on files are made.
         if opts.rr == "record":
             self.writer = L.LogWriter(opts.rrfile, self.config)
@@ -235,13 +236,20 @@ class Session:
                                              self.tiers)
         except CatalogError as e:
             raise SessionError(str(e)) from None
-        if recording and opts.rrsnapshot:
-            self.snapshots.take(opts.rrsnapshot, "initial")
-        start = opts.loadvm or (opts.rrsnapshot if not recording else None)
-        if start:
-            if start not in self.snapshots.infos:
-                raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
-            self.snapshots.restore(start)
+        try:
+            if recording and opts.rrsnapshot:
+                self.snapshots.take(opts.rrsnapshot, "initial")
+            start = opts.loadvm or (opts.rrsnapshot if not recording else None)
+            if start:
+                if start not in self.snapshots.infos:
+                    raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
+                self.snapshots.restore(start)
+        except BaseException:
+            # The writer's process waits for the end of its pipe: end it now, not whenever the
+            # garbage collector gets to this half-made session (the exit waits for that child).
+            snapshots, self.snapshots = self.snapshots, None
+            snapshots.close()
+            raise
 
     def _write_out(self, data: bytes) -> None:
         """Guest output to standard output. When its reader has gone the run ends, as at a

@@ -4,9 +4,11 @@ Python's own SIGINT handling raises KeyboardInterrupt wherever the program happe
 the imports, half-way through logging an event, or while the run is being closed (a second
 Ctrl-C). Here a signal only sets a flag and asks the machine, once there is one, to stop at its
 next slice boundary, where the log can end cleanly; a signal that came before the machine existed
-stops it before its first instruction."""
+stops it before its first instruction. A third signal ends the process at once (a way out of
+whatever it may be stuck in; the log then lacks its end, as after a kill)."""
 from __future__ import annotations
 
+import os
 import signal
 from typing import Callable, Optional
 
@@ -16,6 +18,7 @@ ENDINGS = {
     signal.SIGTERM: (143, "terminated"),
     signal.SIGHUP: (129, "hangup"),
 }
+GIVE_UP_AFTER = 3  # signals after which urr exits at once, the run's end unwritten
 OUTPUT_CLOSED = (141, "standard output closed")  # as SIGPIPE would end a program
 
 
@@ -24,6 +27,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.count = 0
         self._stop: Optional[Callable[[], None]] = None
         for signum in ENDINGS:
             signal.signal(signum, self._on_signal)
@@ -31,6 +35,10 @@ class StopSignals:
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.received is None:
             self.received = signum
+        self.count += 1
+        if self.count >= GIVE_UP_AFTER:  # whatever the run is stuck in, the user wants out
+            os.write(2, f"urr: {ENDINGS[signum][1]} {self.count} times: exiting at once\n".encode())
+            os._exit(ENDINGS[signum][0])
         if self._stop is not None:
             self._stop()
 
