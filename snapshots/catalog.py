@@ -251,11 +251,12 @@ class Catalog:
 
     @classmethod
     def open(cls, path: str, recording_id: str, create: bool,
-             cache_blobs: int = DEFAULT_CACHE_BLOBS) -> Catalog:
+             cache_blobs: int = DEFAULT_CACHE_BLOBS, read_only: bool = False) -> Catalog:
         """Open the catalog of one recording (creating it if `create`); refuse another's.
 
-        `cache_blobs` bounds the LRU of decompressed, verified content (0 turns it off)."""
-        catalog = cls._open(path, create, recording_id, cache_blobs)
+        `cache_blobs` bounds the LRU of decompressed, verified content (0 turns it off);
+        `read_only`: a connection that cannot change the file."""
+        catalog = cls._open(path, create, recording_id, cache_blobs, read_only)
         if catalog.recording_id != recording_id:
             catalog.close()
             raise CatalogError(f"catalog {path} belongs to another recording "

@@ -300,3 +300,48 @@ def test_help_into_a_closed_pipe_is_quiet():
     proc.stdout.close()
     err = proc.communicate(timeout=60)[1].decode()
     assert err == "" and proc.returncode == 141
+
+
+def test_snapshots_past_a_killed_logs_end_are_left_out(guests, tmp_path):
+    """kill -9 leaves snapshots the catalog's writer stored after the log's last complete chunk:
+    verify leaves them out (saying so) and passes, -loadvm of one is refused in one line, and
+    -loadvm of the last one inside the log replays to the log's end."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from snapshots.catalog import Catalog
+    from tests.conftest import ROOT
+    from tests.test_divergence import _wait_for_chunks
+    rr = str(tmp_path / "killed.rr")
+    proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
+                             "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for_chunks(proc, rr)
+    time.sleep(0.5)  # half-way to the next chunk: snapshots have been taken since
+    os.kill(proc.pid, 9)  # urr only: its catalog writer's process stores what it was given
+    proc.wait()
+    for _ in range(600):  # until that process has finished too
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    end = L.LogReader(rr)
+    end_icount = max(c.end_icount for c in end.chunks())
+    with Catalog.open_existing(rr + ".db", read_only=True) as catalog:
+        infos = catalog.list()
+    past = [i for i in infos if i.icount > end_icount]
+    inside = [i for i in infos if i.icount <= end_icount]
+    assert past and inside, (end_icount, [i.icount for i in infos])
+    r = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rr, "--kernel", guests["longloop"], "-j", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(past)} snapshots past the end of {rr} (icount {end_icount}" in r.stderr
+    rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", past[0].name)
+    assert rep.status == 2
+    assert f"snapshot '{past[0].name}' (icount {past[0].icount}) is past the end of" in one_line(rep)
+    last = max(inside, key=lambda i: i.icount)
+    rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", last.name)
+    assert rep.status == 8, rep.err
+    assert f"incomplete recording at icount {end_icount}:" in rep.note("replay reached")
