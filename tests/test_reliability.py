@@ -180,14 +180,14 @@ def _foreign_files(tmp_path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("command", ["list", "info", "verify", "gc", "delete"])
-def test_urr_snap_leaves_a_file_that_is_no_catalog_as_it_was(tmp_path, command):
+def test_urr_snap_leaves_a_file_that_is_no_catalog_as_it_was(ticks, tmp_path, command):
     import subprocess
     import sys
     from tests.conftest import ROOT
     for name, content in _foreign_files(tmp_path).items():
         db = tmp_path / f"x-{name}.db"
         db.write_bytes(content)
-        args = ["delete", "r.rr", "nope"] if command == "delete" else [command, "r.rr"]
+        args = ["delete", ticks, "nope"] if command == "delete" else [command, ticks]
         r = subprocess.run([sys.executable, "-m", "snapshots.cli", "--db", str(db), *args],
                            capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert r.returncode == 2 and "not a snapshot catalog" in r.stderr, (name, r.stderr)
