@@ -229,7 +229,8 @@ def test_a_recording_and_its_replay_tell_the_same_halt(guests, tmp_path):
 
 
 def _signalled_recording(guests, rr: str, signals: list[tuple[float, int]]):
-    """Record longloop, sending each (delay, signal) to urr's process group; the run's result."""
+    """Record longloop, sending each (delay, signal) as a terminal does SIGINT (to urr's process
+    group, its catalog writer included) and `kill` SIGTERM (to urr); the run's result."""
     import os
     import subprocess
     import sys
@@ -243,7 +244,7 @@ def _signalled_recording(guests, rr: str, signals: list[tuple[float, int]]):
         start = time.monotonic()
         for delay, signum in signals:
             time.sleep(max(0.0, start + delay - time.monotonic()))
-            os.killpg(proc.pid, signum)
+            (os.killpg if signum == 2 else os.kill)(proc.pid, signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
