@@ -313,12 +313,12 @@ def test_snapshots_past_a_killed_logs_end_are_left_out(guests, tmp_path):
     import time
     from snapshots.catalog import Catalog
     from tests.conftest import ROOT
-    from tests.test_divergence import _wait_for_chunks
+    from tests.test_divergence import _wait_for_first_chunk
     rr = str(tmp_path / "killed.rr")
     proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-kernel", guests["longloop"],
                              "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for_chunks(proc, rr)
+    _wait_for_first_chunk(rr, proc)
     time.sleep(0.5)  # half-way to the next chunk: snapshots have been taken since
     os.kill(proc.pid, 9)  # urr only: its catalog writer's process stores what it was given
     proc.wait()
