@@ -10,6 +10,7 @@ the executor takes interrupts, wake-ups and input bytes from the log instead of 
 from __future__ import annotations
 
 import ctypes
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -45,6 +46,8 @@ from replay.seam import Seam
 
 MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
 FAULT_REASON = "guest fault: "  # how a recording that ended in a guest fault says so (END record)
+EXIT_REASON = "exit"  # the END record's reason when the guest exited (with its status)
+TRUNCATED_REASON = "the log ends here, without an end record"
 DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
 END_ADDRESS = (1 << 64) - 1  # never reached: slices end by count only
 EXCEPTIONS = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (int3)", 4: "#OF overflow",
@@ -265,6 +268,10 @@ class Machine:
         replaying = self.seam.core.replaying
         while True:
             if self.exit_status is not None:
+                if replaying:
+                    cut = self._replay_exit()
+                    if cut is not None:
+                        return cut
                 return Stop("exit", self.icount, self.exit_status)
             self.timers.fire_due(self.icount)
             if self.stop_requested:
@@ -501,24 +508,65 @@ class Machine:
             elif rec.kind == L.CHAR:
                 self.uart.receive(self.seam.char.logged())
             else:  # END
-                player.take(L.END, self.icount)
                 status, reason = rec.fields[0], rec.fields[1].decode(errors="replace")
-                if status < 0 and reason.startswith(FAULT_REASON):
+                if status >= 0:
+                    raise Divergence(self.icount, f"the recording's guest exited here with status "
+                                                  f"{status}; the replay's runs on")
+                player.take(L.END, self.icount)
+                if reason.startswith(FAULT_REASON):
                     self._fault_again(reason)
-                return Stop("exit" if status >= 0 else "end", self.icount,
-                            status if status >= 0 else None, reason)
+                return Stop("end", self.icount, None, reason)
+        return self._log_cut()
+
+    def _log_cut(self) -> Optional[Stop]:
+        """Replay: the end of a log that has no end record (a killed recording), once reached."""
+        player = self.seam.core.player
         if self.icount >= player.end_icount and not player.finished:
-            return Stop("end", self.icount, None, "the recording ends here (log truncated)")
+            return Stop("end", self.icount, None, TRUNCATED_REASON)
+        return None
+
+    def _replay_exit(self) -> Optional[Stop]:
+        """Replay: the guest exited, so the recording must end here with the same status (its end
+        record is taken), unless the log was cut off before it got here."""
+        player = self.seam.core.player
+        rec = player.peek()
+        if rec is None:
+            last = player.records[-1] if player.records else None
+            if last is not None and last.kind == L.END and last.icount == self.icount \
+                    and last.fields[0] == self.exit_status:
+                return None  # taken already: the position was at this exit before
+            cut = self._log_cut()
+            if cut is not None:
+                return cut
+        said = f"the guest exited with status {self.exit_status}"
+        if rec is None or rec.kind != L.END or rec.icount != self.icount:
+            where = "has no more records" if rec is None else \
+                f"has {L.NAMES[rec.kind]} at icount {rec.icount}"
+            raise Divergence(self.icount, f"{said} but the log {where}")
+        reason = rec.fields[1].decode(errors="replace")
+        if rec.fields[0] != self.exit_status or reason != EXIT_REASON:
+            status = "no status" if rec.fields[0] < 0 else f"status {rec.fields[0]}"
+            raise Divergence(self.icount, f"{said} where the recording ended with {status} ({reason})")
+        player.take(L.END, self.icount)
         return None
 
     def _fault_again(self, reason: str) -> None:
         """The recording ended in a guest fault here: the replay must meet it too, and raises the
         same GuestError; running on instead is a divergence."""
         at = self.icount
-        if self.halted:
-            self._idle(None)
-        else:
-            self._slice(1)
+        try:
+            if self.halted:
+                self._idle(None)
+            else:
+                self._slice(1)
+        except GuestError as e:
+            recorded = re.fullmatch(rf"{re.escape(FAULT_REASON)}(.*) \(icount (\d+), rip (0x[0-9a-f]+)\)", reason)
+            if recorded is None or (int(recorded[2]), int(recorded[3], 16)) != (e.icount, e.rip):
+                raise Divergence(at, f"the recording ended here with '{reason}'; the replay "
+                                     f"with '{FAULT_REASON}{e}'") from None
+            # The same fault; told in the recording's words (why a halt is final depends on
+            # whether host input was still open, which a replay does not have).
+            raise GuestError(recorded[1], e.icount, e.rip) from None
         raise Divergence(at, f"the recording ended here with '{reason}'; the replay runs on")
 
     def _digest(self, when: int) -> None:
@@ -533,8 +581,11 @@ class Machine:
         self.digest_timer.arm((self.icount // DIGEST_INTERVAL + 1) * DIGEST_INTERVAL)
 
     def finish(self, status: Optional[int], reason: str) -> None:
-        """Record the machine's end in the log (nothing in other modes)."""
+        """Record the machine's end in the log (nothing in other modes). A guest that exited
+        ends with its status and EXIT_REASON whoever closes the run: a replay checks both."""
         if self.seam.core.recording:
+            if self.exit_status is not None:
+                status, reason = self.exit_status, EXIT_REASON
             self.seam.events.end(status, reason)
 
 

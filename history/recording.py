@@ -87,8 +87,15 @@ class Recording:
     def _snapshots(self) -> list[SnapshotInfo]:
         if not os.path.exists(self.db):
             return []
-        with Catalog.open(self.db, self.config["recording_id"], create=False) as catalog:
-            return catalog.list()
+        with Catalog.open(self.db, self.config["recording_id"], create=False, read_only=True) as catalog:
+            infos = catalog.list()
+        # A recording killed leaves snapshots taken after its log's last complete chunk: they
+        # cannot be replayed from, and are left out (a replay from them would find no log).
+        past = [i for i in infos if i.icount > self.end_icount]
+        if past:
+            self.note(f"{len(past)} snapshots past the end of {self.rrfile} (icount {self.end_icount}: "
+                      f"its recording was cut short) are left out")
+        return [i for i in infos if i.icount <= self.end_icount]
 
     def address(self, where: Address) -> int:
         """An address, or a symbol (`total_checks`, `kmain+16`) of the kernel."""

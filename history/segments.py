@@ -167,7 +167,7 @@ class OpenedFiles:
         self.source = source
         self.player = Player(L.LogReader(source.rrfile))
         # Opened for reading only: nothing here writes to it.
-        self.catalog = (Catalog.open(source.db, source.recording_id, create=False)
+        self.catalog = (Catalog.open(source.db, source.recording_id, create=False, read_only=True)
                         if os.path.exists(source.db) else None)
         self._kernel: Optional[Kernel] = None
 

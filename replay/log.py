@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -204,6 +205,8 @@ class LogReader:
         self.path = path
         try:
             with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # /dev/zero would never end
+                    raise LogError(f"rrfile {path} is not a regular file")
                 self.data = f.read()
         except OSError as e:
             raise LogError(f"cannot read rrfile {path}: {e.strerror}") from None
@@ -243,12 +246,14 @@ class LogReader:
         checksum mismatch anywhere is corruption and raises."""
         d = self.data
         if offset + _CHUNK.size > len(d):
+            self._check_torn(offset)
             return None
         tag, raw_len, comp_len, base, end, count, crc = _CHUNK.unpack_from(d, offset)
         if tag != b"CK":
             raise LogError(f"{self.path}: corrupt chunk header at byte {offset}")
         stop = offset + _CHUNK.size + comp_len
         if stop > len(d):
+            self._check_torn(offset)
             return None
         comp = d[offset + _CHUNK.size:stop]
         if zlib.crc32(comp, zlib.crc32(d[offset:offset + _CHUNK.size - 4])) != crc:
@@ -263,6 +268,22 @@ class LogReader:
         if len(records) != count or (records and records[-1].icount > end):
             raise LogError(f"{self.path}: chunk at byte {offset} does not match its header")
         return Chunk(offset, stop, base, end, records)
+
+    def _check_torn(self, offset: int) -> None:
+        """The chunk at `offset` runs past the end of the file: a killed recording's last write,
+        unless a complete chunk follows it (one write is one chunk, so a torn write cannot hold
+        one), which makes it a damaged chunk in the middle of the log."""
+        d = self.data
+        at = d.find(b"CK", offset + 1)
+        while at >= 0:
+            if at + _CHUNK.size <= len(d):
+                _, _, comp_len, _, _, _, crc = _CHUNK.unpack_from(d, at)
+                stop = at + _CHUNK.size + comp_len
+                if stop <= len(d) and zlib.crc32(d[at + _CHUNK.size:stop],
+                                                 zlib.crc32(d[at:at + _CHUNK.size - 4])) == crc:
+                    raise LogError(f"{self.path}: the chunk at byte {offset} is damaged "
+                                   f"(complete chunks follow it from byte {at})")
+            at = d.find(b"CK", at + 1)
 
     def chunks(self, offset: Optional[int] = None) -> Iterator[Chunk]:
         off = self.first_chunk if offset is None else offset

@@ -204,18 +204,22 @@ def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
         yield items[i:i + n]
 
 
-def _connect(path: str, create: bool) -> sqlite3.Connection:
+def _connect(path: str, create: bool, read_only: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, synchronous=NORMAL,
-    freed pages reused without being zeroed."""
+    freed pages reused without being zeroed; or one that only reads, and changes nothing."""
     if os.path.isdir(path):
         raise CatalogError(f"{path} is a directory, not a snapshot catalog")
     if not create and not os.path.exists(path):
         raise CatalogError(f"no snapshot catalog at {path}")
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
+    mode = "ro" if read_only else "rwc" if create else "rw"
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
     conn = None
     try:
         # One thread at a time, not always the one that opened it (a debugger's runner thread).
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+        if read_only:
+            conn.execute("SELECT count(*) FROM sqlite_master")  # "not a database" shows here
+            return conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         # Deleted content is guest memory anyone holding the file may read anyway; zeroing it
@@ -247,11 +251,12 @@ class Catalog:
 
     @classmethod
     def open(cls, path: str, recording_id: str, create: bool,
-             cache_blobs: int = DEFAULT_CACHE_BLOBS) -> Catalog:
+             cache_blobs: int = DEFAULT_CACHE_BLOBS, read_only: bool = False) -> Catalog:
         """Open the catalog of one recording (creating it if `create`); refuse another's.
 
-        `cache_blobs` bounds the LRU of decompressed, verified content (0 turns it off)."""
-        catalog = cls._open(path, create, recording_id, cache_blobs)
+        `cache_blobs` bounds the LRU of decompressed, verified content (0 turns it off);
+        `read_only`: a connection that cannot change the file."""
+        catalog = cls._open(path, create, recording_id, cache_blobs, read_only)
         if catalog.recording_id != recording_id:
             catalog.close()
             raise CatalogError(f"catalog {path} belongs to another recording "
@@ -259,13 +264,20 @@ class Catalog:
         return catalog
 
     @classmethod
-    def open_existing(cls, path: str, cache_blobs: int = DEFAULT_CACHE_BLOBS) -> Catalog:
-        """Open a catalog whatever recording it belongs to (urr-snap); see `.recording_id`."""
-        return cls._open(path, False, None, cache_blobs)
+    def open_existing(cls, path: str, cache_blobs: int = DEFAULT_CACHE_BLOBS,
+                      read_only: bool = False) -> Catalog:
+        """Open a catalog whatever recording it belongs to (urr-snap); see `.recording_id`.
+        `read_only`: a connection that cannot change the file."""
+        return cls._open(path, False, None, cache_blobs, read_only)
 
     @classmethod
-    def _open(cls, path: str, create: bool, recording_id: Optional[str], cache_blobs: int) -> Catalog:
-        catalog = cls(path, _connect(path, create), cache_blobs)
+    def _open(cls, path: str, create: bool, recording_id: Optional[str], cache_blobs: int,
+              read_only: bool = False) -> Catalog:
+        if not read_only and os.path.exists(path):
+            # Read-only first: a file that is no catalog (another program's SQLite, an empty
+            # file) is refused as it is, not switched to WAL or given tables first.
+            cls._open(path, False, None, 0, read_only=True).close()
+        catalog = cls(path, _connect(path, create, read_only), cache_blobs)
         try:
             if create:
                 catalog._create_schema(recording_id or "")

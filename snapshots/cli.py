@@ -119,6 +119,9 @@ FILE_COMMANDS: dict[str, tuple[Callable[[str], int], str]] = {
 }
 
 
+READ_ONLY = frozenset(("list", "info"))  # commands that open the catalog read-only
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="urr-snap", description="Inspect and maintain urr snapshot catalogs.")
     p.add_argument("--db", metavar="PATH", help="catalog path (default: RRFILE.db)")
@@ -145,7 +148,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return history_cli.run(args)
         if args.command in FILE_COMMANDS:
             return FILE_COMMANDS[args.command][0](args.db or f"{args.rrfile}.db")
-        with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0) as catalog:
+        with Catalog.open_existing(args.db or f"{args.rrfile}.db", cache_blobs=0,
+                                   read_only=args.command in READ_ONLY) as catalog:
             return COMMANDS[args.command][0](catalog, args)
     except BrokenPipeError:  # the reader went away (`urr-snap list X | head`): as other tools, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

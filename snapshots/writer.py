@@ -245,9 +245,13 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
            recording_id: str, stream: bool) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
     os.close(parent_end)  # so that the parent's exit is an end of file here
-    # Ctrl-C reaches the whole process group: the parent handles it and closes the catalog
-    # through this child, which must still be there to do it.
+    # Ctrl-C and a terminal's hangup reach the whole process group: the parent handles them
+    # and closes the catalog through this child, which must still be there to do it. SIGTERM
+    # keeps its default (not the parent's handler, inherited by the fork): it is how
+    # multiprocessing ends a child its exiting parent did not close.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     try:
         catalog = Catalog.open(path, recording_id, create=True)

@@ -220,8 +220,10 @@ def test_sqlite_of_something_else(tmp_path):
     conn.close()
     with pytest.raises(CatalogError, match="not a snapshot catalog \\(no blobs, meta, snapshots table\\)"):
         Catalog.open_existing(path)
-    with pytest.raises(CatalogError, match="something else"):
+    before = open(path, "rb").read()
+    with pytest.raises(CatalogError, match="not a snapshot catalog"):
         Catalog.open(path, REC, create=True)
+    assert open(path, "rb").read() == before  # refused as it was: no WAL switch, no tables
 
 
 def test_other_format_version(catalog, db):

@@ -34,8 +34,10 @@ usage: urr -kernel GUEST.elf [options]
   -display none           accepted for QEMU compatibility
   -h, -help               this text
 
-Exit status: the guest's (isa-debug-exit: (v<<1)|1, always odd), or an even number from urr:
-2 bad command line or input file, 4 guest fault, 6 replay divergence."""
+Exit status: the guest's (isa-debug-exit: (v<<1)|1, always odd), 0 when a replay reaches
+the end record of a recording that did not end with an exit, or from urr: 2 bad command line or
+input file, 4 guest fault, 6 replay divergence, 8 a replay reached the end of an incomplete
+recording (no end record), 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 141 standard output closed."""
 
 
 @dataclass

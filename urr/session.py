@@ -60,10 +60,48 @@ def recording_config(opts: Options, kernel: Kernel, disk: Optional[DiskImage]) -
     }
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def config_problem(config: dict[str, object]) -> Optional[str]:
+    """What is wrong with a header's configuration, or None: every field a replay believes is
+    checked for its type and range (a CRC only says the bytes are the ones written)."""
+    def hex_text(value: object, digits: Optional[int] = None) -> bool:
+        return (isinstance(value, str) and bool(value) and (digits is None or len(value) == digits)
+                and all(c in "0123456789abcdef" for c in value))
+    if not hex_text(config.get("recording_id")):
+        return "recording_id is not a hex string"
+    if not hex_text(config.get("kernel_sha256"), 64):
+        return "kernel_sha256 is not a sha256"
+    if not isinstance(config.get("kernel", ""), str):
+        return "kernel is not a file name"
+    ram = config.get("ram_size")
+    if not _is_int(ram) or ram < (1 << 20) or ram % 4096:
+        return "ram_size is not a RAM size"
+    shift = config.get("shift")
+    if not _is_int(shift) or not 0 <= shift <= 10:
+        return "shift is not from 0 to 10"
+    if not isinstance(config.get("cmdline", ""), str):
+        return "cmdline is not a command line"
+    modules = config.get("modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        return "modules is not a list of modules"
+    disk = config.get("disk")
+    if disk is not None:
+        if not isinstance(disk, dict) or not _is_int(disk.get("sectors")) or disk["sectors"] < 1 \
+                or not hex_text(disk.get("sha256"), 64):
+            return "disk is neither null nor a disk's sectors and sha256"
+    return None
+
+
 def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
     """Refuse a replay whose kernel, modules, -append, RAM size or shift differ from the
     recording's. The command line itself comes from the recording (the kernel's file name in
     it is the recorded one)."""
+    problem = config_problem(config)
+    if problem:
+        raise SessionError(f"{opts.rrfile}: log header is corrupt ({problem})")
     problems = []
     if config.get("kernel_sha256") != kernel.sha256:
         problems.append(f"kernel differs from the recorded {config.get('kernel', '?')} (sha256 mismatch)")
@@ -81,10 +119,27 @@ def check_replay_config(config: dict, opts: Options, kernel: Kernel) -> None:
         raise SessionError(f"cannot replay {opts.rrfile}: " + "; ".join(problems))
 
 
+def check_writable(path: str, refusal: str) -> None:
+    """Refuse, before anything is created, an output file that could not be written: one line,
+    `refusal` (e.g. 'cannot write rrfile') and the path and reason."""
+    if os.path.isdir(path):
+        raise SessionError(f"{refusal} {path}: it is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SessionError(f"{refusal} {path}: no directory {directory}")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise SessionError(f"{refusal} {path}: permission denied")
+
+
 class Session:
+    """Everything is validated (options, kernel, disk, the log to replay, the catalog to use)
+    before any file is created, truncated or changed: a refused run leaves the files as they were."""
+
     def __init__(self, opts: Options, out: Optional[BinaryIO] = None, stdin_fd: Optional[int] = 0) -> None:
         self.opts = opts
         self.out = out if out is not None else sys.stdout.buffer
+        self.output_closed = False
+        self.tiers = self._snapshot_tiers()
         kernel = load_kernel(opts.kernel, opts.ram_size, opts.initrd)
         self.writer: Optional[L.LogWriter] = None
         self.player: Optional[Player] = None
@@ -94,15 +149,24 @@ class Session:
             self.config = self.player.reader.config
             check_replay_config(self.config, opts, kernel)
             recorded_disk = self.config.get("disk")
+            if recorded_disk is None and disk is not None:
+                raise SessionError(f"cannot replay {opts.rrfile}: it was recorded without a disk, "
+                                   f"not with -drive {opts.drive}")
             if recorded_disk is not None:
                 if disk is not None and disk.identity().get("sha256") != recorded_disk.get("sha256"):
                     raise SessionError(f"cannot replay {opts.rrfile}: -drive {opts.drive} is not the recorded disk")
                 disk = DiskImage.without_base(int(recorded_disk["sectors"]))
+            self._check_replay_catalog()
         elif opts.rr == "record":
             self.config = recording_config(opts, kernel, disk)
-            self.writer = L.LogWriter(opts.rrfile, self.config)
+            check_writable(opts.rrfile, "cannot write rrfile")
         else:
             self.config = {}
+        if opts.serial.startswith("file:"):
+            check_writable(opts.serial[5:], "cannot open serial output")
+        # Validated: from here on files are made.
+        if opts.rr == "record":
+            self.writer = L.LogWriter(opts.rrfile, self.config)
         self.seam = Seam(SeamCore(opts.rr, lambda: 0, self.writer, self.player))
         self.serial_file: Optional[BinaryIO] = None
         self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
@@ -124,38 +188,82 @@ class Session:
     def catalog_path(self) -> str:
         return f"{self.opts.rrfile}.db"
 
+    def _snapshot_tiers(self) -> Optional[list]:
+        from snapshots.manager import parse_tiers
+        from snapshots.policy import default_policy
+
+        text = self.opts.snapshots or default_policy(self.opts.rr == "record")
+        try:
+            return None if text == "off" else parse_tiers(text)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
+
+    def _check_replay_catalog(self) -> None:
+        """A replay's catalog, read without changing it: this recording's, holding the snapshot to
+        start from (a replay adds to it, or makes it if there is none and none is asked for)."""
+        from snapshots.catalog import Catalog, CatalogError
+
+        start = self.opts.loadvm or self.opts.rrsnapshot
+        if not start and not os.path.exists(self.catalog_path):
+            return
+        try:
+            with Catalog.open_existing(self.catalog_path, cache_blobs=0, read_only=True) as catalog:
+                if catalog.recording_id != self.config["recording_id"]:
+                    raise SessionError(f"catalog {self.catalog_path} belongs to another recording "
+                                       f"({catalog.recording_id}, not {self.config['recording_id']})")
+                info = next((i for i in catalog.list() if i.name == start), None) if start else None
+        except CatalogError as e:
+            raise SessionError(str(e)) from None
+        if start and info is None:
+            raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
+        if info is not None and info.icount > self.player.end_icount:
+            raise SessionError(f"snapshot '{start}' (icount {info.icount}) is past the end of "
+                               f"{self.opts.rrfile} (icount {self.player.end_icount}): its recording was cut short")
+
     def _open_catalog(self) -> None:
         """The snapshot catalog beside the rrfile: made afresh when recording, reused in replay."""
         from snapshots.catalog import CatalogError
-        from snapshots.manager import SnapshotManager, parse_tiers
-        from snapshots.policy import default_policy
+        from snapshots.manager import SnapshotManager
 
         opts = self.opts
         recording = opts.rr == "record"
-        text = opts.snapshots or default_policy(recording)
-        try:
-            tiers = None if text == "off" else parse_tiers(text)
-        except ValueError as e:
-            raise SessionError(str(e)) from None
         if recording:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(self.catalog_path + suffix):
                     os.remove(self.catalog_path + suffix)
         try:
-            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"], tiers)
+            self.snapshots = SnapshotManager(self.machine, self.catalog_path, self.config["recording_id"],
+                                             self.tiers)
         except CatalogError as e:
             raise SessionError(str(e)) from None
-        if recording and opts.rrsnapshot:
-            self.snapshots.take(opts.rrsnapshot, "initial")
-        start = opts.loadvm or (opts.rrsnapshot if not recording else None)
-        if start:
-            if start not in self.snapshots.infos:
-                raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
-            self.snapshots.restore(start)
+        try:
+            if recording and opts.rrsnapshot:
+                self.snapshots.take(opts.rrsnapshot, "initial")
+            start = opts.loadvm or (opts.rrsnapshot if not recording else None)
+            if start:
+                if start not in self.snapshots.infos:
+                    raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
+                self.snapshots.restore(start)
+        except BaseException:
+            # The writer's process waits for the end of its pipe: end it now, not whenever the
+            # garbage collector gets to this half-made session (the exit waits for that child).
+            snapshots, self.snapshots = self.snapshots, None
+            snapshots.close()
+            raise
 
     def _write_out(self, data: bytes) -> None:
-        self.out.write(data)
-        self.out.flush()
+        """Guest output to standard output. When its reader has gone the run ends, as at a
+        Ctrl-C, at the next slice boundary (the log gets its end record there)."""
+        if self.output_closed:
+            return
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except BrokenPipeError:
+            self.output_closed = True
+            if self.out is sys.stdout.buffer:  # no second error when Python flushes it at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.machine.request_stop()
 
     def _serial_sink(self) -> Callable[[bytes], None]:
         serial = self.opts.serial
