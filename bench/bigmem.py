@@ -19,6 +19,7 @@ Figures (targets in docs/replay.md):
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import sqlite3
@@ -32,7 +33,7 @@ from urr.options import parse_args
 from urr.session import Session
 
 DENSE_RECORD = "10ms:1s,100ms"
-SIZES = (("16M", "bigmem16", "64M"), ("256M", "bigmem", "512M"), ("1G", "bigmem1g", "1G"))
+SIZES = (("256M", "bigmem", "512M"), ("16M", "bigmem16", "64M"), ("1G", "bigmem1g", "1G"))
 
 
 def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
@@ -115,8 +116,11 @@ def _busy_neighbour(runs: int, tmp: str) -> float:
 
 
 def bench(runs: int, tmp: str) -> dict:
+    """The figures; each part is also printed to stderr as it is done (the part takes long)."""
     result: dict = {}
-    growth = {}
+    growth: dict = {}
+    result["snapshot_overhead_record_busy_neighbour"] = round(_busy_neighbour(runs, tmp), 3)
+    print(json.dumps(result), file=sys.stderr, flush=True)
     for touched, name, ram in SIZES:
         path = guest(name)
         rr = os.path.join(tmp, f"{name}.rr")
@@ -131,6 +135,6 @@ def bench(runs: int, tmp: str) -> dict:
                 "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
                 "restore_ms_median_bigmem": round(o["restore_ms"], 3),
                 "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})
+        print(json.dumps({touched: growth[touched], **result}), file=sys.stderr, flush=True)
     result["bigmem_growth"] = growth
-    result["snapshot_overhead_record_busy_neighbour"] = round(_busy_neighbour(runs, tmp), 3)
     return result
