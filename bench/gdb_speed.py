@@ -96,8 +96,13 @@ def run_gdb_script(rrfile: str, kernel: str, python_body: str, timeout: float = 
 
 
 def record(kernel: str, rrfile: str) -> None:
-    subprocess.run([sys.executable, "-m", "urr", "-kernel", kernel, "-display", "none", "-serial", "none",
-                    "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init"], cwd=ROOT, check=True)
+    """Record `kernel` into `rrfile` (snapshot `init` at the start). urr exits with the guest's
+    status, always odd; an even one is urr's own error."""
+    r = subprocess.run([sys.executable, "-m", "urr", "-kernel", kernel, "-display", "none", "-serial", "none",
+                        "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init"], cwd=ROOT,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode % 2 == 0:
+        raise RuntimeError(f"recording {kernel} failed ({r.returncode}): {r.stderr}")
 
 
 # Steps at a point past the start, with two breakpoints inserted (GDB removes and reinserts them

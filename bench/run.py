@@ -15,7 +15,8 @@ Figures (targets in docs/replay.md):
   catalog_bytes_per_snapshot          median catalog growth per periodic snapshot
   reverse_stepi_ms_median/_max        reverse-stepi at random positions of a >=100M-instruction replay
   reverse_continue_vs_forward         reverse-continue across N instructions / replaying them forward
-  gdb_*                               through real GDB (bench/gdb_speed.py), --only gdb
+  gdb_stepi/next_ms_median, gdb_ignore_crossing_ms, gdb_conditional_break_vs_forward
+                                      through real GDB (bench/gdb_speed.py), --only gdb
   gdb_reverse_*, forward_seek_ms, reverse_continue_watch_vs_forward, last_write_ms
                                       reverse debugging through real GDB on a 535M-instruction
                                       replay (bench/reverse_speed.py), --only revgdb
