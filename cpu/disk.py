@@ -44,6 +44,12 @@ class DiskImage:
         """A disk of known size whose reads must come from elsewhere (the event log)."""
         return cls(None, sectors)
 
+    def attach_base(self, image: "DiskImage") -> None:
+        """Read unwritten sectors from `image`'s base from now on (a replay's disk going live)."""
+        if image.sectors != self.sectors:
+            raise ValueError(f"disk image {image.path} has {image.sectors} sectors, the disk {self.sectors}")
+        self.path, self.fd, self._sha256 = image.path, image.fd, image._sha256
+
     def read(self, lba: int, count: int) -> bytes:
         """`count` sectors from `lba`: overlay first, then the base (zeros past its end)."""
         out = bytearray()

@@ -212,6 +212,12 @@ class Machine:
         self._tsc_last = value
         return value
 
+    def continue_tsc(self, floor: int) -> None:
+        """The host TSC from now on counts on from `floor` (the last value the guest saw before a
+        branch went live), so it never goes back."""
+        self._host_t0 = time.monotonic_ns() - floor
+        self._tsc_last = floor
+
     def _rdtsc(self, uc: Uc, _ud: object) -> int:
         """RDTSC/RDTSCP through the time seam. Raised errors (a replay divergence) are kept for
         `_slice` to raise: the binding's guard would return None, which ctypes cannot convert

@@ -47,6 +47,10 @@ class TimerQueue:
         self.timers.append(timer)
         return timer
 
+    def remove(self, timer: Timer) -> None:
+        """Forget a timer whose owner is gone (a closed snapshot manager)."""
+        self.timers.remove(timer)
+
     def changed(self, deadline: int) -> None:
         if self.slice_end is not None and deadline < self.slice_end:
             self.kick(deadline)

@@ -249,6 +249,13 @@ class Console(cmd.Cmd):
         info = self.tl.snapshots.take(name, "named")
         self.say(f"snapshot {info.name} at icount {info.icount}")
 
+    def do_branch(self, arg: str) -> None:
+        """branch [-f] NEWFILE: leave the replay here, record from here into NEWFILE (-f: replace it)."""
+        words = self.operands(arg, "branch [-f] NEWFILE", 1, 1)
+        if len(words) == 2 and words[0] != "-f":
+            raise ValueError("usage: branch [-f] NEWFILE")
+        self.say(self.tl.branch(words[-1], overwrite=len(words) == 2))
+
     def do_quit(self, arg: str) -> Optional[bool]:
         """quit: leave the debugger."""
         return True

@@ -41,6 +41,8 @@ replay_delete_break    remove the replay breakpoint
 replay_seek ICOUNT     go to ICOUNT
 step_interrupts on|off whether steps stop in interrupt handlers (off: a step during which the
                        guest takes an interrupt goes on through the handler, both directions)
+replay_branch [-f] NEWFILE
+                       leave the replay here and record from here into NEWFILE (-f: replace it)
 """
 
 _EXPEDITED = [i for i, r in enumerate(REGISTERS) if r.name in ("rbp", "rsp", "rip")]  # regnums
@@ -298,7 +300,8 @@ class _Session:
             "qfThreadInfo": lambda _: f"m{THREAD}", "qsThreadInfo": lambda _: "l",
             "QStartNoAckMode": lambda _: "OK", "vCont?": lambda _: "vCont;c;C;s;S;r", "vCont": self.vcont,
         }
-        self.monitor_commands: list[tuple[tuple[str, ...], bool, Callable[..., str]]] = [
+        # (words, takes an ICOUNT (None: the rest of the words as they are), method)
+        self.monitor_commands: list[tuple[tuple[str, ...], Optional[bool], Callable[..., str]]] = [
             (("info", "replay"), False, self.info_replay),
             (("info", "snapshots"), False, self.tl.snapshots_text),
             (("replay_break",), True, self.replay_break),
@@ -307,6 +310,7 @@ class _Session:
             (("step_interrupts", "on"), False, lambda: self.step_interrupts(True)),
             (("step_interrupts", "off"), False, lambda: self.step_interrupts(False)),
             (("step_interrupts",), False, lambda: self.step_interrupts(None)),
+            (("replay_branch",), None, self.replay_branch),
             (("help",), False, lambda: MONITOR_HELP),
         ]
 
@@ -622,9 +626,12 @@ class _Session:
             if tuple(words[:len(name)]) == name:
                 operands = words[len(name):]
                 try:
-                    if len(operands) != takes_icount:
+                    if takes_icount is None:
+                        text = method(operands)
+                    elif len(operands) != takes_icount:
                         raise ValueError(f"usage: {' '.join(name)}{' ICOUNT' if takes_icount else ''}")
-                    text = method(_icount(operands[0])) if takes_icount else method()
+                    else:
+                        text = method(_icount(operands[0])) if takes_icount else method()
                 except ValueError as e:
                     text = f"error: {e}\n"
                 break
@@ -658,3 +665,9 @@ class _Session:
         return (f"at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
                 f" 'maintenance flush register-cache'\n")
 
+    def replay_branch(self, words: list[str]) -> str:
+        """Go live here into a new recording; GDB stays attached, debugging it forwards."""
+        force = words[:1] == ["-f"]
+        if len(words) != 1 + force:
+            raise ValueError("usage: replay_branch [-f] NEWFILE")
+        return self.tl.branch(words[-1], overwrite=force) + "\n"

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def make_timeline(session: Session) -> Timeline:
-    return Timeline(session.machine, session.snapshots, session.opts.rr == "replay")
+    timeline = Timeline(session.machine, session.snapshots, session.opts.rr == "replay")
+    timeline.session = session  # for branching; the launcher closes it
+    return timeline
 
 
 def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:

@@ -142,10 +142,27 @@ class Timeline(ReverseSearches):
         return timeline
 
     def close(self) -> None:
-        """End the replay session for_replay opened (writes out its snapshot catalog)."""
+        """End the session for_replay opened (writes out its snapshot catalog; a branch's log
+        ends with the guest's exit status if the position is at its exit)."""
         if self.session is not None:
-            self.session.close(None, "timeline closed")
+            self.session.close(self.exit_status, "timeline closed")
             self.session = None
+
+    def branch(self, rrfile: str, overwrite: bool = False) -> str:
+        """Leave the replay here and go on recording into `rrfile` (urr.branch.go_live); returns
+        what was done, in one line. Needs the session underneath (for_replay's or the launcher's)."""
+        if self.session is None:
+            raise ValueError("branching needs the session this timeline replays")
+        from urr.branch import go_live
+
+        return go_live(self.session, self, rrfile, overwrite)
+
+    def went_live(self, snapshots: Optional[SnapshotManager]) -> None:
+        """The machine records from here on (a branch): forwards only, with the branch's catalog;
+        whatever the guest prints from here is new."""
+        self.snapshots = snapshots
+        self.replaying = self.can_reverse = False
+        self.furthest = self.icount
 
     def __enter__(self) -> "Timeline":
         return self

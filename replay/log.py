@@ -143,7 +143,8 @@ def encode_header(config: dict[str, Any]) -> bytes:
 class LogWriter:
     """Appends records, flushing complete chunks to the file with one write each."""
 
-    def __init__(self, path: str, config: dict[str, Any]) -> None:
+    def __init__(self, path: str, config: dict[str, Any], start_icount: int = 0) -> None:
+        """`start_icount`: where the run being logged starts (a branch starts mid-run)."""
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as e:
@@ -154,8 +155,8 @@ class LogWriter:
         self.offset = len(header)
         self.buf = bytearray()
         self.count = 0
-        self.base_icount = 0
-        self.prev_icount = 0
+        self.base_icount = start_icount
+        self.prev_icount = start_icount
         self.bytes_written = len(header)
 
     def append(self, kind: int, icount: int, *fields: Any) -> None:

@@ -77,6 +77,13 @@ class Seam:
         self.events = AsyncEvents(core)
         self.digest = DigestCheck(core)
 
+    def record_into(self, writer: L.LogWriter) -> None:
+        """Leave replay: from now on inputs come from the host and are logged to `writer` (a
+        branch). Devices ask the core at every input; the executor at every `run`."""
+        self.core.mode = self.mode = "record"
+        self.core.writer = writer
+        self.core.player = None
+
     @classmethod
     def plain(cls, now: Callable[[], int] = lambda: 0) -> "Seam":
         return cls(SeamCore("plain", now))

@@ -55,6 +55,22 @@ def _fields(pairs: list[tuple[str, object]]) -> None:
         print(f"{label:<14}{value}")
 
 
+def lineage(rrfile: str) -> Optional[str]:
+    """Where a branch's recording came from, from its log header (None if not a branch, or no
+    readable log is there)."""
+    from replay.log import LogError, LogReader
+
+    try:
+        parent = LogReader(rrfile).config.get("parent")
+    except LogError:
+        return None
+    if not isinstance(parent, dict):
+        return None
+    start = f", from its snapshot '{parent['snapshot']}'" if parent.get("snapshot") else ""
+    return (f"branch of {parent.get('rrfile')} (recording {parent.get('recording_id')}) "
+            f"at icount {parent.get('icount')}{start}")
+
+
 def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
     if args.name:
         snap = catalog.load(args.name)
@@ -69,7 +85,9 @@ def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
         return 0
     s = catalog.stats()
     garbage = sum(n for _, n in s.garbage)
+    parent = lineage(args.rrfile)
     _fields([("catalog", catalog.path), ("recording", catalog.recording_id),
+             *([("parent", parent)] if parent else []),
              ("snapshots", f"{sum(s.kinds.values())} ({', '.join(f'{k} {n}' for k, n in s.kinds.items())})"),
              ("content", f"{s.blobs} pages and sectors, {human_bytes(s.stored_bytes)} stored "
                          f"({human_bytes(s.raw_bytes)} before lz4)"),

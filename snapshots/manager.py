@@ -247,6 +247,11 @@ class SnapshotManager:
         self.arm()
 
     def close(self) -> None:
+        """Store everything, finish the catalog, and let go of the machine (its boundary hook
+        and timer), which may go on under another manager (a branch)."""
+        if self._at_boundary in self.machine.boundary_hooks:
+            self.machine.boundary_hooks.remove(self._at_boundary)
+            self.machine.timers.remove(self.timer)
         try:
             self.thin()
             if self.deleted_since_gc:

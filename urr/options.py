@@ -27,7 +27,11 @@ usage: urr -kernel GUEST.elf [options]
                           virtual time: each instruction is 2^N ns; record or replay
   -snapshots POLICY       periodic snapshots while recording/replaying: 'off', or tiers
                           like '10ms:1s,100ms' (default: '100ms' recording, that replaying)
-  -loadvm NAME            replay: start from the named snapshot
+  -loadvm NAME            replay: start from the named snapshot; with -branch-from: the
+                          snapshot of the parent recording the branch starts from
+  -branch-from OLD.rr     record a branch of OLD.rr from its snapshot -loadvm NAME
+                          (rr=record,rrfile=NEW.rr; OLD.rr and OLD.rr.db are only read)
+  -overwrite              a branch may replace an existing NEW.rr and NEW.rr.db
   -gdb tcp:[HOST]:PORT    GDB remote stub (127.0.0.1 unless HOST is given); -s = tcp::1234
   -S                      freeze the machine until the debugger continues
   -debugger               open the built-in debugger console
@@ -58,6 +62,8 @@ class Options:
     gdb: Optional[str] = None
     freeze: bool = False
     debugger: bool = False
+    branch_from: Optional[str] = None
+    overwrite: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -116,7 +122,7 @@ def parse_args(argv: list[str]) -> Optional[Options]:
     opts = Options()
     it = iter(argv)
     takes_value = {"-kernel", "-append", "-initrd", "-m", "-drive", "-serial", "-icount", "-display",
-                   "-loadvm", "-gdb", "-snapshots"}
+                   "-loadvm", "-gdb", "-snapshots", "-branch-from"}
     for arg in it:
         if arg in ("-h", "-help", "--help"):
             return None
@@ -156,16 +162,27 @@ def parse_args(argv: list[str]) -> Optional[Options]:
                 opts.gdb = value
             elif arg == "-snapshots":
                 opts.snapshots = value
+            elif arg == "-branch-from":
+                opts.branch_from = value
         elif arg == "-s":
             opts.gdb = "tcp::1234"
         elif arg == "-S":
             opts.freeze = True
         elif arg == "-debugger":
             opts.debugger = True
+        elif arg == "-overwrite":
+            opts.overwrite = True
         else:
             raise UsageError(f"unknown option '{arg}' (see urr -h)")
     if not opts.kernel:
         raise UsageError("no guest given: use -kernel GUEST.elf (see urr -h)")
-    if opts.loadvm and opts.rr != "replay":
-        raise UsageError("-loadvm needs -icount ...,rr=replay")
+    if opts.branch_from is not None:
+        if opts.rr != "record" or not opts.loadvm:
+            raise UsageError("-branch-from OLD.rr needs -icount ...,rr=record,rrfile=NEW.rr and -loadvm NAME")
+        if opts.rrsnapshot:
+            raise UsageError("a branch's first snapshot is named 'branch': rrsnapshot= does not go with -branch-from")
+    elif opts.loadvm and opts.rr != "replay":
+        raise UsageError("-loadvm needs -icount ...,rr=replay (or -branch-from OLD.rr)")
+    if opts.overwrite and opts.branch_from is None:
+        raise UsageError("-overwrite goes with -branch-from (a plain recording always replaces its rrfile)")
     return opts

@@ -4,6 +4,7 @@ The session owns what sits around the machine: the event log (written or read), 
 fingerprint and its check, the host's serial input, the snapshot catalog, and the end of the run."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -20,6 +21,7 @@ from replay import log as L
 from replay.char import HostInput
 from replay.player import Player
 from replay.seam import Seam, SeamCore
+from urr.branch import BRANCH_SNAPSHOT, ParentSnapshot, lineage
 from urr.options import Options
 
 FLUSH_CHECK = 1 << 20  # icounts between checks whether the log should be flushed
@@ -140,9 +142,11 @@ class Session:
         self.out = out if out is not None else sys.stdout.buffer
         self.output_closed = False
         self.tiers = self._snapshot_tiers()
+        self.stdin_fd = stdin_fd
         kernel = load_kernel(opts.kernel, opts.ram_size, opts.initrd)
         self.writer: Optional[L.LogWriter] = None
         self.player: Optional[Player] = None
+        parent: Optional[ParentSnapshot] = None  # what a branch from the command line starts from
         disk = DiskImage(opts.drive) if opts.drive else None
         if opts.rr == "replay":
             self.player = Player(L.LogReader(opts.rrfile))
@@ -158,7 +162,12 @@ class Session:
                 disk = DiskImage.without_base(int(recorded_disk["sectors"]))
             self._check_replay_catalog()
         elif opts.rr == "record":
-            self.config = recording_config(opts, kernel, disk)
+            if opts.branch_from:
+                parent = ParentSnapshot.open(opts, kernel, disk)
+                self.config = parent.config
+                opts = self.opts = dataclasses.replace(opts, rrsnapshot=BRANCH_SNAPSHOT)
+            else:
+                self.config = recording_config(opts, kernel, disk)
             check_writable(opts.rrfile, "cannot write rrfile")
         else:
             self.config = {}
@@ -166,23 +175,41 @@ class Session:
             check_writable(opts.serial[5:], "cannot open serial output")
         # Validated: from here on files are made.
         if opts.rr == "record":
-            self.writer = L.LogWriter(opts.rrfile, self.config)
+            self.writer = L.LogWriter(opts.rrfile, self.config, start_icount=parent.icount if parent else 0)
         self.seam = Seam(SeamCore(opts.rr, lambda: 0, self.writer, self.player))
         self.serial_file: Optional[BinaryIO] = None
         self.machine = Machine(kernel, opts.ram_size, opts.shift, self.seam, disk,
                                serial_out=self._serial_sink(), debugcon_out=self._write_out,
                                sleep=opts.sleep and opts.rr != "replay",
                                cmdline=self.config.get("cmdline", guest_cmdline(opts)))
+        if parent is not None:
+            parent.restore(self.machine)
         self.snapshots = None
         if opts.rr != "plain" and (opts.snapshots != "off" or opts.rrsnapshot or opts.loadvm
-                                   or opts.gdb or opts.debugger):
+                                   or opts.gdb or opts.debugger or lineage(self.config)):
             self._open_catalog()  # forks the catalog writer: before any thread of ours starts
-        if opts.serial == "stdio" and opts.rr != "replay" and stdin_fd is not None:
-            self.seam.char.attach(HostInput(stdin_fd))
+        self._attach_serial_input()
+        self._start_flushing()
+
+    def _attach_serial_input(self) -> None:
+        if self.opts.serial == "stdio" and self.opts.rr != "replay" and self.stdin_fd is not None:
+            self.seam.char.attach(HostInput(self.stdin_fd))
+
+    def _start_flushing(self) -> None:
+        """A recording's log is flushed every so often, so a killed one loses little."""
         if self.writer is not None:
             self._last_flush = time.monotonic()
             self.flush_timer = self.machine.timers.new("log-flush", self._maybe_flush, internal=True)
-            self.flush_timer.arm(FLUSH_CHECK)
+            self.flush_timer.arm(self.machine.icount + FLUSH_CHECK)
+
+    def go_live(self, opts: Options, writer: L.LogWriter, config: dict) -> None:
+        """Go on as a recording into `writer` (a branch, once urr.branch.go_live has switched the
+        machine over): its catalog with the initial snapshot, host input, log flushes."""
+        self.opts, self.writer, self.player, self.config = opts, writer, None, config
+        self.tiers = self._snapshot_tiers()  # a recording's policy now
+        self._open_catalog()
+        self._attach_serial_input()
+        self._start_flushing()
 
     @property
     def catalog_path(self) -> str:
@@ -203,7 +230,7 @@ class Session:
         start from (a replay adds to it, or makes it if there is none and none is asked for)."""
         from snapshots.catalog import Catalog, CatalogError
 
-        start = self.opts.loadvm or self.opts.rrsnapshot
+        start = self.opts.loadvm or self.opts.rrsnapshot or (BRANCH_SNAPSHOT if lineage(self.config) else None)
         if not start and not os.path.exists(self.catalog_path):
             return
         try:
@@ -237,9 +264,12 @@ class Session:
         except CatalogError as e:
             raise SessionError(str(e)) from None
         try:
-            if recording and opts.rrsnapshot:
-                self.snapshots.take(opts.rrsnapshot, "initial")
-            start = opts.loadvm or (opts.rrsnapshot if not recording else None)
+            if recording:
+                if opts.rrsnapshot:
+                    self.snapshots.take(opts.rrsnapshot, "initial")
+                return
+            # A branch's log starts at its branch point: its replay starts at that snapshot.
+            start = opts.loadvm or opts.rrsnapshot or (BRANCH_SNAPSHOT if lineage(self.config) else None)
             if start:
                 if start not in self.snapshots.infos:
                     raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
