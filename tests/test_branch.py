@@ -158,8 +158,9 @@ def test_gdb_patch_then_branch_fixes_corrupt(recorded, tmp_path):  # noqa: F811
     rec = recorded("corrupt")
     before = digests(*parent_files(rec.rrfile))
     new = str(tmp_path / "fixed.rr")
-    bound = rec.elf.addr("journal_append") + 20  # the imm32 of `cmp $0x8001,%eax` at +19
-    assert [i.op_str for i in rec.elf.code("journal_append") if i.address == bound - 1] == ["eax, 0x8001"]
+    # At journal_append's entry, $pc + 20 is the imm32 of the bound's `cmp $0x8001,%eax` at +19.
+    compare = rec.elf.addr("journal_append") + 19
+    assert [i.op_str for i in rec.elf.code("journal_append") if i.address == compare] == ["eax, 0x8001"]
     err_path = str(tmp_path / "urr.err")
     with open(err_path, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-serial", "stdio",
@@ -169,7 +170,7 @@ def test_gdb_patch_then_branch_fixes_corrupt(recorded, tmp_path):  # noqa: F811
         port = _listening_port(proc, err_path)
         commands = ["break report_corruption", "continue", "watch total_checks", "reverse-continue",
                     "delete", "break journal_append", "reverse-continue", "reverse-continue",
-                    "print journal_next", f"set var *(unsigned int *){bound:#x} = 0x8000", "delete",
+                    "print journal_next", "set var *(unsigned int *)($pc + 20) = 0x8000", "delete",
                     f"monitor replay_branch {rec.rrfile}", "monitor replay_branch",
                     f"monitor replay_branch {new}", "monitor info replay", "reverse-stepi", "continue"]
         argv = [GDB, "-nx", "-batch", "-ex", f"file {rec.kernel}", "-ex", f"target remote 127.0.0.1:{port}"]
