@@ -127,7 +127,8 @@ class Recording:
             progress: bool = False) -> list:
         """Run any segment query; its results in icount order."""
         backend = Backend(jobs or default_jobs(), ray)
-        from_boot = self.kernel is not None
+        branch = "parent" in self.config  # its log starts at its branch point (urr.branch)
+        from_boot = self.kernel is not None and not branch
         if not self.snapshots and not from_boot:
             raise RecordingError(f"{self.rrfile} has no snapshots to replay from: give the kernel "
                                  f"(--kernel; it was recorded with {self.config.get('kernel', '?')})")
@@ -135,8 +136,8 @@ class Recording:
             where = "no snapshot catalog" if not os.path.exists(self.db) else "no snapshots"
             self.note(f"{self.rrfile} has {where}: replaying it as one segment from boot")
         elif not from_boot and self.snapshots[0].icount > 0 and not isinstance(query, Verify):
-            self.note(f"icounts before {self.snapshots[0].icount} (the first snapshot) are not "
-                      f"covered: replaying them needs the kernel (--kernel)")
+            self.note(f"icounts before {self.snapshots[0].icount} (the first snapshot) are not covered: "
+                      + ("they are the parent recording's" if branch else "replaying them needs the kernel (--kernel)"))
         segments = plan(query.intervals(self.snapshots, self.end_icount, from_boot), backend.workers(),
                         self.min_segment)
         source = FileSource(self.rrfile, self.db, self.kernel, self.config["recording_id"])

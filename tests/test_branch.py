@@ -199,6 +199,11 @@ def test_gdb_patch_then_branch_fixes_corrupt(recorded, tmp_path):  # noqa: F811
     assert first.state() == second.state()
     assert b"no corruption after 6000 ticks" in first.out and b"corruption detected" not in first.out
     assert L.LogReader(new).config["parent"]["icount"] == int(m.group(1))
+    for command, expected in ((["verify"], "all snapshots match their replay"),
+                              (["hits", "report_corruption", "--kernel", rec.kernel], "0 executions of ")):
+        r = subprocess.run([sys.executable, "-m", "snapshots.cli", command[0], new, *command[1:], "--jobs", "2"],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0 and expected in r.stdout, r.stdout + r.stderr  # whole-history work starts at `branch`
 
 
 def test_console_branch_needs_consent_and_refuses_an_exited_guest(recorded, tmp_path):  # noqa: F811
