@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # the snapshot modules load only for a branch (urr.session im
     from urr.session import Session
 
 BRANCH_SNAPSHOT = "branch"  # the initial snapshot of every branch: where its replay starts
-_OWN_TIMERS = {"snapshot", "log-flush"}  # the session's, re-armed by it: not the parent's
 
 
 class BranchError(ValueError):
@@ -204,10 +203,11 @@ class ParentSnapshot:
 
     def restore(self, machine: Machine) -> None:
         """Put the machine at the snapshot, then let go of the parent's catalog."""
+        from snapshots.manager import SnapshotManager
         from snapshots.state import restore
 
-        try:
-            restore(machine, self.snapshot, self.catalog.get_blob, _OWN_TIMERS)
+        try:  # the snapshot and log-flush timers are the session's, armed by it afresh
+            restore(machine, self.snapshot, self.catalog.get_blob, SnapshotManager.OWN_TIMERS)
         finally:
             self.catalog.close()
         machine.continue_tsc(self.tsc)
