@@ -11,6 +11,7 @@ import io
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -146,6 +147,53 @@ def test_branches_at_random_positions_of_random_recordings(recorded, tmp_path): 
             assert state == rec.straight_states([rec.icount])[rec.icount][1], name
 
 
+def test_branches_of_a_disk_recording_read_the_image_live(guests, disk_image, tmp_path):
+    """The disk guest writes, reads back and verifies sectors. Branched at random positions of
+    its replay (started with -drive, as branching needs), it passes: the overlay of what it had
+    written goes on in the branch, the rest is read from the image; without -drive the branch
+    is refused. From the command line the overlay comes from the snapshot."""
+    rrfile = str(tmp_path / "disk.rr")
+    drive = ["-drive", f"file={disk_image},format=raw"]
+    rec = run_urr("-kernel", guests["disk"], *drive, "-serial", "none", "-snapshots", "1ms:100ms,10ms",
+                  "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    assert rec.status == 33, rec.err
+    icount = int(re.search(r"recorded (\d+) instructions", rec.note("recorded")).group(1))
+    before = digests(*parent_files(rrfile), disk_image)
+    rng = random.Random(SEED + 2)
+    for n, with_drive in enumerate((False, True, True)):
+        opts = parse_args(["-kernel", guests["disk"], "-serial", "none", "-snapshots", "off",
+                           *(drive if with_drive else []), "-icount", f"shift=7,rr=replay,rrfile={rrfile},rrsnapshot=init"])
+        session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+        timeline = make_timeline(session)
+        new = str(tmp_path / f"disk-branch{n}.rr")
+        try:
+            timeline.seek(rng.randrange(1, icount))
+            if not with_drive:
+                with pytest.raises(ValueError, match="the recording has a disk: a branch reads it live"):
+                    timeline.branch(new)
+                assert not os.path.exists(new) and not os.path.exists(f"{new}.db")
+                continue
+            timeline.branch(new)
+            stop = timeline.cont()
+            assert (stop.reason, stop.exit_status) == ("exited", 33), stop
+            state = session.state_hash()
+        finally:
+            session.close(timeline.exit_status, "test")
+        again = replay(guests["disk"], new, "-serial", "none")
+        assert again.status == 33 and again.state() == state, again.err
+    with Catalog.open_existing(f"{rrfile}.db") as catalog:
+        name = max((i for i in catalog.list() if i.icount < icount), key=lambda i: i.icount).name
+    new = str(tmp_path / "disk-cli.rr")
+    r = run_urr("-kernel", guests["disk"], "-serial", "none", "-icount", f"shift=7,rr=record,rrfile={new}",
+                "-loadvm", name, "-branch-from", rrfile)
+    assert r.status == 2 and "it was recorded with -drive with its image" in r.err, r.err
+    r = run_urr("-kernel", guests["disk"], *drive, "-serial", "none", "-icount", f"shift=7,rr=record,rrfile={new}",
+                "-loadvm", name, "-branch-from", rrfile)
+    assert r.status == 33, r.err
+    assert replay(guests["disk"], new, "-serial", "none").state() == r.state()
+    assert digests(*parent_files(rrfile), disk_image) == before
+
+
 def test_gdb_patch_then_branch_fixes_corrupt(recorded, tmp_path):  # noqa: F811
     """The manual's worked example, through real GDB: find the corrupting store backwards, go
     back to the call before it, patch the bound in journal_append's code with `set var`, branch,
@@ -255,6 +303,23 @@ def test_cli_bad_branches_are_one_line_and_write_nothing(recorded, tmp_path, cas
                 "no-parent": "cannot read rrfile"}[case]
     assert expected in r.err
     assert digests(*parent_files(rec.rrfile), new, f"{new}.db") == before
+
+
+def test_cli_branch_from_a_snapshot_of_the_exit_is_refused(recorded, tmp_path):  # noqa: F811
+    rec = recorded("hello")
+    parent = str(tmp_path / "hello.rr")
+    shutil.copy(rec.rrfile, parent)
+    shutil.copy(f"{rec.rrfile}.db", f"{parent}.db")
+    r = run_urr("-kernel", rec.kernel, "-serial", "none", "-debugger",
+                "-icount", f"shift=7,rr=replay,rrfile={parent},rrsnapshot=init", stdin=b"continue\nsavevm done\n")
+    assert f"snapshot done at icount {rec.icount}" in r.out.decode(), r.out
+    before = digests(*parent_files(parent))
+    new = str(tmp_path / "new.rr")
+    r = run_urr("-kernel", rec.kernel, "-serial", "none", "-icount", f"shift=7,rr=record,rrfile={new}",
+                "-loadvm", "done", "-branch-from", parent)
+    assert r.status == 2 and r.err == f"urr: cannot branch from {parent}: the guest has exited at its snapshot 'done'\n"
+    assert not os.path.exists(new) and not os.path.exists(f"{new}.db")
+    assert digests(*parent_files(parent)) == before
 
 
 @pytest.mark.parametrize("argv, message", [
