@@ -163,6 +163,8 @@ class Timeline(ReverseSearches):
         self.snapshots = snapshots
         self.replaying = self.can_reverse = False
         self.furthest = self.icount
+        self.steps.clear()  # what they knew was the parent recording's
+        self._write_index = self._irq_icounts = None
 
     def __enter__(self) -> "Timeline":
         return self
