@@ -225,12 +225,17 @@ class Session:
         except ValueError as e:
             raise SessionError(str(e)) from None
 
+    def _replay_start(self) -> Optional[str]:
+        """The snapshot a replay starts from. A branch's log starts at its branch point: its
+        replay starts at that snapshot unless told another."""
+        return self.opts.loadvm or self.opts.rrsnapshot or (BRANCH_SNAPSHOT if lineage(self.config) else None)
+
     def _check_replay_catalog(self) -> None:
         """A replay's catalog, read without changing it: this recording's, holding the snapshot to
         start from (a replay adds to it, or makes it if there is none and none is asked for)."""
         from snapshots.catalog import Catalog, CatalogError
 
-        start = self.opts.loadvm or self.opts.rrsnapshot or (BRANCH_SNAPSHOT if lineage(self.config) else None)
+        start = self._replay_start()
         if not start and not os.path.exists(self.catalog_path):
             return
         try:
@@ -268,8 +273,7 @@ class Session:
                 if opts.rrsnapshot:
                     self.snapshots.take(opts.rrsnapshot, "initial")
                 return
-            # A branch's log starts at its branch point: its replay starts at that snapshot.
-            start = opts.loadvm or opts.rrsnapshot or (BRANCH_SNAPSHOT if lineage(self.config) else None)
+            start = self._replay_start()
             if start:
                 if start not in self.snapshots.infos:
                     raise SessionError(f"no snapshot named '{start}' in {self.catalog_path}")
