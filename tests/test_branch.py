@@ -33,10 +33,11 @@ ECHO_LINES = (b"one\n", b"two\n", b"three\n")
 
 
 def digests(*paths: str) -> dict[str, str]:
-    """path -> sha256 of the file (None if there is none)."""
+    """path -> sha256 of the file (None if there is none, or it is empty: SQLite makes and
+    removes an empty -wal as connections come and go, which changes no content)."""
     out = {}
     for path in paths:
-        if os.path.exists(path):
+        if os.path.exists(path) and os.path.getsize(path):
             with open(path, "rb") as f:
                 out[path] = hashlib.sha256(f.read()).hexdigest()
         else:
