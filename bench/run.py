@@ -224,10 +224,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
-    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb,bigmem")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments")
     args = ap.parse_args()
     build_guests()
-    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb,bigmem").split(","))
+    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments").split(","))
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
@@ -247,6 +247,9 @@ def main() -> int:
         if "bigmem" in parts:
             from bench import bigmem
             result.update(bigmem.bench(args.runs, tmp))
+        if "segments" in parts:
+            from bench.segments import bench_segments
+            result.update(bench_segments(args.runs, tmp))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

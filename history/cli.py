@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         rec = Recording(args.rrfile, args.kernel, args.db, note=lambda text: print(f"urr-snap: {text}", file=sys.stderr))
         return _COMMANDS[args.command](rec, args)
+    except BrokenPipeError:
+        raise  # the reader went away: `urr-snap` ends quietly
     except (SegmentFailed, ValueError, OSError, sqlite3.Error) as e:
         raise CommandError(str(e)) from None
 

@@ -14,7 +14,7 @@ import capstone
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
 
 from cpu.machine import Machine, Stop
-from history.segments import Interval, Replayer, Segment, run_until, whole_history
+from history.segments import Interval, Replayer, Segment, overlapping, run_until, whole_history
 from replay.digest import GPR_NAMES
 from snapshots.catalog import SnapshotInfo
 
@@ -60,7 +60,7 @@ class HistoryQuery:
         return whole_history(infos, end_icount, from_boot)
 
     def snapshots_used(self, segment: Segment) -> tuple[list[str], list[str]]:
-        return ([segment.start] if segment.start is not None else []), []
+        return [run[0].start for run in segment.runs() if run[0].start is not None], []
 
     def hooks(self, machine: Machine, found: list) -> list[int]:
         return []
@@ -68,9 +68,8 @@ class HistoryQuery:
     def on_stop(self, machine: Machine, stop: Stop, found: list) -> None:
         """A stop a hook asked for (the run goes on after it)."""
 
-    def drive(self, machine: Machine, segment: Segment, found: list) -> None:
-        """Replay the segment to its end."""
-        until = None if segment.to_the_end else segment.end_icount
+    def drive(self, machine: Machine, begin: int, until: Optional[int], found: list) -> None:
+        """Replay from `begin` (where the machine is) to `until` (None: the end)."""
         while True:
             stop = run_until(machine, until)
             if stop.reason in ("limit", "end", "exit"):
@@ -78,16 +77,18 @@ class HistoryQuery:
             self.on_stop(machine, stop, found)
 
     def run(self, replayer: Replayer, segment: Segment) -> list:
-        machine = replayer.at(segment.start)
         found: list = []
-        handles = self.hooks(machine, found)
-        machine.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
-        try:
-            self.drive(machine, segment, found)
-        finally:
-            for h in handles:
-                machine.uc.hook_del(h)
-            machine.uc.ctl_flush_tb()
+        for run in segment.runs():
+            machine = replayer.at(run[0].start)
+            handles = self.hooks(machine, found)
+            machine.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
+            try:
+                self.drive(machine, run[0].start_icount,
+                           None if run[-1].end is None else run[-1].end_icount, found)
+            finally:
+                for h in handles:
+                    machine.uc.hook_del(h)
+                machine.uc.ctl_flush_tb()
         return found
 
 
@@ -96,12 +97,19 @@ class Writes(HistoryQuery):
 
     The write hook notes the icount, RIP and the old bytes and ends the slice right after the
     instruction, where the new bytes are read. Writes urr itself makes (an interrupt's frame
-    pushed on the guest's stack) are not instructions and are not reported."""
+    pushed on the guest's stack) are not instructions and are not reported. Given `ranges`
+    (icount ranges outside which no write to the memory's pages can be, from a write index),
+    only the snapshot intervals that overlap them are replayed."""
     label = "writes"
 
-    def __init__(self, addr: int, length: int) -> None:
+    def __init__(self, addr: int, length: int, ranges: Optional[list[tuple[int, int]]] = None) -> None:
         self.addr, self.length = addr, max(1, length)
+        self.ranges = ranges
         self._pending: Optional[tuple[int, int, bytes]] = None
+
+    def intervals(self, infos: list[SnapshotInfo], end_icount: int, from_boot: bool) -> list[Interval]:
+        everything = super().intervals(infos, end_icount, from_boot)
+        return everything if self.ranges is None else overlapping(everything, self.ranges)
 
     def hooks(self, machine: Machine, found: list) -> list[int]:
         self._pending = None
@@ -165,11 +173,9 @@ class Samples(HistoryQuery):
     def __init__(self, expression: Expression, every: int) -> None:
         self.expression, self.every = expression, every
 
-    def drive(self, machine: Machine, segment: Segment, found: list) -> None:
-        first = -(-segment.start_icount // self.every) * self.every
-        stop_at = None if segment.to_the_end else segment.end_icount
-        point = first
-        while stop_at is None or point < stop_at:
+    def drive(self, machine: Machine, begin: int, until: Optional[int], found: list) -> None:
+        point = -(-begin // self.every) * self.every
+        while until is None or point < until:
             if machine.icount < point:
                 stop = run_until(machine, point)
                 if stop.reason != "limit":

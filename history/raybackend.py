@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections import deque
+from contextlib import contextmanager
+from typing import Iterator
 
-from history.runner import RETRIES, SegmentFailed, default_jobs, run_segment
+from history.runner import RETRIES, Done, SegmentFailed, default_jobs, run_segment
 from history.segments import FileSource, Progress, Query, Segment, ShippedSource, ship
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,17 +54,33 @@ def connect(address: str) -> bool:
         _reachable(address)
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     try:
-        ray.init(address=address or None, num_cpus=None if address else default_jobs(),
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        with _quiet_stderr():  # Ray's notes on starting or joining a cluster: not the user's business
+            ray.init(address=address or None, num_cpus=None if address else default_jobs(),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
     except Exception as e:  # Ray's own errors: one line of them
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SegmentFailed(f"cannot connect to the Ray cluster at {address or '(local)'}: {first}") from None
     return True
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Standard error (the file descriptor: Ray's C++ core writes there too) to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run_on_ray(query: Query, source: FileSource, segments: list[Segment], address: str,
-               progress: Progress) -> dict[int, list]:
+               progress: Progress) -> dict[int, Done]:
     started = connect(address)
     import ray
 
@@ -71,7 +90,7 @@ def run_on_ray(query: Query, source: FileSource, segments: list[Segment], addres
         kernel = source.open().kernel() if any(s.start is None for s in segments) else None
         queue = deque(segments)
         running: dict = {}
-        results: dict[int, list] = {}
+        results: dict[int, Done] = {}
         try:
             while queue or running:
                 while queue and len(running) < capacity:

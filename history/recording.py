@@ -24,7 +24,7 @@ from typing import Callable, Optional, Union
 from cpu import cpustate
 from debugger.symbols import Symbols, parse_number
 from history.queries import Expression, Hit, Hits, Sample, Samples, Write, Writes
-from history.runner import Backend, default_jobs, execute
+from history.runner import Backend, Done, default_jobs, execute
 from history.segments import MIN_SEGMENT, FileSource, Query, RecordingError, Segment, plan
 from history.verify import Mismatch, Verify
 from replay import log as L
@@ -38,9 +38,15 @@ SAMPLE_REGISTERS = (cpustate.GPRS + cpustate.SELECTORS + cpustate.CONTROL + cpus
 
 @dataclass
 class RunStats:
-    """How the last query ran: its segments and how long it took."""
+    """How the last query ran: its segments, how each ran (seconds and CPU seconds in its
+    worker, which worker: `history.runner.Done` without the results), the whole time."""
     segments: list[Segment] = field(default_factory=list)
+    ran: list[Done] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def segment_seconds(self) -> list[float]:
+        return [d.seconds for d in self.ran]
 
 
 class Recording:
@@ -144,10 +150,11 @@ class Recording:
         bar = _progress_bar(query.label, sum(s.end_icount - s.start_icount for s in segments), progress)
         t0 = time.perf_counter()
         try:
-            return execute(query, source, segments, backend, bar.update)
+            results, ran = execute(query, source, segments, backend, bar.update)
         finally:
             bar.close()
-            self.last_run = RunStats(segments, time.perf_counter() - t0)
+        self.last_run = RunStats(segments, ran, time.perf_counter() - t0)
+        return results
 
     def verify(self, jobs: Optional[int] = None, ray: Optional[str] = None,
                progress: bool = False) -> list[Mismatch]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from history.segments import FileSource, Progress, Query, Replayer, Segment, Source
 
@@ -44,45 +45,57 @@ _replayer: dict[str, Replayer] = {}  # this process's machine, by recording: reu
 _inherited: list[Replayer] = []  # a forked worker's copy of its parent's: never used, never freed
 
 
+class Done(NamedTuple):
+    """A segment's results, the seconds its worker spent on it (setting up included), the CPU
+    seconds of those, and which worker process it was."""
+    results: list
+    seconds: float
+    cpu: float
+    worker: int
+
+
 def run_segment(source: Source, query: Query, segment: Segment) -> tuple[bool, object]:
-    """(True, results) or (False, one line saying why): what a worker returns for a segment."""
+    """(True, Done) or (False, one line saying why): what a worker returns for a segment."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         opened = source.open()
         replayer = _replayer.get(source.recording_id)
         if replayer is None:
             _replayer.clear()  # one recording's machine at a time
             replayer = _replayer[source.recording_id] = Replayer()
-        return True, query.run(replayer.bind(opened), segment)
+        results = query.run(replayer.bind(opened), segment)
+        return True, Done(results, time.perf_counter() - t0, time.process_time() - cpu0, os.getpid())
     except Exception as e:  # a worker reports every failure as a line, never a traceback
         return False, f"{segment.describe()}: {e}"
 
 
 def execute(query: Query, source: FileSource, segments: list[Segment], backend: Backend,
-            progress: Progress = lambda n: None) -> list:
-    """Every segment's results, concatenated in segment (icount) order."""
+            progress: Progress = lambda n: None) -> tuple[list, list[Done]]:
+    """Every segment's results, concatenated in segment (icount) order; each segment's Done."""
     if backend.ray is not None:
         from history.raybackend import run_on_ray
 
-        results = run_on_ray(query, source, segments, backend.ray, progress)
+        done = run_on_ray(query, source, segments, backend.ray, progress)
     elif backend.jobs <= 1 or len(segments) <= 1:
-        results = _serial(query, source, segments, progress)
+        done = _serial(query, source, segments, progress)
     else:
-        results = ProcessPool(source, min(backend.jobs, len(segments))).run(query, segments, progress)
-    return [item for seg in segments for item in results[seg.index]]
+        done = ProcessPool(source, min(backend.jobs, len(segments))).run(query, segments, progress)
+    return ([item for seg in segments for item in done[seg.index].results],
+            [done[seg.index]._replace(results=[]) for seg in segments])
 
 
-def _serial(query: Query, source: FileSource, segments: list[Segment], progress: Progress) -> dict[int, list]:
-    results = {}
+def _serial(query: Query, source: FileSource, segments: list[Segment], progress: Progress) -> dict[int, Done]:
+    done = {}
     try:
         for seg in segments:
             ok, value = run_segment(source, query, seg)
             if not ok:
                 raise SegmentFailed(value)
-            results[seg.index] = value
+            done[seg.index] = value
             progress(seg.end_icount - seg.start_icount)
     finally:
         source.close()
-    return results
+    return done
 
 
 def _worker(conn: Connection, source: FileSource) -> None:
@@ -119,10 +132,10 @@ class ProcessPool:
         theirs.close()
         return proc, ours
 
-    def run(self, query: Query, segments: list[Segment], progress: Progress) -> dict[int, list]:
+    def run(self, query: Query, segments: list[Segment], progress: Progress) -> dict[int, Done]:
         pending = deque(segments)
         deaths: dict[int, int] = {}
-        results: dict[int, list] = {}
+        results: dict[int, Done] = {}
         workers = [self._start() for _ in range(self.jobs)]
         held: dict[int, Optional[Segment]] = {}  # worker pid -> its segment
 

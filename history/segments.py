@@ -7,15 +7,16 @@ recording) can replay at the same time, in other processes or on other machines,
 results, concatenated in icount order, are those of one straight replay.
 
 Segment size. Consecutive intervals are merged into segments of at least
-`max(MIN_SEGMENT, total / (workers * SEGMENTS_PER_WORKER))` instructions:
-- each segment costs a fixed amount besides its replay (sending it to a worker, restoring its
-  snapshot, translating the guest's code again: a few ms), which MIN_SEGMENT (8 M instructions,
-  ~0.2 s of replay here) keeps to a few percent;
+`max(min(MIN_SEGMENT, total / workers), total / (workers * SEGMENTS_PER_WORKER))` instructions:
 - the slowest segment bounds the run, so there are about SEGMENTS_PER_WORKER segments per worker:
   a worker that got a slow one is not left holding the whole run's tail, while the others take
-  the rest.
-A recording whose periodic snapshots are far apart cannot be cut finer than its snapshots: its
-longest interval bounds the speed-up (docs/replay.md projects it).
+  the rest;
+- each segment costs a fixed amount besides its replay (sending it to a worker, restoring its
+  snapshot, translating the guest's code again: a few ms), which segments of MIN_SEGMENT (8 M
+  instructions, ~0.15 s of replay here) keep to a few percent; but never so large that workers
+  are left without a segment: with many workers, one segment each.
+A segment cannot be cut finer than the snapshots: the longest interval between two of them
+bounds the speed-up (docs/replay.md projects it).
 
 A worker builds its machine once and reuses it for every segment it replays (`Replayer`)."""
 from __future__ import annotations
@@ -78,6 +79,18 @@ class Segment:
     def describe(self) -> str:
         return f"segment {self.index} (icount {self.start_icount} to {self.end_icount})"
 
+    def runs(self) -> list[tuple[Interval, ...]]:
+        """Its stretches of consecutive intervals (all of it, unless a query skipped some):
+        each replayed straight through from its first interval's snapshot."""
+        out: list[list[Interval]] = []
+        for interval in self.intervals:
+            last = out[-1][-1] if out else None
+            if last is not None and last.end is not None and last.end == interval.start:
+                out[-1].append(interval)
+            else:
+                out.append([interval])
+        return [tuple(run) for run in out]
+
 
 def snapshot_pairs(infos: list[SnapshotInfo]) -> list[Interval]:
     """From each snapshot to the next (snapshots at the same icount make no interval)."""
@@ -98,10 +111,20 @@ def whole_history(infos: list[SnapshotInfo], end_icount: int, from_boot: bool) -
     return [i for i in out if i.length > 0 or i.end is None]
 
 
+def overlapping(intervals: list[Interval], ranges: list[tuple[int, int]]) -> list[Interval]:
+    """The intervals that overlap any of the icount `ranges` ([begin, end) each): a query that
+    knows where what it looks for can be (a write index) replays only those."""
+    ordered = sorted(ranges)
+    return [i for i in intervals
+            if any(begin < (i.end_icount if i.end is not None else float("inf")) and i.start_icount < end
+                   for begin, end in ordered)]
+
+
 def plan(intervals: list[Interval], workers: int, min_segment: int = MIN_SEGMENT) -> list[Segment]:
     """Merge consecutive intervals into segments of at least the size the module doc gives."""
     total = sum(i.length for i in intervals)
-    target = max(min_segment, total // max(1, workers * SEGMENTS_PER_WORKER))
+    workers = max(1, workers)
+    target = max(min(min_segment, total // workers), total // (workers * SEGMENTS_PER_WORKER))
     segments: list[Segment] = []
     current: list[Interval] = []
     for interval in intervals:

@@ -63,6 +63,23 @@ def make_case(seed: int, guests: dict[str, str], folder: str) -> Case:
                 (name, min(8, elf.symbols[name][1])), rng.choice(functions), rng.choice((50_000, 333_333, 1_000_000)))
 
 
+def queries(rec: Recording, case: Case, **backend) -> dict:
+    """Every query's results on the case's recording, run by `backend` (jobs=, ray=)."""
+    symbol, length = case.watch
+    return {"verify": rec.verify(**backend),
+            "writes": rec.writes(symbol, length, **backend),
+            "hits": rec.hits(case.function, registers=True, **backend),
+            "sample": rec.sample("rsp", case.every, **backend)}
+
+
+def straight_results(case: Case) -> dict:
+    """The reference: every query as one segment replayed straight through from icount 0."""
+    rec = case.recording(min_segment=STRAIGHT)
+    out = queries(rec, case, jobs=1)
+    assert len(rec.last_run.segments) == 1 and rec.last_run.segments[0].start_icount == 0
+    return out
+
+
 class DyingHits(Hits):
     """Hits whose worker is killed while replaying segment `victim`: the first time only if
     `marker` is a path (created then), every time if it is None."""
@@ -77,3 +94,20 @@ class DyingHits(Hits):
                 open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
         return super().run(replayer, segment)
+
+
+def worker_deaths(rec_of_ticks, marker: str, died: str, **backend) -> None:
+    """A worker killed in segment 1 once: the segment is retried and the results are the serial
+    ones; killed every time: the query fails with one line matching `died`."""
+    import pytest
+
+    from history.runner import SegmentFailed
+
+    rec = Recording(rec_of_ticks.rrfile, rec_of_ticks.kernel)
+    rec.min_segment = 300_000
+    addr = rec_of_ticks.elf.addr("pic_eoi")
+    expected = rec.hits(addr, jobs=1)
+    assert rec.run(DyingHits(addr, 1, marker), **backend) == expected
+    assert os.path.exists(marker)
+    with pytest.raises(SegmentFailed, match=r"^segment 1 \(icount \d+ to \d+\): " + died + "$"):
+        rec.run(DyingHits(addr, 1, None), **backend)

@@ -11,10 +11,10 @@ import pytest
 
 from debugger.symbols import Symbols
 from history import Recording
-from history.runner import SegmentFailed
+from history.queries import Writes
 from history.segments import Interval, plan
 from tests.conftest import ROOT, run_urr
-from tests.histories import STRAIGHT, DyingHits, make_case
+from tests.histories import make_case, queries, straight_results, worker_deaths
 from tests.replays import Elf, recorded  # noqa: F401  (recorded is a fixture)
 from urr.options import parse_args
 from urr.session import Session
@@ -27,21 +27,9 @@ def case(request, guests, tmp_path_factory):
     return make_case(request.param, guests, str(tmp_path_factory.mktemp("history")))
 
 
-def queries(rec: Recording, case, **backend) -> dict:
-    symbol, length = case.watch
-    return {"verify": rec.verify(**backend),
-            "writes": rec.writes(symbol, length, **backend),
-            "hits": rec.hits(case.function, registers=True, **backend),
-            "sample": rec.sample("rsp", case.every, **backend)}
-
-
 @pytest.fixture(scope="module")
 def straight(case):
-    """The reference: every query as one segment replayed straight through, from boot."""
-    rec = case.recording(min_segment=STRAIGHT)
-    out = queries(rec, case, jobs=1)
-    assert len(rec.last_run.segments) == 1 and rec.last_run.segments[0].start_icount == 0
-    return out
+    return straight_results(case)
 
 
 def test_every_split_and_local_backend_gives_the_straight_results(case, straight):
@@ -105,27 +93,38 @@ def test_hits_agree_with_breakpoints(recorded):
     assert [h.icount for h in hits] == stops and len(stops) > 10
 
 
+def test_writes_replaying_only_the_intervals_a_write_index_keeps(case, straight):
+    """Given icount ranges that hold every write (here: the writes' own icounts, as a write index
+    would give them coarser), the query replays only the snapshot intervals they overlap, each
+    stretch from its own snapshot, and finds the same writes."""
+    symbol, length = case.watch
+    rec = case.recording()
+    addr = rec.address(symbol)
+    ranges = [(w.icount, w.icount + 1) for w in straight["writes"]]
+    for jobs in (1, 2):
+        assert rec.run(Writes(addr, length, ranges), jobs=jobs) == straight["writes"]
+        replayed = [i for s in rec.last_run.segments for i in s.intervals]
+        assert all(any(i.start_icount <= b < (i.end_icount if i.end else b + 1) for b, _ in ranges)
+                   for i in replayed)
+    everything = Writes(addr, length).intervals(rec.snapshots, rec.end_icount, True)
+    if len(ranges) < len(everything) - 1:
+        assert len(replayed) < len(everything)
+
+
 def test_plan_merges_short_intervals():
     intervals = [Interval(f"s{i}", i * 1000, f"s{i + 1}", (i + 1) * 1000) for i in range(100)]
     segments = plan(intervals, workers=2, min_segment=5000)
     # 100 000 icounts for 2 workers x 4 segments: segments of >= 12 500, so 13 intervals each
     assert [len(s.intervals) for s in segments] == [13] * 7 + [9]
     assert [i for s in segments for i in s.intervals] == intervals
-    assert [len(s.intervals) for s in plan(intervals, workers=64, min_segment=5000)] == [5] * 20
+    # a larger minimum that still leaves no worker idle wins over 4 segments a worker
+    assert [len(s.intervals) for s in plan(intervals, workers=2, min_segment=20_000)] == [20] * 5
+    # 64 workers: segments of 5000 would leave 44 of them idle: one of 1562 (2 intervals) each
+    assert [len(s.intervals) for s in plan(intervals, workers=64, min_segment=5000)] == [2] * 50
 
 
 def test_a_worker_that_dies_once_is_replaced_and_its_segment_retried(recorded, tmp_path):
-    r = recorded("ticks")
-    rec = Recording(r.rrfile, r.kernel)
-    rec.min_segment = 300_000
-    addr = r.elf.addr("pic_eoi")
-    expected = rec.hits(addr, jobs=1)
-    marker = str(tmp_path / "died")
-    assert rec.run(DyingHits(addr, 1, marker), jobs=2) == expected
-    assert os.path.exists(marker)
-    with pytest.raises(SegmentFailed, match=r"^segment 1 \(icount \d+ to \d+\): its worker died twice "
-                                            r"\(killed by SIGKILL\)$"):
-        rec.run(DyingHits(addr, 1, None), jobs=2)
+    worker_deaths(recorded("ticks"), str(tmp_path / "died"), r"its worker died twice \(killed by SIGKILL\)", jobs=2)
 
 
 # -- urr-snap ----------------------------------------------------------------------------------
