@@ -20,6 +20,7 @@ Figures (targets in docs/replay.md):
   gdb_reverse_*, forward_seek_ms, reverse_continue_watch_vs_forward, last_write_ms
                                       reverse debugging through real GDB on a 535M-instruction
                                       replay (bench/reverse_speed.py), --only revgdb
+  verify_speedup_jobs2, ...           the segment runner (bench/segments.py), --only segments
 """
 from __future__ import annotations
 
