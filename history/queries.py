@@ -8,10 +8,11 @@ Segments are half-open, [start, end): the instruction at a segment's end belongs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import capstone
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+from unicorn.x86_const import UC_X86_REG_RSP
 
 from cpu.machine import Machine, Stop
 from history.segments import Interval, Replayer, Segment, overlapping, run_until, whole_history
@@ -62,7 +63,8 @@ class HistoryQuery:
     def snapshots_used(self, segment: Segment) -> tuple[list[str], list[str]]:
         return [run[0].start for run in segment.runs() if run[0].start is not None], []
 
-    def hooks(self, machine: Machine, found: list) -> list[int]:
+    def hooks(self, machine: Machine, found: list) -> list[Callable[[], None]]:
+        """Install the query's hooks on `machine`; what removes each."""
         return []
 
     def on_stop(self, machine: Machine, stop: Stop, found: list) -> None:
@@ -80,26 +82,27 @@ class HistoryQuery:
         found: list = []
         for run in segment.runs():
             machine = replayer.at(run[0].start)
-            handles = self.hooks(machine, found)
+            removals = self.hooks(machine, found)
             machine.uc.ctl_flush_tb()  # Unicorn 2.1.4 only hooks code translated afterwards
             try:
                 self.drive(machine, run[0].start_icount,
                            None if run[-1].end is None else run[-1].end_icount, found)
             finally:
-                for h in handles:
-                    machine.uc.hook_del(h)
+                for remove in removals:
+                    remove()
                 machine.uc.ctl_flush_tb()
         return found
 
 
 class Writes(HistoryQuery):
-    """Every instruction that writes to [addr, addr+length), same-value writes included.
+    """Every write to [addr, addr+length), same-value writes included: by an instruction, or
+    by the CPU pushing an interrupt's frame.
 
     The write hook notes the icount, RIP and the old bytes and ends the slice right after the
-    instruction, where the new bytes are read. Writes urr itself makes (an interrupt's frame
-    pushed on the guest's stack) are not instructions and are not reported. Given `ranges`
-    (icount ranges outside which no write to the memory's pages can be, from a write index),
-    only the snapshot intervals that overlap them are replayed."""
+    instruction, where the new bytes are read. An interrupt frame overlapping the memory is
+    reported at the icount the interrupt is taken, with the interrupted RIP. Given `ranges`
+    (icount ranges outside which no write to the memory's pages can be: a write index), only
+    the snapshot intervals that overlap them are replayed."""
     label = "writes"
 
     def __init__(self, addr: int, length: int, ranges: Optional[list[tuple[int, int]]] = None) -> None:
@@ -111,11 +114,27 @@ class Writes(HistoryQuery):
         everything = super().intervals(infos, end_icount, from_boot)
         return everything if self.ranges is None else overlapping(everything, self.ranges)
 
-    def hooks(self, machine: Machine, found: list) -> list[int]:
+    def hooks(self, machine: Machine, found: list) -> list[Callable[[], None]]:
         self._pending = None
         first = max(0, self.addr - WIDEST_ACCESS + 1)
-        return [machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, machine, first,
-                                    self.addr + self.length - 1)]
+        handle = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, machine, first,
+                                     self.addr + self.length - 1)
+        frame: list[tuple[int, int, int, bytes]] = []  # an interrupt being delivered
+
+        def before_delivery(vector: int) -> None:
+            address, size = machine.interrupts.frame_span(machine.uc.reg_read(UC_X86_REG_RSP))
+            if address < self.addr + self.length and self.addr < address + size:
+                frame.append((machine.icount, machine.rip(), vector, machine.ram.read(self.addr, self.length)))
+
+        def after_delivery() -> None:  # at the slice boundary that follows the delivery
+            if frame:
+                icount, rip, vector, old = frame.pop()
+                found.append(Write(icount, rip, f"(interrupt {vector:#x}: the CPU pushes its frame)", old,
+                                   machine.ram.read(self.addr, self.length)))
+        machine.interrupt_hooks.append(before_delivery)
+        machine.boundary_hooks.append(after_delivery)
+        return [lambda: machine.uc.hook_del(handle), lambda: machine.interrupt_hooks.remove(before_delivery),
+                lambda: machine.boundary_hooks.remove(after_delivery)]
 
     def _on_write(self, uc: Uc, access: int, address: int, size: int, value: int, machine: Machine) -> None:
         if address + size <= self.addr or address >= self.addr + self.length:
@@ -142,14 +161,15 @@ class Hits(HistoryQuery):
     def __init__(self, addr: int, registers: bool = False) -> None:
         self.addr, self.registers = addr, registers
 
-    def hooks(self, machine: Machine, found: list) -> list[int]:
+    def hooks(self, machine: Machine, found: list) -> list[Callable[[], None]]:
         def on_code(uc: Uc, address: int, size: int, _ud: object) -> None:
             regs = None
             if self.registers:
                 values = machine.registers.read()
                 regs = {n: values[n] for n in GPR_NAMES}
             found.append(Hit(machine.now(), regs))
-        return [machine.uc.hook_add(UC_HOOK_CODE, on_code, None, self.addr, self.addr)]
+        handle = machine.uc.hook_add(UC_HOOK_CODE, on_code, None, self.addr, self.addr)
+        return [lambda: machine.uc.hook_del(handle)]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from history.verify import Mismatch, Verify
 from replay import log as L
 from replay.player import Player
 from snapshots.catalog import Catalog, SnapshotInfo
+from snapshots.writeindex import WriteIndex
 
 Address = Union[int, str]
 SAMPLE_REGISTERS = (cpustate.GPRS + cpustate.SELECTORS + cpustate.CONTROL + cpustate.BASES
@@ -61,6 +62,8 @@ class Recording:
         player = Player(L.LogReader(rrfile))
         self.config = player.reader.config
         self.end_icount = player.end_icount
+        # Which digest intervals may hold a write to a page (the debugger's searches use it too)
+        self.write_index = WriteIndex.from_log(self.config, player.records)
         self.kernel = self._kernel(kernel)
         self.symbols = Symbols(self.kernel)
         self.snapshots = self._snapshots()
@@ -163,8 +166,12 @@ class Recording:
 
     def writes(self, where: Address, length: int = 8, jobs: Optional[int] = None,
                ray: Optional[str] = None, progress: bool = False) -> list[Write]:
-        """Every write to [where, where+length) over the whole recording."""
-        return self.run(Writes(self.address(where), length), jobs, ray, progress)
+        """Every write to [where, where+length) over the whole recording. Only the snapshot
+        intervals in which the log's digests say the memory's pages may have been written are
+        replayed (all of them for a log whose digests list changed pages only)."""
+        addr = self.address(where)
+        ranges = self.write_index.ranges(WriteIndex.pages_of(addr, length), 0, self.end_icount)
+        return self.run(Writes(addr, length, ranges), jobs, ray, progress)
 
     def hits(self, where: Address, registers: bool = False, jobs: Optional[int] = None,
              ray: Optional[str] = None, progress: bool = False) -> list[Hit]:

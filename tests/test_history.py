@@ -111,6 +111,26 @@ def test_writes_replaying_only_the_intervals_a_write_index_keeps(case, straight)
         assert len(replayed) < len(everything)
 
 
+def test_writes_include_the_frames_interrupts_push(recorded):
+    """Watching the top of the stack finds the CPU's interrupt frames: each at the icount of an
+    interrupt in the log, holding the interrupted RIP, as well as the instructions' writes."""
+    from replay import log as L
+    from replay.player import Player
+
+    r = recorded("ticks")
+    rec = Recording(r.rrfile, r.kernel)
+    rec.min_segment = 300_000
+    top = rec.config["ram_size"]
+    writes = rec.writes(top - 4096, 4096, jobs=2)  # the whole stack of this guest
+    irqs = {x.icount for x in Player(L.LogReader(r.rrfile)).records if x.kind == L.IRQ}
+    frames = [w for w in writes if w.instruction.startswith("(interrupt 0x")]
+    assert len(frames) > 10 and len(writes) > len(frames)
+    for w in frames:
+        assert w.icount in irqs
+        assert w.rip.to_bytes(8, "little") in w.new
+    assert writes == rec.writes(top - 4096, 4096, jobs=1)
+
+
 def test_plan_merges_short_intervals():
     intervals = [Interval(f"s{i}", i * 1000, f"s{i + 1}", (i + 1) * 1000) for i in range(100)]
     segments = plan(intervals, workers=2, min_segment=5000)
