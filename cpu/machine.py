@@ -201,7 +201,14 @@ class Machine:
             uc._Uc__do_hook_add(UC_HOOK_INSN, tsc, 1, 0, ctypes.c_int(insn))
 
     def _in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
-        return self.board.io_read(port, size) & ((1 << (8 * size)) - 1)
+        """A port read. Raised errors (a replay divergence at a logged PIT or RTC read) are kept
+        for `_slice` to raise, as in `_rdtsc`: the binding cannot convert a hook's None."""
+        try:
+            return self.board.io_read(port, size) & ((1 << (8 * size)) - 1)
+        except Exception as e:
+            self._hook_error = e
+            uc.emu_stop()
+            return 0
 
     def _out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
         self.board.io_write(port, size, value & ((1 << (8 * size)) - 1))
@@ -489,6 +496,7 @@ class Machine:
         """Do what the recording did at this icount: deliver, wake, feed input, or end."""
         player = self.seam.core.player
         while True:
+            self._final_digest()
             rec = player.peek()
             if rec is not None and rec.icount < self.icount:
                 raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} at icount "
@@ -535,6 +543,7 @@ class Machine:
         """Replay: the guest exited, so the recording must end here with the same status (its end
         record is taken), unless the log was cut off before it got here."""
         player = self.seam.core.player
+        self._final_digest()
         rec = player.peek()
         if rec is None:
             last = player.records[-1] if player.records else None
@@ -577,6 +586,10 @@ class Machine:
 
     def _digest(self, when: int) -> None:
         """Log (record) or check (replay) the state digest, then schedule the next one."""
+        self._state_digest()
+        self.digest_timer.arm((self.icount // DIGEST_INTERVAL + 1) * DIGEST_INTERVAL)
+
+    def _state_digest(self) -> None:
         self.pages.update()
         regs = self.registers.read()
         other = {k: v for k, v in regs.items() if k not in _DIGEST_GPRS}
@@ -584,7 +597,19 @@ class Machine:
         ram_hash, changed = self.pages.take_digest()
         self.seam.digest.check(regs, other_hash, ram_hash.to_bytes(8, "little"), changed,
                                self.pages.hash64)
-        self.digest_timer.arm((self.icount // DIGEST_INTERVAL + 1) * DIGEST_INTERVAL)
+
+    def _final_digest(self) -> None:
+        """Replay: check the digest a recording logs of its final state, just before its end
+        record (a run that ends within 2^20 icounts of the last digest, or before the first, is
+        checked too; recordings that ended in a fault, which are checked by where it is, and
+        logs written before it have none)."""
+        player = self.seam.core.player
+        rec = player.peek()
+        if rec is None or rec.kind != L.DIGEST or rec.icount != self.icount:
+            return
+        following = player.records[player.pos + 1] if player.pos + 1 < len(player.records) else None
+        if following is not None and following.kind == L.END and following.icount == self.icount:
+            self._state_digest()
 
     def finish(self, status: Optional[int], reason: str) -> None:
         """Record the machine's end in the log (nothing in other modes). A guest that exited
@@ -592,6 +617,8 @@ class Machine:
         if self.seam.core.recording:
             if self.exit_status is not None:
                 status, reason = self.exit_status, EXIT_REASON
+            if not reason.startswith(FAULT_REASON):
+                self._state_digest()
             self.seam.events.end(status, reason)
 
 

@@ -54,12 +54,15 @@ class DigestCheck:
         logged_gprs, logged_other, logged_ram, logged_pages = rec.fields
         if (logged_gprs, logged_other, logged_ram) == (gprs, other_hash, ram_hash):
             return
-        then = _unpack_gprs(logged_gprs)
+        try:
+            then = _unpack_gprs(logged_gprs)
+            recorded = unpack_pages(logged_pages)
+        except (L.LogError, struct.error):  # different anyway; a damaged log cannot say how
+            raise Divergence(self.core.now(), "the recording's state digest here cannot be read") from None
         what = [f"{n} {then[n]:#x} -> {regs[n]:#x}" for n in GPR_NAMES if then[n] != regs[n]]
         if logged_other != other_hash:
             what.append("other registers (segment, control, x87/SSE or MSR state)")
         if logged_ram != ram_hash:
-            recorded = unpack_pages(logged_pages)
             ours = dict(changed)
             pages = sorted(p for p in set(recorded) | set(ours)
                            if recorded.get(p, -1) != page_hash(p))

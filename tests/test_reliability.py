@@ -73,9 +73,15 @@ def test_a_forged_exit_status_is_a_divergence(guests, ticks, tmp_path):
 def test_an_exit_forged_before_the_guests_is_a_divergence(guests, ticks, tmp_path):
     _, records = records_of(ticks)
     end = records[-1]
-    where = records[-2].icount + 1  # a while before the guest's own exit
+    assert records[-2].kind == L.DIGEST  # of the final state, left out here
+    where = records[-3].icount + 1  # a while before the guest's own exit
+
+    def edit(r: L.Record) -> Optional[L.Record]:
+        if r.kind == L.END:
+            return L.Record(L.END, where, r.fields)
+        return r if r.icount < where else None
     bad = str(tmp_path / "early.rr")
-    rewrite_log(ticks, bad, lambda r: L.Record(L.END, where, r.fields) if r.kind == L.END else r)
+    rewrite_log(ticks, bad, edit)
     rep = replay(guests, bad)
     assert rep.status == 6, rep.err
     assert where < end.icount
@@ -346,3 +352,36 @@ def test_snapshots_past_a_killed_logs_end_are_left_out(guests, tmp_path):
     rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr}", "-loadvm", last.name)
     assert rep.status == 8, rep.err
     assert f"incomplete recording at icount {end_icount}:" in rep.note("replay reached")
+
+
+def test_a_forged_input_the_run_ends_before_a_digest_checks_is_a_divergence(guests, tmp_path):
+    """hello ends long before the first periodic digest: a changed logged input used to replay
+    to the same exit with a different state, silently. The digest of the final state, logged
+    just before the end record, is checked before the end is accepted."""
+    rr = str(tmp_path / "clock.rr")
+    rec = run_urr("-kernel", guests["clock"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    _, records = records_of(rr)
+    tsc = [r for r in records if r.kind == L.CLOCK]
+    assert tsc and records[-2].kind == L.DIGEST
+    last = tsc[-1]
+    bad = str(tmp_path / "forged.rr")
+    rewrite_log(rr, bad, lambda r: L.Record(r.kind, r.icount, (r.fields[0], r.fields[1] ^ 0x40)) if r == last else r)
+    rep = replay(guests, bad, guest="clock")
+    assert rec.status % 2 == 1 and rep.status == 6, rep.err
+    assert "replay diverged" in one_line(rep)
+
+
+def test_a_divergence_inside_a_port_read_is_one_line(guests, tmp_path):
+    """A logged RTC register read dropped: the replay diverges inside the IN hook, a raw callback
+    whose error must surface as one line (it printed a ctypes traceback)."""
+    rr = str(tmp_path / "clock.rr")
+    run_urr("-kernel", guests["clock"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    _, records = records_of(rr)
+    pit = [r for r in records if r.kind == L.CLOCK and r.fields[0] == 2]  # RTC register reads
+    assert pit
+    dropped = pit[len(pit) // 2]
+    bad = str(tmp_path / "dropped.rr")
+    rewrite_log(rr, bad, lambda r: None if r == dropped else r)
+    rep = replay(guests, bad, guest="clock")
+    assert rep.status == 6, rep.err
+    assert one_line(rep).startswith(f"urr: replay diverged at icount {dropped.icount}")

@@ -1,0 +1,64 @@
+"""A CI-sized sample of bench/soak.py: random record/replay pairs, and semantic log mutations
+(valid checksums) that must never give a traceback or a different end reported as success."""
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from bench import soak
+from cpu.machine import GuestError
+from replay import log as L
+from replay.player import Divergence
+from tests.conftest import run_urr
+from urr.options import parse_args
+from urr.session import Session
+
+
+def test_random_pairs_and_mutations_match_or_are_refused(guests):
+    report = soak.soak(pairs=3, mutations=6, seed=20261130)
+    figures = report.figures()
+    assert report.failures() == [], report.failures()
+    assert figures["pairs"] + figures["pairs_refused"] == 3 and figures["mutations"] == 6
+
+
+def _replay_end(kernel: str, rr: str) -> tuple[str, object, object]:
+    """How an in-process replay ends: ("end", status, state hash) or ("refused", kind, text)."""
+    opts = parse_args(["-kernel", kernel, "-serial", "none", "-snapshots", "off",
+                       "-icount", f"shift=7,rr=replay,rrfile={rr}"])
+    try:
+        session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+        stop = session.run()
+    except (Divergence, GuestError, ValueError) as e:  # LogError and SessionError are ValueErrors
+        return ("refused", type(e).__name__, str(e))
+    finished = session.player.finished
+    state = session.state_hash()
+    session.close(None, "test")
+    return ("end", (stop.reason, stop.status, finished), state)
+
+
+@pytest.fixture(scope="module")
+def ticks_log(guests, tmp_path_factory):
+    """A recording of ticks and how its replay ends."""
+    rr = str(tmp_path_factory.mktemp("mut") / "ticks.rr")
+    run_urr("-kernel", guests["ticks"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    original = _replay_end(guests["ticks"], rr)
+    assert original[0] == "end"
+    return rr, original
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32))
+def test_semantic_log_mutations_are_never_silent(guests, ticks_log, tmp_path_factory, seed):
+    rr, original = ticks_log
+    work = tmp_path_factory.mktemp("mut")
+    reader = L.LogReader(rr)
+    records = [r for c in reader.chunks() for r in c.records]
+    rng = random.Random(seed)
+    changed, what = soak.mutate(records, rng)
+    bad = str(work / "bad.rr")
+    soak.write_log(bad, reader.config, changed, rng.choice([3, 40, 100000]))
+    got = _replay_end(guests["ticks"], bad)
+    assert got[0] == "refused" or got == original, (what, got, original)
