@@ -28,6 +28,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BrokenPipeError:  # `urr -h | true`: the reader went away; nothing more to say to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return OUTPUT_CLOSED[0]
+    finally:
+        signals.ignore_from_now()
 
 
 def _main(argv: list[str], signals: StopSignals) -> int:

@@ -59,6 +59,13 @@ class StopSignals:
         if self.received is not None:
             raise KeyboardInterrupt
 
+    def ignore_from_now(self) -> None:
+        """The run has ended and its status is decided: later signals change nothing. Python
+        restores the default action of signals it handled while it shuts down, so a second Ctrl-C
+        landing then would otherwise kill the process and replace the status with the signal's."""
+        for signum in ENDINGS:
+            signal.signal(signum, signal.SIG_IGN)
+
     def ending(self) -> tuple[int, str]:
         """(exit status, reason) for the signal received (SIGINT's when none was)."""
         return ENDINGS.get(self.received or signal.SIGINT, ENDINGS[signal.SIGINT])
