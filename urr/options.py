@@ -117,12 +117,16 @@ def _icount(opts: Options, text: str) -> None:
         raise UsageError("-icount rr=... needs rrfile=FILE")
 
 
+# Options whose value is kept as given (checked later, with the rest of the command line).
+STORED_AS_GIVEN = {"-kernel": "kernel", "-append": "append", "-initrd": "initrd", "-loadvm": "loadvm",
+                   "-gdb": "gdb", "-snapshots": "snapshots", "-branch-from": "branch_from"}
+
+
 def parse_args(argv: list[str]) -> Optional[Options]:
     """Options from argv, or None when help was asked for."""
     opts = Options()
     it = iter(argv)
-    takes_value = {"-kernel", "-append", "-initrd", "-m", "-drive", "-serial", "-icount", "-display",
-                   "-loadvm", "-gdb", "-snapshots", "-branch-from"}
+    takes_value = {"-m", "-drive", "-serial", "-icount", "-display", *STORED_AS_GIVEN}
     for arg in it:
         if arg in ("-h", "-help", "--help"):
             return None
@@ -130,12 +134,8 @@ def parse_args(argv: list[str]) -> Optional[Options]:
             value = next(it, None)
             if value is None:
                 raise UsageError(f"option {arg} needs a value")
-            if arg == "-kernel":
-                opts.kernel = value
-            elif arg == "-append":
-                opts.append = value
-            elif arg == "-initrd":
-                opts.initrd = value
+            if arg in STORED_AS_GIVEN:
+                setattr(opts, STORED_AS_GIVEN[arg], value)
             elif arg == "-m":
                 opts.ram_size = parse_size(value.split(",")[0].removeprefix("size="))
             elif arg == "-drive":
@@ -156,14 +156,6 @@ def parse_args(argv: list[str]) -> Optional[Options]:
             elif arg == "-display":
                 if value != "none":
                     raise UsageError("only -display none is supported")
-            elif arg == "-loadvm":
-                opts.loadvm = value
-            elif arg == "-gdb":
-                opts.gdb = value
-            elif arg == "-snapshots":
-                opts.snapshots = value
-            elif arg == "-branch-from":
-                opts.branch_from = value
         elif arg == "-s":
             opts.gdb = "tcp::1234"
         elif arg == "-S":
