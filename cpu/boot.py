@@ -4,22 +4,23 @@ The long-mode entry (ELF64) is architecturally valid, as a real loader leaves it
 (long mode requires it) through identity page tables, CR0 = PE MP ET NE PG (EM clear), CR4 = PAE
 OSFXSR OSXMMEXCPT, EFER = LME LMA, so SSE and x87 work at the first instruction. Multiboot and
 PVH kernels are entered in 32-bit protected mode (CR0 = PE, paging off) with their information
-structure in EBX, as their specifications say.
+structure in EBX, as their specifications say (Multiboot 2 too, with its own magic in EAX).
 
 Low RAM used by the boot (documented in docs/replay.md, "Boot contract"):
   0x0800  the boot GDT (null, 64-bit code 0x08, data 0x10, 32-bit code 0x18, 32-bit data 0x20)
   0x1000  PML4, 0x2000 PDPT, 0x3000.. one page directory per GiB mapped (2 MiB pages; the first
           4 GiB, or all of RAM if larger): identity, A and D bits preset so that the CPU never
           writes them (long-mode entry only; the 32-bit entries leave it zero)
-  then    the boot information: the command line, and the Multiboot information or the PVH
-          start info with its memory map and module list (0x7000 for RAM up to 4 GiB)
+  then    the boot information: the command line, and the Multiboot information (v1 or 2) or
+          the PVH start info with its memory map and module list (0x7000 for RAM up to 4 GiB)
 Modules (-initrd) go after the kernel's highest segment, each page aligned."""
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
 
-from cpu.loader import ELF64, MULTIBOOT, Kernel, KernelError
+from cpu import multiboot2
+from cpu.loader import ELF64, MULTIBOOT, MULTIBOOT2, Kernel, KernelError
 
 GDT_BASE = 0x800
 CODE64, DATA, CODE32, DATA32 = 0x08, 0x10, 0x18, 0x20
@@ -115,6 +116,11 @@ def plan(kernel: Kernel, ram_size: int, cmdline: str) -> BootPlan:
         if kernel.format == MULTIBOOT:
             out.registers.update(rax=MULTIBOOT_BOOTLOADER_MAGIC,
                                  rbx=_multiboot_info(info, ram_size, cmdline_addr, modules))
+        elif kernel.format == MULTIBOOT2:
+            load_base = min(s.paddr for s in kernel.segments) if kernel.relocatable else None
+            mbi = multiboot2.information(raw_cmdline, ram_size, LOW_RAM_END // 1024,
+                                         _memory_map(ram_size), modules, load_base)
+            out.registers.update(rax=multiboot2.BOOTLOADER_MAGIC, rbx=info.add(mbi))
         else:
             out.registers["rbx"] = _pvh_start_info(info, ram_size, cmdline_addr, modules)
     out.writes.append((info.base, bytes(info.data)))

@@ -5,6 +5,9 @@
 - a Multiboot (v1) kernel: the header in the first 8 KiB, 4-byte aligned; loaded from the
   header's a.out-kludge addresses (flag 16) or else as an ELF (PT_LOAD to p_paddr), entered in
   32-bit protected mode at the header's or the ELF's entry point;
+- a Multiboot 2 kernel (which QEMU does not boot; detected as GRUB does, cpu/multiboot2.py):
+  loaded from its address tag or else as an ELF, entered as Multiboot v1 at its entry address
+  tag or the ELF's entry point (a file with both headers boots as v1, as QEMU boots it);
 - an ELF64 x86-64 executable: PT_LOAD segments to p_paddr, entered in 64-bit long mode.
 `-initrd` files are the Multiboot modules / PVH modules. Where everything goes in RAM and the
 CPU state at entry are cpu/boot.py's."""
@@ -19,9 +22,10 @@ from typing import Optional
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-ELF64, MULTIBOOT, PVH = "elf64", "multiboot", "pvh"
+from cpu import multiboot2
+
+ELF64, MULTIBOOT, MULTIBOOT2, PVH = "elf64", "multiboot", "multiboot2", "pvh"
 MULTIBOOT_MAGIC = 0x1BADB002
-MULTIBOOT2_MAGIC = 0xE85250D6
 MULTIBOOT_SEARCH = 8192
 MB_PAGE_ALIGN, MB_MEMORY_INFO, MB_VIDEO_MODE, MB_AOUT_KLUDGE = 1 << 0, 1 << 1, 1 << 2, 1 << 16
 MB_KNOWN_REQUIRED = MB_PAGE_ALIGN | MB_MEMORY_INFO | MB_VIDEO_MODE  # bits 0-15 a loader must know
@@ -55,6 +59,7 @@ class Kernel:
     format: str = ELF64
     modules: tuple[Module, ...] = ()
     page_align_modules: bool = False  # Multiboot flag 0
+    relocatable: bool = False  # a Multiboot 2 relocatable header: the boot tells the load base
 
     @property
     def end(self) -> int:
@@ -65,7 +70,7 @@ class Kernel:
 def load_kernel(path: str, ram_size: int, initrd: Optional[str] = None) -> Kernel:
     """Read the kernel, detect its format, validate it; read the -initrd modules."""
     raw = _read(path, "kernel")
-    modules = tuple(_modules(initrd)) if initrd else ()
+    modules = tuple(read_modules(initrd)) if initrd else ()
     digest = hashlib.sha256(raw).hexdigest()
     elf = _elf(raw, path)
     if elf is not None:
@@ -78,7 +83,10 @@ def load_kernel(path: str, ram_size: int, initrd: Optional[str] = None) -> Kerne
     if multiboot is not None:
         offset, flags = multiboot
         if flags & MB_AOUT_KLUDGE:
-            segments, entry = _aout_kludge(raw, path, offset, ram_size)
+            if offset + 32 > len(raw):
+                raise KernelError(f"kernel {path}: Multiboot header truncated")
+            header_addr, load_addr, load_end, bss_end, entry = struct.unpack_from("<5I", raw, offset + 12)
+            segments = _aout_kludge(raw, path, offset, (header_addr, load_addr, load_end, bss_end), ram_size)
         elif elf is not None:
             segments, entry = _elf_segments(elf, path, ram_size), elf["e_entry"]
         else:
@@ -86,9 +94,15 @@ def load_kernel(path: str, ram_size: int, initrd: Optional[str] = None) -> Kerne
                               "in a file that is not ELF")
         _check_entry(path, entry, segments, "Multiboot entry point")
         return Kernel(path, entry, segments, digest, MULTIBOOT, modules, bool(flags & MB_PAGE_ALIGN))
+    try:
+        mb2 = multiboot2.find_header(raw)
+    except multiboot2.HeaderError as e:
+        raise KernelError(f"kernel {path}: {e}") from None
+    if mb2 is not None:
+        return _multiboot2_kernel(raw, path, elf, mb2, digest, modules, ram_size)
     if elf is None:
         raise KernelError(f"kernel {path} is not a supported format (ELF64 x86-64, Multiboot, "
-                          "or ELF with a PVH entry note)")
+                          "Multiboot 2, or ELF with a PVH entry note)")
     if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
         raise KernelError(f"kernel {path} is a 32-bit or non-x86-64 ELF without a Multiboot "
                           "header or PVH entry note")
@@ -107,7 +121,7 @@ def _read(path: str, what: str) -> bytes:
         raise KernelError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def _modules(initrd: str) -> list[Module]:
+def read_modules(initrd: str) -> list[Module]:
     """QEMU's -initrd for Multiboot: 'FILE [ARGS],FILE [ARGS]' (',,' is a literal comma)."""
     out = []
     for item in initrd.replace(",,", "\0").split(","):
@@ -187,11 +201,8 @@ def _pvh_entry(elf: ELFFile, path: str) -> Optional[int]:
 def _multiboot_header(raw: bytes, path: str) -> Optional[tuple[int, int]]:
     """(offset, flags) of the first Multiboot v1 header in the first 8 KiB, checked."""
     area = raw[:MULTIBOOT_SEARCH]
-    v2 = False
     for offset in range(0, len(area) - 11, 4):
         magic, flags, checksum = struct.unpack_from("<III", area, offset)
-        if magic == MULTIBOOT2_MAGIC:
-            v2 = True
         if magic != MULTIBOOT_MAGIC:
             continue
         if (magic + flags + checksum) & 0xFFFFFFFF:
@@ -202,18 +213,18 @@ def _multiboot_header(raw: bytes, path: str) -> Optional[tuple[int, int]]:
             raise KernelError(f"kernel {path}: Multiboot header requires features urr does not "
                               f"know (flags {unknown:#x})")
         return offset, flags
-    if v2:
-        raise KernelError(f"kernel {path} is a Multiboot 2 kernel (only Multiboot 1 is supported)")
     return None
 
 
-def _aout_kludge(raw: bytes, path: str, offset: int, ram_size: int) -> tuple[tuple[Segment, ...], int]:
-    """The image the header's address fields describe: file bytes from the header's position
-    minus (header_addr - load_addr), load_end - load_addr of them (0: to the end of the file),
-    zeroed up to bss_end."""
-    if offset + 32 > len(raw):
-        raise KernelError(f"kernel {path}: Multiboot header truncated")
-    header_addr, load_addr, load_end, bss_end, entry = struct.unpack_from("<5I", raw, offset + 12)
+def _aout_kludge(raw: bytes, path: str, offset: int, fields: tuple[int, int, int, int],
+                 ram_size: int) -> tuple[Segment, ...]:
+    """The image a Multiboot header's address fields (header_addr, load_addr, load_end_addr,
+    bss_end_addr) describe: file bytes from the header's position minus (header_addr -
+    load_addr), load_end - load_addr of them (0: to the end of the file), zeroed up to bss_end.
+    Multiboot 2's load_addr -1 means the file's start."""
+    header_addr, load_addr, load_end, bss_end = fields
+    if load_addr == 0xFFFFFFFF:
+        load_addr = header_addr - offset
     start = offset - (header_addr - load_addr)
     if load_addr > header_addr or start < 0:
         raise KernelError(f"kernel {path}: impossible Multiboot addresses: load_addr {load_addr:#x} "
@@ -228,4 +239,24 @@ def _aout_kludge(raw: bytes, path: str, offset: int, ram_size: int) -> tuple[tup
     memsz = bss_end - load_addr if bss_end else size
     segment = Segment(load_addr, raw[start:start + size], memsz)
     _check_fits(path, [segment], ram_size)
-    return (segment,), entry
+    return (segment,)
+
+
+def _multiboot2_kernel(raw: bytes, path: str, elf: Optional[ELFFile], header: multiboot2.Header,
+                       digest: str, modules: tuple[Module, ...], ram_size: int) -> Kernel:
+    """Loaded from the address tag or else as an ELF; entered at the entry tag's address or
+    else the ELF's entry point."""
+    if header.address is not None:
+        segments = _aout_kludge(raw, path, header.offset, header.address, ram_size)
+    elif elf is not None:
+        segments = _elf_segments(elf, path, ram_size)
+    else:
+        raise KernelError(f"kernel {path}: Multiboot 2 header without an address tag in a file that is not ELF")
+    entry = header.entry if header.entry is not None else elf["e_entry"]
+    _check_entry(path, entry, segments, "Multiboot 2 entry point")
+    try:
+        multiboot2.check_relocatable(header, min(s.paddr for s in segments),
+                                     max(s.paddr + s.memsz for s in segments))
+    except multiboot2.HeaderError as e:
+        raise KernelError(f"kernel {path}: {e}") from None
+    return Kernel(path, entry, segments, digest, MULTIBOOT2, modules, True, header.relocatable is not None)

@@ -6,7 +6,8 @@
     urr-snap sample RRFILE EXPR --every N        a register or *ADDR[:LEN] every N icounts
 
 Each takes --jobs N (local processes, default every core) or --ray [ADDRESS] (a Ray cluster; no
-address: a local one for this command), and --kernel ELF (symbols; replaying from boot).
+address: a local one for this command), --kernel ELF (symbols; replaying from boot) and --initrd
+(the recorded modules, for a replay from boot).
 This module holds no emulator import at its top: `urr-snap list` and the parser load it."""
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name != "verify":
         p.add_argument("--csv", action="store_true", help="comma-separated output with a header")
     p.add_argument("--kernel", metavar="ELF", help="the recorded kernel (symbols; replay from boot)")
+    p.add_argument("--initrd", metavar="FILE[,FILE...]",
+                   help="the recorded -initrd modules (replay from boot; default: the recorded paths, "
+                        "or their names beside RRFILE)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--jobs", "-j", metavar="N", type=_positive, help="local processes (default: every core)")
     where.add_argument("--ray", metavar="ADDRESS", nargs="?", const="",
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise CommandError(f"{args.command} needs the emulator, which cannot be loaded ({e})") from None
     try:
-        rec = Recording(args.rrfile, args.kernel, args.db, note=lambda text: print(f"urr-snap: {text}", file=sys.stderr))
+        rec = Recording(args.rrfile, args.kernel, args.db, note=lambda text: print(f"urr-snap: {text}", file=sys.stderr),
+                        initrd=args.initrd)
         return _COMMANDS[args.command](rec, args)
     except BrokenPipeError:
         raise  # the reader went away: `urr-snap` ends quietly

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from cpu import cpustate
+from cpu.loader import KernelError, read_modules
 from debugger.symbols import Symbols, parse_number
 from history.queries import Expression, Hit, Hits, Sample, Samples, Write, Writes
 from history.runner import Backend, Done, default_jobs, execute
@@ -50,12 +51,20 @@ class RunStats:
         return [d.seconds for d in self.ran]
 
 
+def _sha256_of(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
 class Recording:
     """An rrfile with its snapshot catalog (`rrfile.db`, or `db`) and, when given or found, its
     kernel ELF (needed for symbols and to replay from boot to the first snapshot)."""
 
     def __init__(self, rrfile: str, kernel: Optional[str] = None, db: Optional[str] = None,
-                 note: Callable[[str], None] = lambda text: None) -> None:
+                 note: Callable[[str], None] = lambda text: None, initrd: Optional[str] = None) -> None:
         self.rrfile = rrfile
         self.db = db or f"{rrfile}.db"
         self.note = note  # told what the user should know (no snapshots, a span not covered)
@@ -65,6 +74,7 @@ class Recording:
         # Which digest intervals may hold a write to a page (the debugger's searches use it too)
         self.write_index = WriteIndex.from_log(self.config, player.records)
         self.kernel = self._kernel(kernel)
+        self.modules = self._modules(initrd)
         self.symbols = Symbols(self.kernel)
         self.snapshots = self._snapshots()
         self.min_segment = MIN_SEGMENT  # fewest icounts per segment (see history.segments)
@@ -92,6 +102,30 @@ class Recording:
                     if hashlib.sha256(f.read()).hexdigest() == want:
                         return path
         return None
+
+    def _modules(self, given: Optional[str]) -> Optional[tuple[tuple[str, str], ...]]:
+        """(recorded command line, file) of each recorded -initrd module, for a replay from boot:
+        the files given (-initrd's syntax), else the recorded paths or those names beside the
+        rrfile; each must have the recorded content (sha256). None: not all were found."""
+        recorded = self.config.get("modules", [])
+        if given is not None:
+            try:
+                files = read_modules(given)
+            except KernelError as e:
+                raise RecordingError(str(e)) from None
+            if [hashlib.sha256(m.data).hexdigest() for m in files] != [m.get("sha256") for m in recorded]:
+                raise RecordingError(f"--initrd {given}: the modules differ from those {self.rrfile} was "
+                                     f"recorded with ({len(recorded)}: {', '.join(m.get('cmdline', '?') for m in recorded) or 'none'})")
+            return tuple((m["cmdline"], f.cmdline.split()[0]) for m, f in zip(recorded, files))
+        found = []
+        for module in recorded:
+            path = str(module.get("cmdline", "")).split(" ")[0]
+            places = [path, os.path.join(os.path.dirname(os.path.abspath(self.rrfile)), os.path.basename(path))]
+            match = next((p for p in places if p and _sha256_of(p) == module.get("sha256")), None)
+            if match is None:
+                return None
+            found.append((module["cmdline"], match))
+        return tuple(found)
 
     def _snapshots(self) -> list[SnapshotInfo]:
         if not os.path.exists(self.db):
@@ -137,19 +171,24 @@ class Recording:
         """Run any segment query; its results in icount order."""
         backend = Backend(jobs or default_jobs(), ray)
         branch = "parent" in self.config  # its log starts at its branch point (urr.branch)
-        from_boot = self.kernel is not None and not branch
+        from_boot = self.kernel is not None and self.modules is not None and not branch
         if not self.snapshots and not from_boot:
-            raise RecordingError(f"{self.rrfile} has no snapshots to replay from: give the kernel "
-                                 f"(--kernel; it was recorded with {self.config.get('kernel', '?')})")
+            missing = (f"the -initrd modules (--initrd; it was recorded with "
+                       f"{', '.join(m.get('cmdline', '?') for m in self.config.get('modules', []))})"
+                       if self.kernel is not None else
+                       f"the kernel (--kernel; it was recorded with {self.config.get('kernel', '?')})")
+            raise RecordingError(f"{self.rrfile} has no snapshots to replay from: give {missing}")
         if not self.snapshots:
             where = "no snapshot catalog" if not os.path.exists(self.db) else "no snapshots"
             self.note(f"{self.rrfile} has {where}: replaying it as one segment from boot")
         elif not from_boot and self.snapshots[0].icount > 0 and not isinstance(query, Verify):
             self.note(f"icounts before {self.snapshots[0].icount} (the first snapshot) are not covered: "
-                      + ("they are the parent recording's" if branch else "replaying them needs the kernel (--kernel)"))
+                      + ("they are the parent recording's" if branch
+                         else "replaying them needs the kernel (--kernel)" if self.kernel is None
+                         else "replaying them needs the -initrd modules (--initrd)"))
         segments = plan(query.intervals(self.snapshots, self.end_icount, from_boot), backend.workers(),
                         self.min_segment)
-        source = FileSource(self.rrfile, self.db, self.kernel, self.config["recording_id"])
+        source = FileSource(self.rrfile, self.db, self.kernel, self.config["recording_id"], self.modules or ())
         bar = _progress_bar(query.label, sum(s.end_icount - s.start_icount for s in segments), progress)
         t0 = time.perf_counter()
         try:

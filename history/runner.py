@@ -121,7 +121,7 @@ class ProcessPool:
     held."""
 
     def __init__(self, source: FileSource, jobs: int) -> None:
-        self.source = FileSource(source.rrfile, source.db, source.kernel_path, source.recording_id)
+        self.source = FileSource(source.rrfile, source.db, source.kernel_path, source.recording_id, source.modules)
         self.jobs = jobs
         self.context = multiprocessing.get_context("fork")
 

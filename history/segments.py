@@ -21,12 +21,14 @@ bounds the speed-up (docs/replay.md projects it).
 A worker builds its machine once and reuses it for every segment it replays (`Replayer`)."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from cpu.disk import DiskImage
-from cpu.loader import Kernel, load_kernel
+from cpu.loader import Kernel, Module, load_kernel
 from cpu.machine import GuestError, Machine, Stop
 from replay import log as L
 from replay.player import Player
@@ -169,6 +171,7 @@ class FileSource:
     db: str
     kernel_path: Optional[str]
     recording_id: str
+    modules: tuple[tuple[str, str], ...] = ()  # each -initrd module: (recorded command line, file)
     _opened: Optional["OpenedFiles"] = field(default=None, repr=False, compare=False)
 
     def open(self) -> "OpenedFiles":
@@ -206,8 +209,19 @@ class OpenedFiles:
         if self._kernel is None:
             if self.source.kernel_path is None:
                 raise RecordingError("replaying from boot needs the kernel (--kernel ELF)")
-            self._kernel = load_kernel(self.source.kernel_path, self.player.reader.config["ram_size"])
+            kernel = load_kernel(self.source.kernel_path, self.player.reader.config["ram_size"])
+            # the recorded command lines: the boot writes them into RAM
+            modules = tuple(Module(cmdline, _read(path)) for cmdline, path in self.source.modules)
+            self._kernel = dataclasses.replace(kernel, modules=modules)
         return self._kernel
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise RecordingError(f"cannot read -initrd module {path}: {e.strerror}") from None
 
 
 # -- replaying a segment ------------------------------------------------------------------------

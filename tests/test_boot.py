@@ -69,11 +69,11 @@ MODULE_TEXT = b"first module line\nsecond line\n"
 
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory) -> dict[str, str]:
-    """The boot-format kernel built with gcc as a Multiboot (a.out kludge) and a PVH kernel, and
-    a 32-bit ELF Multiboot kernel (tick32)."""
+    """The boot-format kernel built with gcc as a Multiboot (a.out kludge), a Multiboot 2 (ELF)
+    and a PVH kernel, and a 32-bit ELF Multiboot kernel (tick32)."""
     out = tmp_path_factory.mktemp("kernels")
     built = {}
-    for fmt in ("multiboot", "pvh"):
+    for fmt in ("multiboot", "multiboot2", "pvh"):
         path = str(out / f"{fmt}.elf")
         subprocess.run(["gcc", *KERNEL_FLAGS, f"-D{fmt.upper()}", "-o", path,
                         os.path.join(KERNELS, "entry32.S"), os.path.join(KERNELS, "kernel.c")],
@@ -94,7 +94,7 @@ def _symbol(path: str, name: str) -> int:
         return ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(name)[0]["st_value"]
 
 
-@pytest.mark.parametrize("fmt", ["multiboot", "pvh"])
+@pytest.mark.parametrize("fmt", ["multiboot", "multiboot2", "pvh"])
 def test_boot_format_kernel_gets_its_information_and_replays(kernels, tmp_path, fmt):
     """Entered in 32-bit protected mode with EAX/EBX as the format says; the command line, the
     memory map and the module reach the kernel; it switches to long mode itself; the replay
@@ -103,7 +103,7 @@ def test_boot_format_kernel_gets_its_information_and_replays(kernels, tmp_path, 
             "-initrd", f"{kernels['module']} mod-arg"]
     rec, _ = record_and_replay(tmp_path, 7, *args)
     out = lines(rec)
-    magic = 0x2BADB002 if fmt == "multiboot" else 0  # PVH passes nothing in EAX
+    magic = {"multiboot": 0x2BADB002, "multiboot2": 0x36D76289, "pvh": 0}[fmt]  # PVH: nothing in EAX
     usable = 0x9FC00 + (32 << 20) - (1 << 20)  # the memory map: conventional memory and above 1 MiB
     assert out == [f"kernel magic {magic:#018x}", f"kernel cmdline {fmt}.elf one two",
                    f"kernel module {kernels['module']} mod-arg {MODULE_TEXT.splitlines()[0].decode()}",
@@ -111,7 +111,7 @@ def test_boot_format_kernel_gets_its_information_and_replays(kernels, tmp_path, 
     assert rec.status == 33
 
 
-@pytest.mark.parametrize("fmt", ["multiboot", "pvh"])
+@pytest.mark.parametrize("fmt", ["multiboot", "multiboot2", "pvh"])
 def test_boot_format_snapshots_in_32_and_64_bit_mode_verify(kernels, tmp_path, fmt):
     """Snapshots taken before (32-bit protected mode) and after the guest's switch to long mode
     restore to the state a straight replay reaches (the mode with its hidden segment state)."""
@@ -150,6 +150,25 @@ def _multiboot_image(tmp_path, fields: tuple[int, ...], flags: int = 0x10003,
     return str(path)
 
 
+def _multiboot2_image(tmp_path, tags: list[tuple[int, int, bytes]], checksum_delta: int = 0) -> str:
+    """A file with a Multiboot 2 header at offset 8 (its tags as given, then the end tag) and
+    HLTs after it: (type, flags, body) per tag."""
+    body = b"".join(struct.pack("<HHI", kind, flags, 8 + len(data)) + data + bytes(-len(data) % 8)
+                    for kind, flags, data in tags) + struct.pack("<HHI", 0, 0, 8)
+    length = 16 + len(body)
+    checksum = (-(0xE85250D6 + length) + checksum_delta) & 0xFFFFFFFF
+    path = tmp_path / "mb2.bin"
+    path.write_bytes(bytes(8) + struct.pack("<IIII", 0xE85250D6, 0, length, checksum) + body + b"\xf4" * 0x400)
+    return str(path)
+
+
+def _mb2_address(header: int, load: int, load_end: int, bss_end: int, entry: int) -> list[tuple[int, int, bytes]]:
+    """Address and entry tags of a kernel loaded at 1 MiB."""
+    return [(2, 0, struct.pack("<4I", header, load, load_end, bss_end)), (3, 0, struct.pack("<I", entry))]
+
+
+MB2_AT_1M = _mb2_address(0x100008, 0x100000, 0, 0, 0x100200)
+
 BAD_KERNELS = {
     "text file": (lambda k, t: ["-kernel", os.path.join(ROOT, "README.md")],
                   "is not a supported format"),
@@ -165,6 +184,32 @@ BAD_KERNELS = {
     "unknown flags": (lambda k, t: ["-kernel", _multiboot_image(t, (0x100000, 0x100000, 0, 0, 0x100020),
                                                                 flags=0x10010)],
                       "requires features urr does not know (flags 0x10)"),
+    "mb2 bad checksum": (lambda k, t: ["-kernel", _multiboot2_image(t, MB2_AT_1M, checksum_delta=1)],
+                         "Multiboot 2 header at offset 0x8 has a bad checksum"),
+    "mb2 load above header": (lambda k, t: ["-kernel", _multiboot2_image(t, _mb2_address(0x100008, 0x100010, 0, 0, 0x100200))],
+                              "impossible Multiboot addresses: load_addr 0x100010 above header_addr"),
+    "mb2 bss below load end": (lambda k, t: ["-kernel", _multiboot2_image(t, _mb2_address(0x100008, 0x100000, 0, 0x100010, 0x100200))],
+                               "bss_end_addr 0x100010 is below load_end_addr"),
+    "mb2 entry outside": (lambda k, t: ["-kernel", _multiboot2_image(t, _mb2_address(0x100008, 0x100000, 0, 0, 0x400000))],
+                          "Multiboot 2 entry point 0x400000 is not in a loaded segment"),
+    "mb2 does not fit": (lambda k, t: ["-kernel", _multiboot2_image(t, _mb2_address(0x100008, 0x100000, 0, 0xF0000000, 0x100200))],
+                         "does not fit in"),
+    "mb2 unknown info": (lambda k, t: ["-kernel", _multiboot2_image(t, [(1, 0, struct.pack("<3I", 1, 6, 99))] + MB2_AT_1M)],
+                         "requests information of unsupported type 99"),
+    "mb2 framebuffer": (lambda k, t: ["-kernel", _multiboot2_image(t, [(5, 0, struct.pack("<3I", 640, 480, 32))] + MB2_AT_1M)],
+                        "requires a framebuffer"),
+    "mb2 console": (lambda k, t: ["-kernel", _multiboot2_image(t, [(4, 0, struct.pack("<I", 1))] + MB2_AT_1M)],
+                    "requires a console"),
+    "mb2 efi": (lambda k, t: ["-kernel", _multiboot2_image(t, [(7, 0, b"")] + MB2_AT_1M)],
+                "requires EFI boot services"),
+    "mb2 unknown tag": (lambda k, t: ["-kernel", _multiboot2_image(t, [(42, 0, b"")] + MB2_AT_1M)],
+                        "has tag 42, which urr does not support"),
+    "mb2 address without entry": (lambda k, t: ["-kernel", _multiboot2_image(t, MB2_AT_1M[:1])],
+                                  "address tag but no entry address tag"),
+    "mb2 not relocatable there": (lambda k, t: ["-kernel", _multiboot2_image(
+                                      t, [(10, 0, struct.pack("<4I", 0x200000, 0x400000, 0x1000, 0))] + MB2_AT_1M)],
+                                  "outside its range 0x200000-0x400000"),
+    "mb2 not i386": (lambda k, t: ["-kernel", _mb2_arch(t)], "is for architecture 4, not i386"),
     "pvh note outside": (lambda k, t: ["-kernel", _patched_pvh_note(k, t)],
                          "PVH entry note 0x5000000 is not in a loaded segment"),
     "initrd too big": (lambda k, t: ["-kernel", k["multiboot"], "-m", "2M", "-initrd", _big_file(t)],
@@ -172,6 +217,20 @@ BAD_KERNELS = {
     "initrd plain elf64": (lambda k, t: ["-kernel", os.path.join(ROOT, "guests", "build", "hello.elf"),
                                          "-initrd", k["module"]], "-initrd needs a Multiboot or PVH kernel"),
 }
+
+
+def _mb2_arch(tmp) -> str:
+    path = tmp / "mips.bin"
+    path.write_bytes(struct.pack("<IIIIHHI", 0xE85250D6, 4, 24, -(0xE85250D6 + 4 + 24) & 0xFFFFFFFF, 0, 0, 8))
+    return str(path)
+
+
+def test_optional_multiboot2_tags_are_ignored_and_a_minimal_kernel_halts(tmp_path):
+    """Optional tags urr cannot honour (a framebuffer, an unknown tag) do not stop the boot; the
+    kernel (HLTs loaded at 1 MiB from the address tag) is entered at its entry tag's address."""
+    image = _multiboot2_image(tmp_path, [(5, 1, struct.pack("<3I", 640, 480, 32)), (42, 1, b"")] + MB2_AT_1M)
+    r = run_urr("-kernel", image, stdin=b"")
+    assert "halted with interrupts disabled" in r.err and "rip 0x100201)" in r.err, r.err
 
 
 def _patched_pvh_note(kernels: dict[str, str], tmp) -> str:
@@ -227,3 +286,30 @@ def test_gdb_reads_registers_and_steps_in_32_bit_code(kernels, tmp_path):
     assert int(stops[0][1], 16) == 0x2BADB002
     assert int(stops[4][0], 16) == _symbol(kernels["multiboot"], "entry64") and int(stops[4][2], 16) == 0x08
     assert re.search(r"^@rax=0x10$", run.out, re.M), run.out  # mov $0x10, %eax ran in 64-bit code
+
+
+def test_segment_runner_replays_a_kernel_with_modules_from_boot(kernels, tmp_path):
+    """urr-snap replays a recording of a Multiboot kernel with an -initrd module from boot: the
+    module is found at its recorded path or given with --initrd, and must have the recorded
+    content; what the guest saw (the module's command line) is the recorded one."""
+    from tests.test_history import one_line_error, snap
+
+    module = tmp_path / "mod.txt"
+    shutil.copy(kernels["module"], module)
+    rr = str(tmp_path / "mods.rr")
+    rec = run_urr("-kernel", kernels["multiboot"], "-initrd", f"{module} arg", "-snapshots", "off",
+                  "-icount", f"shift=7,rr=record,rrfile={rr}")
+    assert rec.status == 33, rec.err
+    found = snap("verify", rr, "--kernel", kernels["multiboot"])
+    assert found.returncode == 0, found.stderr
+    assert found.stdout == "the recording replays to its end as recorded\n"
+    hits = snap("hits", rr, "module", "--kernel", kernels["multiboot"])
+    assert hits.returncode == 0 and "\n1 executions of " in "\n" + hits.stdout, hits.stderr
+    moved = tmp_path / "elsewhere.txt"
+    module.rename(moved)
+    one_line_error(snap("verify", rr, "--kernel", kernels["multiboot"]), "give the -initrd modules")
+    given = snap("verify", rr, "--kernel", kernels["multiboot"], "--initrd", f"{moved} other-args")
+    assert given.returncode == 0, given.stderr
+    moved.write_bytes(b"changed\n")
+    one_line_error(snap("verify", rr, "--kernel", kernels["multiboot"], "--initrd", str(moved)),
+                   "the modules differ from those")

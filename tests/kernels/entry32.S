@@ -1,6 +1,7 @@
 /*
  * A kernel for QEMU's -kernel boot formats, built by tests/test_boot.py: entered in 32-bit
- * protected mode (Multiboot with -DMULTIBOOT, PVH with -DPVH), it keeps EAX and EBX, builds its
+ * protected mode (Multiboot with -DMULTIBOOT, Multiboot 2 with -DMULTIBOOT2, PVH with -DPVH), it
+ * keeps EAX and EBX, builds its
  * own page tables, switches to long mode itself and calls kmain64 (kernel.c) with them.
  */
 #define CR0_PG (1 << 31)
@@ -20,6 +21,28 @@ multiboot_header:
     .long __bss_start                   /* load_end_addr */
     .long __image_end                   /* bss_end_addr */
     .long entry32                       /* entry_addr */
+#endif
+#ifdef MULTIBOOT2
+    /* loaded as an ELF (no address tag), entered at e_entry (no entry tag) */
+    .balign 8
+multiboot2_header:
+    .long 0xE85250D6
+    .long 0                             /* i386 */
+    .long multiboot2_end - multiboot2_header
+    .long -(0xE85250D6 + (multiboot2_end - multiboot2_header))
+    .short 1, 0                         /* information request, required: */
+    .long 8 + 4 * 5
+    .long 1, 2, 3, 4, 6                 /* command line, loader name, modules, meminfo, mmap */
+    .balign 8
+    .short 6, 0                         /* modules page aligned */
+    .long 8
+    .short 5, 1                         /* a framebuffer, optional */
+    .long 20
+    .long 1024, 768, 32
+    .balign 8
+    .short 0, 0                         /* end */
+    .long 8
+multiboot2_end:
 #endif
     .global entry32
 entry32:

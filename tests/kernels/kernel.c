@@ -1,6 +1,7 @@
 /*
  * The long-mode half of the boot-format test kernel (entry32.S): prints what the boot loader
- * passed, read from the Multiboot information or the PVH start info, on COM1; returns 0x10.
+ * passed, read from the Multiboot (v1 or 2) information or the PVH start info, on COM1; returns
+ * 0x10.
  *
  *   kernel magic 0x...
  *   kernel cmdline <the command line>
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #define MULTIBOOT_MAGIC 0x2BADB002u
+#define MULTIBOOT2_MAGIC 0x36D76289u
 #define PVH_MAGIC 0x336EC578u
 
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port)); }
@@ -31,6 +33,10 @@ struct mb_info { uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mod
                  syms[4], mmap_length, mmap_addr; };
 struct mb_module { uint32_t start, end, cmdline, reserved; };
 struct mb_mmap { uint32_t size; uint64_t base, length; uint32_t type; } __attribute__((packed));
+struct mb2_tag { uint32_t type, size; };
+struct mb2_module { struct mb2_tag tag; uint32_t start, end; char cmdline[]; };
+struct mb2_mmap { struct mb2_tag tag; uint32_t entry_size, entry_version; };
+struct mb2_mmap_entry { uint64_t base, length; uint32_t type, reserved; };
 struct pvh_info { uint32_t magic, version, flags, nr_modules; uint64_t modlist, cmdline, rsdp, memmap;
                   uint32_t memmap_entries, reserved; };
 struct pvh_module { uint64_t paddr, size, cmdline, reserved; };
@@ -63,6 +69,24 @@ int kmain64(uint32_t magic, uint32_t info) {
         for (uint32_t i = 0; i < mb->mods_count; i++)
             module((const char *)(uintptr_t)mods[i].cmdline, (const char *)(uintptr_t)mods[i].start,
                    mods[i].end - mods[i].start);
+    } else if (magic == MULTIBOOT2_MAGIC) {
+        const struct mb2_tag *tag = (const struct mb2_tag *)(uintptr_t)(info + 8);
+        for (; tag->type != 0; tag = (const struct mb2_tag *)((uintptr_t)tag + ((tag->size + 7) & ~7u))) {
+            if (tag->type == 1) {
+                puts_("kernel cmdline ");
+                puts_((const char *)(tag + 1));
+                putc_('\n');
+            } else if (tag->type == 3) {
+                const struct mb2_module *m = (const struct mb2_module *)tag;
+                module(m->cmdline, (const char *)(uintptr_t)m->start, m->end - m->start);
+            } else if (tag->type == 6) {
+                const struct mb2_mmap *map = (const struct mb2_mmap *)tag;
+                for (uint32_t off = sizeof *map; off < tag->size; off += map->entry_size) {
+                    const struct mb2_mmap_entry *e = (const struct mb2_mmap_entry *)((uintptr_t)tag + off);
+                    if (e->type == 1) usable += e->length;
+                }
+            }
+        }
     } else if (((const struct pvh_info *)(uintptr_t)info)->magic == PVH_MAGIC) {
         const struct pvh_info *p = (const struct pvh_info *)(uintptr_t)info;
         puts_("kernel cmdline ");
