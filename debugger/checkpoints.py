@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 from unicorn import UC_HOOK_MEM_WRITE, Uc
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
-from cpu.machine import Machine
+from cpu.machine import Machine, Stop
 from replay import log as L
 
 CHECKPOINT_EVERY = 512  # instructions between light checkpoints: a step back replays half that
@@ -76,28 +76,31 @@ class StepCache:
 
     # -- recording a stretch --------------------------------------------------------------------
 
-    def build(self, end: int, run_to: Callable[[int], object]) -> None:
+    def build(self, end: int, run_to: Callable[[int], Stop]) -> Optional[Stop]:
         """Replace the record with one from the current position (which must be the replay's
         own state) to `end`, running there with `run_to(icount)`; stops early where the run
-        cannot go on (the end of the recording, a fault)."""
+        cannot go on (the end of the recording, a fault). Returns the last run's stop (None if
+        the position was at `end` already)."""
         self.clear()
         m = self.machine
         self.begin = m.icount
         handle = m.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)  # at once, no flush needed
         self._recording = True
+        stop = None
         try:
             while True:
                 self._checkpoint()
                 if m.icount >= end:
                     break
                 before = m.icount
-                run_to(min(end, m.icount + CHECKPOINT_EVERY))
+                stop = run_to(min(end, m.icount + CHECKPOINT_EVERY))
                 if m.icount <= before or m.exit_status is not None:
                     break
         finally:
             self._recording = False
             m.uc.hook_del(handle)
             self.end = m.icount
+        return stop
 
     def _checkpoint(self) -> None:
         m = self.machine

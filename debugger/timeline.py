@@ -53,8 +53,9 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 # Unicorn matches a memory hook's range against an access's first byte only, so a watch hook
 # starts this many bytes early (the widest single access, an SSE store) and checks the overlap.
 WIDEST_ACCESS = 16
-# A reverse step outside the stretch kept for fast steps records one this long before it; each
-# further stretch, as the user keeps stepping back, twice as long, up to STEP_SPAN_MAX.
+# A seek that restores a snapshot (a reverse step outside the stretch kept for fast steps is
+# one) records this many instructions before its target; each further stretch, as the user keeps
+# stepping back, twice as long, up to STEP_SPAN_MAX.
 STEP_SPAN = 1 << 10
 STEP_SPAN_MAX = 1 << 16
 NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
@@ -110,8 +111,7 @@ class Timeline(ReverseSearches):
         self.use_write_index = True  # False: searches for writes replay everything (a reference)
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
-        self._step_span = STEP_SPAN
-        self._stepped_back_to: Optional[int] = None  # where the last step back landed
+        self._step_span = STEP_SPAN  # the length of the stretch the step cache was built for
         # As QEMU's stub by default: a step during which the guest takes an interrupt goes on
         # through the handler (forwards and backwards); True stops in handlers instead.
         self.step_into_interrupts = False
@@ -315,8 +315,7 @@ class Timeline(ReverseSearches):
         now = self.machine.now()
         if self._ignore_break_at == now and self._collect is None:
             return False
-        condition = self.break_conditions.get(address)
-        if condition is not None and not condition():
+        if not self._break_holds(address):
             return False
         if self._collect is not None:
             self._collect.append(Hit(now, "breakpoint", address))
@@ -325,6 +324,13 @@ class Timeline(ReverseSearches):
         self.machine.stop_before = "breakpoint"
         uc.emu_stop()
         return True
+
+    def _break_holds(self, address: int) -> bool:
+        """Whether a breakpoint is set at `address` with no condition, or one true here."""
+        if address not in self.breakpoints:
+            return False
+        condition = self.break_conditions.get(address)
+        return condition is None or condition()
 
     def _on_range_exit(self, uc: Uc, address: int) -> None:
         """step_range: stop before an entry outside the range, or right after a range instruction
@@ -437,13 +443,15 @@ class Timeline(ReverseSearches):
         finally:
             self._ignore_break_at = None
 
-    def _restore_ahead(self, icount: int) -> None:
+    def _restore_ahead(self, icount: int) -> bool:
         """Restore the latest snapshot at or before `icount` if it is far enough ahead of here
-        to be worth it (guest output of the stretch skipped is not shown)."""
+        to be worth it (guest output of the stretch skipped is not shown); whether it did."""
         assert self.snapshots is not None
         info = self.snapshots.nearest(icount)
         if info is not None and info.icount >= self.icount + FORWARD_RESTORE_MIN:
             self.snapshots.restore(info.name)
+            return True
+        return False
 
     def stepi(self) -> Stop:
         """One instruction; if an interrupt is delivered after it, on through the handler to the
@@ -484,24 +492,27 @@ class Timeline(ReverseSearches):
 
     def next(self) -> Stop:
         """One instruction, stepping over a call: to its return with the stack back where it was,
-        unless a breakpoint or watchpoint inside the call stops it first."""
+        unless a breakpoint (whose condition holds) or a watchpoint inside the call stops it first."""
         insn = self._insn()
         if insn is None or insn.mnemonic != "call":
             return self.stepi()
         rsp0, ret = self._rsp(), insn.address + insn.size
-        temporary = ret not in self.breakpoints
-        self.add_breakpoint(ret)
+        users = ret in self.breakpoints  # a breakpoint of the user's there, and its condition:
+        condition = self.break_conditions.get(ret)
+        self.add_breakpoint(ret)  # unconditional while the call runs
         try:
             stop = self.stepi()
             while stop.reason in ("step", "breakpoint"):
                 if stop.pc == ret and self._rsp() >= rsp0:
-                    return self._stop("step" if temporary else "breakpoint")
-                if stop.pc in self.breakpoints and stop.pc != ret:
+                    return self._stop("breakpoint" if users and (condition is None or condition()) else "step")
+                if stop.pc != ret and (stop.reason == "breakpoint" or self._break_holds(stop.pc)):
                     return self._stop("breakpoint")  # the user's, inside the call
                 stop = self.cont()
             return stop
         finally:
-            if temporary:
+            if users:
+                self.add_breakpoint(ret, condition)
+            else:
                 self.remove_breakpoint(ret)
 
     def step_range(self, start: int, end: int) -> Stop:
@@ -553,22 +564,41 @@ class Timeline(ReverseSearches):
 
     def seek(self, icount: int) -> Stop:
         """Go to `icount`: restore the nearest snapshot at or before it, replay forward. Lands on
-        exactly `icount`, except inside a halt (on its end) or past the end of the recording."""
+        exactly `icount`, except inside a halt (on its end) or past the end of the recording.
+
+        A seek that restores a snapshot keeps checkpoints and an undo record of the last
+        STEP_SPAN instructions on its way (restoring one before that stretch if need be): the
+        first step back from where it lands is then as cheap as the following ones."""
         if icount < self.icount or self._exited is not None:
             self._require_reverse()
             if self.steps.covers(icount):
                 self._exited = None
                 self.steps.rewind(icount, self._replay_to)
                 return self._stop("step")
-            self._restore_before(icount)
-        elif self.can_reverse:
-            self._restore_ahead(icount)
+            self._restore_before(icount - STEP_SPAN)
+            restored = True
+        else:
+            restored = self.can_reverse and self._restore_ahead(icount - STEP_SPAN)
         if icount < self.start:
             return self._stop("begin")
-        stop, _ = self._replay_to(icount)
+        stop = self._land(icount, STEP_SPAN) if restored else self._replay_to(icount)[0]
         if stop.reason == "limit":
             return self._stop("step")
         return self._ended(stop)
+
+    def _land(self, icount: int, span: int) -> MachineStop:
+        """Replay from a restored snapshot to `icount`, recording the last `span` instructions
+        before it for reverse steps (debugger.checkpoints)."""
+        if icount - span > self.icount:
+            stop, _ = self._replay_to(icount - span)
+            if stop.reason != "limit":
+                return stop
+        self._step_span = span
+        stop = self.steps.build(icount, self._run_to)
+        return stop if stop is not None else MachineStop("limit", self.icount)
+
+    def _run_to(self, icount: int) -> MachineStop:
+        return self._replay_to(icount)[0]
 
     def reverse_stepi(self) -> Stop:
         """Back one instruction; back over a whole interrupt handler whose iretq returned here,
@@ -586,8 +616,8 @@ class Timeline(ReverseSearches):
     def _delivery_returning_here(self) -> Optional[int]:
         """At an iretq: the icount where the recording delivered the interrupt it returns from
         (the handler's first instruction). Else None, the position unchanged."""
-        insn = self._insn()
-        if insn is None or insn.mnemonic != "iretq":
+        iretq = self.read_memory(self.pc(), 2)  # REX.W (0x48-0x4f) CF; checked at every step back
+        if iretq[0] & 0xF8 != 0x48 or iretq[1] != 0xCF:
             return None
         here, frame = self.icount, self.read_memory(self._rsp(), 32)
         if self._irq_icounts is None:
@@ -608,29 +638,18 @@ class Timeline(ReverseSearches):
         here = self.icount
         if here <= self.start:
             return self._stop("begin")
-        if not self.steps.covers(here - 1) and self._stepped_back_to == here:
-            self._record_steps_before(here)  # a second step back in a row: more may follow
+        if self.steps.begin == here:  # stepping back past the stretch kept: keep a longer one
+            span = min(2 * self._step_span, STEP_SPAN_MAX)
+            self._restore_before(here - span)
+            self._land(here, span)
         stop = self.seek(here - 1)
-        self._stepped_back_to = self.icount
         if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
             previous = self._scan_back(lambda uc: True, here)
             if previous is None:
                 self.seek(self.start)
                 return self._stop("begin")
             stop = self.seek(previous)
-            self._stepped_back_to = self.icount
         return stop
-
-    def _record_steps_before(self, here: int) -> None:
-        """Keep checkpoints and an undo record for a stretch ending at `here` (the current
-        position), so that the following steps back are cheap; a longer one each time the user
-        steps back past the start of the last. Only from the second step back in a row: a
-        single step back (to look at the instruction before) is a plain seek."""
-        self._step_span = min(2 * self._step_span, STEP_SPAN_MAX) if self.steps.begin == here else STEP_SPAN
-        begin = max(self.start, here - self._step_span)
-        self._restore_before(begin)
-        self._replay_to(begin)
-        self.steps.build(here, self._replay_to)
 
     def reverse_cont(self) -> Stop:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""

@@ -5,15 +5,17 @@ switch that makes steps stop in interrupt handlers instead."""
 from __future__ import annotations
 
 import bisect
+import random
 import re
 import subprocess
 
 import pytest
 
-from debugger.timeline import Timeline
+from debugger.timeline import Stop, Timeline
 from replay import log as L
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
-from tests.test_gdb_e2e import GDB, PC, WHERE, run_gdb
+from tests.test_gdb_e2e import GDB, PC, SESSION, WHERE, run_gdb
+from tests.test_gdbstub import Served
 
 pytestmark = pytest.mark.skipif(GDB is None, reason="gdb is not installed")
 
@@ -112,3 +114,52 @@ def test_stepi_through_an_interrupt_both_ways(revloop, tmp_path):
     assert returned > tick + 10 and revloop.elf.function_at(after) == "scramble"
     start, size = revloop.elf.symbols["scramble"]
     assert entered == tick and not start <= handler < start + size  # the interrupt stub
+
+
+def gdb_on(tl: Timeline, rec: Recording, commands: list[str]) -> str:
+    """GDB with `commands` against a stub serving `tl` in this process (so the test can watch
+    what the timeline does); GDB's output."""
+    served = Served(tl)
+    try:
+        argv = [GDB, "-nx", "-batch", "-ex", f"file {rec.kernel}", "-ex", f"target remote 127.0.0.1:{served.server.port}"]
+        for command in commands:
+            argv += ["-ex", command]
+        out = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=SESSION).stdout
+        served.ended()
+    finally:
+        served.server.close()
+    return out
+
+
+def test_the_first_reverse_step_after_a_seek_restores_no_snapshot(revloop):
+    """A seek that restores a snapshot records the stretch before where it lands on its way
+    (debugger.checkpoints), so reverse-stepi right after `monitor replay_seek` is served without
+    restoring a snapshot and replaying an interval; each step lands where a straight replay is."""
+    positions = sorted(random.Random(3).sample(range(revloop.icount // 4, revloop.icount), 4), reverse=True)
+    with Timeline.for_replay(revloop.rrfile, revloop.kernel, snapshot="init") as tl:
+        restores: list[str] = []
+        steps: list[tuple[int, str, int]] = []  # (position, state hash, snapshots restored) per step
+        restore, reverse_stepi = tl.snapshots.restore, tl.reverse_stepi
+
+        def restoring(name: str) -> None:
+            restores.append(name)
+            restore(name)
+
+        def stepping_back() -> Stop:
+            before = len(restores)
+            stop = reverse_stepi()
+            steps.append((tl.icount, tl.session.state_hash(), len(restores) - before))
+            return stop
+        tl.snapshots.restore, tl.reverse_stepi = restoring, stepping_back
+        commands = []
+        for n in positions:
+            commands += [f"monitor replay_seek {n}", "maintenance flush register-cache", "reverse-stepi", WHERE,
+                         "reverse-stepi", WHERE]
+        out = gdb_on(tl, revloop, commands)
+    where = [int(n) for n in re.findall(r"^Recording position: icount (\d+)$", out, re.M)]
+    assert where == [n - k for n in positions for k in (1, 2)], out
+    assert len(restores) >= len(positions)  # the seeks'
+    assert [restored for _, _, restored in steps] == [0] * len(where)
+    expected = revloop.straight_states(where)
+    assert [(icount, digest) for icount, digest, _ in steps] == [expected[n] for n in where]
