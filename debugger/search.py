@@ -151,9 +151,10 @@ class ReverseSearches:
         self._require_reverse()
         here = self.icount
         key = (addr, length, "w")
-        added = key not in self.watchpoints
+        added, changes_only = key not in self.watchpoints, key in self.changes_only
         if added:
             self.add_watchpoint(addr, length, "w")
+        self.changes_only.discard(key)  # a GDB `watch` on the same bytes: it must see every write here
 
         def writes_here(h: Hit) -> bool:
             return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
@@ -171,5 +172,7 @@ class ReverseSearches:
         finally:
             if added:
                 self.remove_watchpoint(addr, length, "w")
+            elif changes_only:
+                self.changes_only.add(key)
             self.seek(here)
 

@@ -151,13 +151,19 @@ def test_ctrl_c_stops_a_long_continue_and_a_long_reverse_continue(recorded):  # 
             served.server.close()
 
 
-def test_last_write_still_finds_a_same_value_write(calls):
-    """The console's last-write answers with the last write, even one that changed nothing."""
+@pytest.mark.parametrize("watched", [False, True])
+def test_last_write_still_finds_a_same_value_write(calls, watched):
+    """The console's last-write answers with the last write, even one that changed nothing, also
+    while a GDB `watch` (blind to such writes) is set on the same bytes, which it leaves as it was."""
     writes = level_writes(calls)
     icount, old, new = next(w for w in reversed(writes[:1000]) if w[1] == w[2])
+    level = calls.elf.addr("level")
     with Timeline.for_replay(calls.rrfile, calls.kernel, snapshot="init") as tl:
+        if watched:
+            tl.add_watchpoint(level, 8, "w", changes_only=True)
         tl.seek(icount + 3)
-        found, _, before, after = tl.last_write(calls.elf.addr("level"), 8)
+        found, _, before, after = tl.last_write(level, 8)
+        assert ((level, 8, "w") in tl.changes_only) == watched
     assert (found, before, after) == (icount, old.to_bytes(8, "little"), new.to_bytes(8, "little"))
 
 

@@ -381,3 +381,28 @@ def test_steps_go_through_interrupt_handlers_unless_asked_not_to(open_timeline):
     tl.seek(returned)
     stop = tl.reverse_stepi()
     assert stop.icount == returned - 1 and tl.read_memory(tl.pc(), 2) == b"\x48\xcf"  # iretq
+
+
+def test_next_passes_breakpoints_whose_condition_is_false(open_timeline):
+    """next over a call stops inside it only at a breakpoint whose condition holds, and at the
+    return address reports a breakpoint of the user's there only if its condition holds (which
+    it keeps afterwards)."""
+    tl, rec = open_timeline("hello")
+    call, ret = _call_site(rec)
+    entry = rec.elf.addr("debugcon_puts")
+    out = next(i.address for i in rec.elf.code("debugcon_puts") if i.mnemonic == "out")
+    tl.add_breakpoint(call)
+    at_call = tl.cont()
+    tl.remove_breakpoint(call)
+    tl.add_breakpoint(entry, lambda: False)
+    tl.add_breakpoint(out, lambda: False)
+    tl.add_breakpoint(ret, lambda: False)
+    stop = tl.next()
+    assert (stop.reason, stop.pc) == ("step", ret) and stop.icount > at_call.icount + 2
+    assert tl.break_conditions[ret] is not None and not tl.break_conditions[ret]()
+    tl.seek(at_call.icount)
+    tl.add_breakpoint(ret, lambda: True)
+    assert tl.next().reason == "breakpoint" and tl.pc() == ret
+    tl.seek(at_call.icount)
+    tl.add_breakpoint(entry, lambda: tl.read_register("rsp") > 0)
+    assert (tl.next().reason, tl.pc(), tl.icount) == ("breakpoint", entry, at_call.icount + 1)
