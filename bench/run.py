@@ -21,6 +21,7 @@ Figures (targets in docs/replay.md):
                                       reverse debugging through real GDB on a 535M-instruction
                                       replay (bench/reverse_speed.py), --only revgdb
   verify_speedup_jobs2, ...           the segment runner (bench/segments.py), --only segments
+  catalog_save/load_ms_median         the snapshot catalog alone (bench/catalog_speed.py), --only catalog
 """
 from __future__ import annotations
 
@@ -225,10 +226,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5, help="runs per timing (median)")
-    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments")
+    ap.add_argument("--only", help="comma list: cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments,catalog")
     args = ap.parse_args()
     build_guests()
-    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments").split(","))
+    parts = set((args.only or "cpu,rr,snapshots,reverse,gdb,revgdb,bigmem,segments,catalog").split(","))
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
@@ -251,6 +252,9 @@ def main() -> int:
         if "segments" in parts:
             from bench.segments import bench_segments
             result.update(bench_segments(args.runs, tmp))
+        if "catalog" in parts:
+            from bench import catalog_speed
+            result.update(catalog_speed.bench(args.runs, tmp))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Optional
@@ -30,6 +32,7 @@ MULTIBOOT_SEARCH = 8192
 MB_PAGE_ALIGN, MB_MEMORY_INFO, MB_VIDEO_MODE, MB_AOUT_KLUDGE = 1 << 0, 1 << 1, 1 << 2, 1 << 16
 MB_KNOWN_REQUIRED = MB_PAGE_ALIGN | MB_MEMORY_INFO | MB_VIDEO_MODE  # bits 0-15 a loader must know
 XEN_ELFNOTE_PHYS32_ENTRY = 18
+MAX_FILE = 1 << 30  # the largest kernel or -initrd file read: far beyond any guest, short of a hang
 
 
 class KernelError(ValueError):
@@ -114,11 +117,18 @@ def load_kernel(path: str, ram_size: int, initrd: Optional[str] = None) -> Kerne
 
 
 def _read(path: str, what: str) -> bytes:
+    """A regular file's bytes, up to MAX_FILE: a device or pipe (`/dev/zero`) would be read
+    until memory runs out, and a file that large is no guest."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise KernelError(f"cannot read {what} {path}: not a regular file")
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         raise KernelError(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(data) > MAX_FILE:
+        raise KernelError(f"cannot read {what} {path}: larger than {MAX_FILE >> 20} MiB")
+    return data
 
 
 def read_modules(initrd: str) -> list[Module]:
@@ -137,15 +147,34 @@ def _elf(raw: bytes, path: str) -> Optional[ELFFile]:
     try:
         elf = ELFFile(io.BytesIO(raw))
         machine = elf["e_machine"]
-        for seg in elf.iter_segments():  # every header readable: a truncated file fails here
+        short = _past_end(elf, len(raw))
+        for seg in elf.iter_segments():  # every header readable
             seg.data()
     except (ELFError, ValueError, struct.error) as e:
         raise KernelError(f"kernel {path} is not a valid ELF file: {e}") from None
+    if short:
+        raise KernelError(f"kernel {path} is truncated or malformed: {short} past the end of "
+                          f"the file ({len(raw)} bytes)")
     if machine not in ("EM_X86_64", "EM_386"):
         raise KernelError(f"kernel {path} is an ELF for {machine}, not x86")
     if elf["e_type"] != "ET_EXEC":
         raise KernelError(f"kernel {path} is not a static executable (e_type {elf['e_type']})")
     return elf
+
+
+def _past_end(elf: ELFFile, size: int) -> Optional[str]:
+    """What the ELF's headers place past the end of its `size` bytes, or None. pyelftools reads
+    such bytes short without a word, and a segment's missing bytes would load as zeros."""
+    def table(what: str, offset: int, length: int) -> Optional[str]:
+        return f"its {what} (offset {offset:#x}, {length} bytes) runs" if offset + length > size else None
+
+    problem = table("program header table", elf["e_phoff"], elf["e_phnum"] * elf["e_phentsize"])
+    if problem:
+        return problem
+    for n, seg in enumerate(elf.iter_segments()):
+        if seg["p_filesz"] and seg["p_offset"] + seg["p_filesz"] > size:
+            return f"segment {n} (file offset {seg['p_offset']:#x}, {seg['p_filesz']:#x} bytes) runs"
+    return table("section header table", elf["e_shoff"], elf["e_shnum"] * elf["e_shentsize"])
 
 
 def _elf_segments(elf: ELFFile, path: str, ram_size: int) -> tuple[Segment, ...]:

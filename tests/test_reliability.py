@@ -6,7 +6,6 @@ import hashlib
 import json
 import sqlite3
 import struct
-import zlib
 from typing import Callable, Optional
 
 import pytest
@@ -152,6 +151,39 @@ def test_a_device_as_rrfile_is_refused(guests):
     rep = replay(guests, "/dev/zero")
     assert rep.status == 2
     assert "is not a regular file" in one_line(rep)
+
+
+def _elf_damaged(src: str, dst, how: str) -> None:
+    """A copy of an ELF kernel, truncated in the middle of its first segment ("truncated"), or
+    with that segment's file offset moved past the end of the file ("offset")."""
+    raw = bytearray(open(src, "rb").read())
+    phoff, = struct.unpack_from("<Q", raw, 0x20)
+    offset, = struct.unpack_from("<Q", raw, phoff + 8)  # the first program header's p_offset
+    if how == "truncated":
+        raw = raw[:offset + 16]
+    else:
+        struct.pack_into("<Q", raw, phoff + 8, len(raw) + 0x1000)
+    dst.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["truncated", "offset"])
+def test_an_elf_whose_segment_is_not_in_the_file_is_refused(guests, tmp_path, how):
+    """pyelftools reads a segment past the end of the file short, without an error: the kernel
+    ran with the missing bytes as zeros."""
+    bad = tmp_path / "bad.elf"
+    _elf_damaged(guests["hello"], bad, how)
+    r = run_urr("-kernel", str(bad), "-serial", "none")
+    assert r.status == 2, r.err
+    assert "is truncated or malformed: segment 0 (file offset" in one_line(r)
+
+
+@pytest.mark.parametrize("option", ["-kernel", "-initrd"])
+def test_a_device_as_kernel_or_module_is_refused(guests, option):
+    """`-kernel /dev/zero` read until memory ran out."""
+    args = ["-kernel", "/dev/zero"] if option == "-kernel" else ["-kernel", guests["boot"], "-initrd", "/dev/zero"]
+    r = run_urr(*args, "-serial", "none", timeout=60)
+    assert r.status == 2, r.err
+    assert "/dev/zero: not a regular file" in one_line(r)
 
 
 @pytest.mark.parametrize("bad", [["-snapshots", "bogus"], ["-serial", "file:/nonexistent/x"]])
