@@ -67,6 +67,10 @@ class GuestError(RuntimeError):
         self.rip = rip
 
 
+class RecordedFault(GuestError):
+    """Replay: the guest fault the recording ended with, met again at its icount and RIP."""
+
+
 @dataclass
 class Stop:
     """Why `Machine.run` returned."""
@@ -277,7 +281,18 @@ class Machine:
 
     def run(self, until: Optional[int] = None) -> Stop:
         """Run until the guest exits, `until` is reached, a breakpoint hook stops it, or (replay)
-        the recording ends."""
+        the recording ends. In a replay a guest fault the recording did not end with is a
+        divergence: the recording went on there."""
+        if not self.seam.core.replaying:
+            return self._run(until)
+        try:
+            return self._run(until)
+        except RecordedFault:
+            raise
+        except GuestError as e:
+            raise Divergence(e.icount, f"the guest faulted where the recording did not: {e}") from None
+
+    def _run(self, until: Optional[int]) -> Stop:
         replaying = self.seam.core.replaying
         while True:
             if self.exit_status is not None:
@@ -581,7 +596,7 @@ class Machine:
                                      f"with '{FAULT_REASON}{e}'") from None
             # The same fault; told in the recording's words (why a halt is final depends on
             # whether host input was still open, which a replay does not have).
-            raise GuestError(recorded[1], e.icount, e.rip) from None
+            raise RecordedFault(recorded[1], e.icount, e.rip) from None
         raise Divergence(at, f"the recording ended here with '{reason}'; the replay runs on")
 
     def _digest(self, when: int) -> None:

@@ -417,3 +417,23 @@ def test_a_divergence_inside_a_port_read_is_one_line(guests, tmp_path):
     rep = replay(guests, bad, guest="clock")
     assert rep.status == 6, rep.err
     assert one_line(rep).startswith(f"urr: replay diverged at icount {dropped.icount}")
+
+
+def test_a_fault_the_recording_did_not_have_is_a_divergence(guests, ticks):
+    """The replay's guest faults (here: a ud2 put at its entry point, as a changed input could
+    make it do) where the recorded guest ran on: a divergence (urr exits 6), not a guest fault (4)."""
+    from cpu.machine import GuestError
+    from replay.player import Divergence
+    from urr.options import parse_args
+    from urr.session import Session
+
+    session = Session(parse_args(["-kernel", guests["ticks"], "-display", "none", "-snapshots", "off",
+                                  "-icount", f"shift=7,rr=replay,rrfile={ticks}"]))
+    try:
+        session.machine.ram.write(session.machine.rip(), b"\x0f\x0b")  # ud2
+        with pytest.raises(Divergence, match="the guest faulted where the recording did not: "
+                                             "unhandled exception #UD invalid opcode") as caught:
+            session.run()
+        assert not isinstance(caught.value, GuestError) and caught.value.icount == 0
+    finally:
+        session.close(None, "test")
