@@ -265,6 +265,67 @@ class Machine:
         self.exit_status = status
         self._end_slice_now()
 
+    # -- a debugger's writes ------------------------------------------------------------------
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        """A debugger's write to RAM: an input (logged in a recording; in a replay it takes the
+        run off its recording). ValueError, nothing written, outside RAM."""
+        self._check_ram(address, len(data))
+        self._poke_memory(address, data)
+        self.seam.debugger.memory(address, data)  # once made: a refused write is no input
+
+    def write_register(self, name: str, value: int) -> None:
+        """A debugger's write to a register (cpu.cpustate's names; x87 registers take the 80-bit
+        value, MSRs by name). ValueError, nothing written, for a name or value it cannot take."""
+        self._check_register(name, value)
+        self._poke_register(name, value)
+        self.seam.debugger.register(name, value)
+
+    def _poke_memory(self, address: int, data: bytes) -> None:
+        self.ram.write(address, data)
+        self.uc.ctl_remove_cache(address, address + max(len(data), 1))  # code may have changed
+
+    def _check_ram(self, address: int, length: int) -> None:
+        if address < 0 or address + length > self.ram.size:
+            raise ValueError(f"memory {address:#x}+{length} is outside RAM")
+
+    def _check_register(self, name: str, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"register {name}: negative value")
+        if name not in cpustate.MSRS:
+            try:
+                cpustate.reg_id(name)
+            except AttributeError:
+                raise ValueError(f"unknown register {name}") from None
+
+    def _poke_register(self, name: str, value: int) -> None:
+        """Write a register; UcError from Unicorn (a selector it refuses) becomes ValueError,
+        with the register as it was."""
+        try:
+            if name.startswith("st") and name[2:].isdigit():
+                self.uc.reg_write(cpustate.reg_id(name), (value & ((1 << 64) - 1), value >> 64))
+            elif name in cpustate.MSRS:
+                self.uc.msr_write(cpustate.MSRS[name], value)
+            else:
+                self.uc.reg_write(cpustate.reg_id(name), value)
+        except UcError as e:
+            raise ValueError(f"cannot write {value:#x} to register {name}: {e}") from None
+
+    def _replay_debugger_write(self, rec: L.Record) -> None:
+        """Replay: make the write the recording's debugger made here."""
+        self.seam.core.player.take(rec.kind, self.icount)
+        try:
+            if rec.kind == L.MEMWRITE:
+                self._check_ram(rec.fields[0], len(rec.fields[1]))
+                self._poke_memory(rec.fields[0], rec.fields[1])
+            else:
+                name = rec.fields[0].decode("ascii", errors="replace")
+                self._check_register(name, rec.fields[1])
+                self._poke_register(name, rec.fields[1])
+        except ValueError as e:
+            raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} here cannot be "
+                                          f"made: {e}") from None
+
     # -- running ------------------------------------------------------------------------------
 
     def rip(self) -> int:
@@ -290,6 +351,11 @@ class Machine:
         except RecordedFault:
             raise
         except GuestError as e:
+            player = self.seam.core.player
+            rec = player.peek()
+            if rec is not None and rec.kind == L.END and rec.icount == e.icount:  # an unmapped
+                player.take(L.END, e.icount)  # fetch faults at the end of the slice before it
+                raise self._as_recorded(rec.fields[1].decode(errors="replace"), e.icount, e) from None
             raise Divergence(e.icount, f"the guest faulted where the recording did not: {e}") from None
 
     def _run(self, until: Optional[int]) -> Stop:
@@ -536,6 +602,8 @@ class Machine:
                 self.timers.fire_due(self.icount)
             elif rec.kind == L.CHAR:
                 self.uart.receive(self.seam.char.logged())
+            elif rec.kind in (L.MEMWRITE, L.REGWRITE):
+                self._replay_debugger_write(rec)
             else:  # END
                 status, reason = rec.fields[0], rec.fields[1].decode(errors="replace")
                 if status >= 0:
@@ -590,14 +658,17 @@ class Machine:
             else:
                 self._slice(1)
         except GuestError as e:
-            recorded = re.fullmatch(rf"{re.escape(FAULT_REASON)}(.*) \(icount (\d+), rip (0x[0-9a-f]+)\)", reason)
-            if recorded is None or (int(recorded[2]), int(recorded[3], 16)) != (e.icount, e.rip):
-                raise Divergence(at, f"the recording ended here with '{reason}'; the replay "
-                                     f"with '{FAULT_REASON}{e}'") from None
-            # The same fault; told in the recording's words (why a halt is final depends on
-            # whether host input was still open, which a replay does not have).
-            raise RecordedFault(recorded[1], e.icount, e.rip) from None
+            raise self._as_recorded(reason, at, e) from None
         raise Divergence(at, f"the recording ended here with '{reason}'; the replay runs on")
+
+    def _as_recorded(self, reason: str, at: int, e: GuestError) -> Exception:
+        """What the replay's fault `e` is where the recording ended with `reason`: the same
+        fault (icount and RIP), told in the recording's words (why a halt is final depends on
+        whether host input was still open, which a replay does not have), or a divergence."""
+        recorded = re.fullmatch(rf"{re.escape(FAULT_REASON)}(.*) \(icount (\d+), rip (0x[0-9a-f]+)\)", reason)
+        if recorded is None or (int(recorded[2]), int(recorded[3], 16)) != (e.icount, e.rip):
+            return Divergence(at, f"the recording ended here with '{reason}'; the replay with '{FAULT_REASON}{e}'")
+        return RecordedFault(recorded[1], e.icount, e.rip)
 
     def _digest(self, when: int) -> None:
         """Log (record) or check (replay) the state digest, then schedule the next one."""

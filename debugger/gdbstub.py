@@ -16,6 +16,7 @@ import os
 import re
 import select
 import socket
+import sys
 import threading
 from typing import Callable, Optional
 
@@ -30,6 +31,7 @@ MAX_MEMORY = (PACKET_SIZE - 16) // 2  # bytes of memory one hex-encoded `m` repl
 THREAD = "01"  # the one thread GDB sees
 SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
 NAK_RETRIES = 5
+MAX_ERROR_TEXT = 200  # characters of an E.message reply
 REPEAT_INTERRUPT_S = 0.005  # after Ctrl-C, how often the request is repeated until the run stops
 REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
 
@@ -287,6 +289,7 @@ class _Session:
         self.watches: set[tuple[int, int, str]] = set()
         self.icount_breaks = False
         self.ended: Optional[str] = None
+        self.error_text = False  # GDB takes E.message replies (it said error-message+)
         self.handlers: dict[str, Callable[[str], Optional[str]]] = {
             "?": lambda _: self.last_stop, "g": self.read_all, "G": self.write_all,
             "p": self.read_one, "P": self.write_one, "m": self.read_mem, "M": self.write_mem,
@@ -338,11 +341,20 @@ class _Session:
             return ""  # unsupported: GDB falls back or tells the user
         try:
             return handler(text[len(name):])
-        except ValueError:
-            return "E01"
-        except Exception:  # a failing command must not end the debugging session
-            log.exception("gdb stub: packet %r failed", text[:64])
-            return "E01"
+        except ValueError as e:  # bad input, or a request the position cannot take
+            return self.error_reply(name, str(e))
+        except Exception as e:  # a failing command must not end the debugging session
+            log.error("urr: gdb stub: packet %r failed: %s: %s", text[:64], type(e).__name__, e)
+            return self.error_reply(name, f"{type(e).__name__}: {e}")
+
+    def error_reply(self, name: str, message: str) -> str:
+        """`E.message` to a GDB that accepts it (qSupported's error-message+, GDB 15 on); else
+        E01, the message then going to urr's standard error, where the user sees it."""
+        line = message.splitlines()[0] if message else "error"
+        if self.error_text:
+            return "E." + "".join(c if " " <= c <= "~" and c not in "$#}*" else "?" for c in line)[:MAX_ERROR_TEXT]
+        print(f"urr: gdb {name or 'packet'}: {line}", file=sys.stderr, flush=True)
+        return "E01"
 
     def forget_breakpoints(self) -> None:
         """Remove what this connection inserted, so a later run is not stopped by a dead session's."""
@@ -363,7 +375,8 @@ class _Session:
 
     # -- connection ---------------------------------------------------------------------------
 
-    def supported(self, _args: str) -> str:
+    def supported(self, args: str) -> str:
+        self.error_text = "error-message+" in args.lstrip(":").split(";")
         features = [f"PacketSize={PACKET_SIZE:x}", "qXfer:features:read+", "swbreak+", "hwbreak+",
                     "ConditionalBreakpoints+"]
         if self.tl.can_reverse:
@@ -400,7 +413,7 @@ class _Session:
         """G: write back only the registers whose value changed (rewriting cs or cr0 has effects)."""
         data = bytes.fromhex(args)
         if len(data) != G_PACKET_SIZE:
-            return "E01"
+            raise ValueError(f"G: {len(data)} bytes of registers, not {G_PACKET_SIZE}")
         current = self.tl.read_registers()
         offset = 0
         for reg in REGISTERS:
@@ -425,7 +438,7 @@ class _Session:
         reg = self._register(number)
         data = bytes.fromhex(value)
         if len(data) != reg.size:
-            return "E01"
+            raise ValueError(f"register {reg.name} has {reg.size} bytes, not {len(data)}")
         self.tl.write_register(reg.name, int.from_bytes(data, "little"))
         return "OK"
 
@@ -447,7 +460,7 @@ class _Session:
 
     def _store(self, addr: int, length: int, data: bytes) -> str:
         if len(data) != length:
-            return "E01"
+            raise ValueError(f"{len(data)} bytes of data for a write of {length}")
         try:
             self.tl.write_memory(addr, data)
         except ValueError:
@@ -502,11 +515,11 @@ class _Session:
         stepping (r) runs until the PC leaves the range, in one resume."""
         actions = args.split(";")
         if len(actions) < 2 or actions[0] != "":
-            return "E01"
+            raise ValueError("vCont without an action")
         action = actions[1].split(":")[0]
         if action[:1] in ("S", "C"):  # with a signal, which bare metal has none to deliver
             if len(action) != 3:
-                return "E01"
+                raise ValueError(f"vCont action {action!r}: expected a two-digit signal")
             _hex_int(action[1:])
             action = action[0].lower()
         if action == "s":
@@ -516,9 +529,9 @@ class _Session:
         if action.startswith("r"):  # rSTART,END: step while the PC stays in [START, END)
             start, end = (_hex_int(a) for a in action[1:].split(","))
             if end <= start:
-                return "E01"
+                raise ValueError(f"empty step range {start:#x}-{end:#x}")
             return self._run(lambda: self.tl.step_range(start, end))
-        return "E01"
+        raise ValueError(f"unknown vCont action {action!r}")
 
     def reverse(self, action: Callable[[], Stop], watched: bool = True) -> str:
         """bs/bc.  GDB only sends them when qSupported offered ReverseStep/ReverseContinue, which a
@@ -587,12 +600,12 @@ class _Session:
         if kind in ("0", "1"):
             try:
                 condition = self._condition(args)
-            except AgentExprError:  # GDB says it cannot insert the breakpoint
-                return "E01"
+            except AgentExprError as e:  # GDB says it cannot insert the breakpoint
+                raise ValueError(f"breakpoint condition: {e}") from None
             self.tl.add_breakpoint(addr, condition)
             self.breaks.setdefault(addr, set()).add(kind)
         elif ";" in args:
-            return "E01"  # conditions are offered for breakpoints only
+            raise ValueError("conditions are offered for breakpoints only")
         elif kind in _WATCH_KIND:  # GDB ignores `watch` hits that leave the value alone: so do we
             self.tl.add_watchpoint(addr, length, _WATCH_KIND[kind], changes_only=kind == "2")
             self.watches.add((addr, length, _WATCH_KIND[kind]))

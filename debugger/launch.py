@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from debugger.timeline import Stop, Timeline
 from urr.session import Session
@@ -54,9 +54,11 @@ def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
 def run_debugger(session: Session, opts) -> int:
     """Serve GDB (from the start with -S, else wherever it interrupts the run) or the console
     (from the start) until the user detaches or quits; returns the exit status: the guest's if
-    the position is at its exit by then (a detach runs to the end first), else 0."""
+    the position is at its exit by then (a detach runs to the end first), else 0; 6 for a replay
+    the debugger changed and left so (see Timeline.off_recording), or whose run on diverged."""
     timeline = make_timeline(session)
     reason = "debugger session ended"
+    status: Optional[int] = None
     try:
         if opts.gdb:
             from debugger.gdbstub import GdbServer, parse_gdb_address
@@ -76,8 +78,7 @@ def run_debugger(session: Session, opts) -> int:
             # A recording whose guest exits before GDB comes ends as without -gdb; a replay
             # that reaches its end waits there (to be debugged backwards).
             if opts.freeze or run_until_attached(server, timeline).reason != "exited":
-                if server.serve_one() == "detach":
-                    timeline.cont()
+                status, reason = _serve(server, timeline, host)
         else:
             from debugger.console import Console
 
@@ -88,4 +89,31 @@ def run_debugger(session: Session, opts) -> int:
         return 130
     finally:
         session.close(timeline.exit_status, reason)
-    return timeline.exit_status or 0
+    if timeline.off_recording:
+        print(f"urr: {timeline.divergence()}", file=sys.stderr, flush=True)
+        return 6
+    return status if status is not None else timeline.exit_status or 0
+
+
+def _serve(server: GdbServer, timeline: Timeline, host: str) -> tuple[Optional[int], str]:
+    """GDB connections, one after another, until one detaches or kills: a dropped connection
+    leaves the position as it is and waits for the next, as QEMU does. Returns the exit status
+    a detach's run on decided (None: the usual), and the reason the run ended."""
+    from cpu.machine import FAULT_REASON, GuestError
+
+    while True:
+        how = server.serve_one()
+        if how == "kill" or (how == "disconnect" and not timeline.replaying and timeline.exit_status is not None):
+            return None, "debugger session ended"  # (GDB drops a recording whose guest exited)
+        if how == "detach":
+            if timeline.off_recording:
+                return None, "debugger session ended"  # no run on: it is not the recording's
+            stop = timeline.cont()
+            if stop.reason != "fault":
+                return None, "debugger session ended"
+            print(f"urr: {stop.message}", file=sys.stderr, flush=True)
+            if isinstance(timeline.failure, GuestError):
+                return 4, f"{FAULT_REASON}{stop.message}"
+            return 6, "debugger session ended"
+        print(f"urr: gdb went away at icount {timeline.icount}; waiting for gdb on "
+              f"{host}:{server.port} (Ctrl-C ends urr)", file=sys.stderr, flush=True)

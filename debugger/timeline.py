@@ -37,11 +37,12 @@ from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 from cpu import cpustate
 from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
-from cpu.machine import Machine, Stop as MachineStop
+from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
 from debugger.rangestep import RangeExits, indirect_target, range_exits
 from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearches
 from replay import log as L
+from replay.player import Divergence
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
 
@@ -106,6 +107,7 @@ class Timeline(ReverseSearches):
         self._ignore_break_at: Optional[int] = None
         self._pending: Optional[Hit] = None
         self._exited: Optional[MachineStop] = None
+        self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
         self._write_index: Optional[WriteIndex] = None
         self.use_write_index = True  # False: searches for writes replay everything (a reference)
@@ -226,26 +228,38 @@ class Timeline(ReverseSearches):
         return self.machine.uc.reg_read(cpustate.reg_id(name))
 
     def write_register(self, name: str, value: int) -> None:
-        name = _GDB_TO_STATE.get(name, name)
-        self.steps.clear()  # the state is no longer the recording's
-        if name.startswith("st") and name[2:].isdigit():
-            self.machine.uc.reg_write(cpustate.reg_id(name), (value & ((1 << 64) - 1), value >> 64))
-            return
-        if name in cpustate.MSRS:
-            self.machine.uc.msr_write(cpustate.MSRS[name], value)
-            return
-        try:
-            self.machine.uc.reg_write(cpustate.reg_id(name), value)
-        except AttributeError:
-            raise ValueError(f"unknown register {name}") from None
+        """An input (see write_memory); ValueError for a register or value it cannot take."""
+        self.machine.write_register(_GDB_TO_STATE.get(name, name), value)
+        self._state_changed()
 
     def read_memory(self, addr: int, length: int) -> bytes:
         return self.machine.ram.read(addr, length)
 
     def write_memory(self, addr: int, data: bytes) -> None:
-        self.steps.clear()  # the state is no longer the recording's
-        self.machine.ram.write(addr, data)
-        self.machine.uc.ctl_remove_cache(addr, addr + max(len(data), 1))
+        """An input: logged in a recording (its replay makes it too); in a replay it takes the
+        timeline off the recording (see off_recording)."""
+        self.machine.write_memory(addr, data)
+        self._state_changed()
+
+    @property
+    def off_recording(self) -> bool:
+        """A replay the debugger changed: until going back (a snapshot restored) its state is not
+        the recording's, so no snapshot of it is stored and leaving it so is a divergence."""
+        return self.replaying and self.machine.seam.debugger.changed_at is not None
+
+    def divergence(self) -> Divergence:
+        """What leaving the replay here says, while off_recording."""
+        writes = self.machine.seam.debugger
+        return Divergence(writes.changed_at or 0, writes.divergence_text())
+
+    def _state_changed(self) -> None:
+        self.steps.clear()  # what they kept is the state before the write
+        if self.off_recording and self.snapshots is not None:
+            self.snapshots.pause()
+
+    def _back_on_recording(self) -> None:
+        """A snapshot (always one of the recording) was restored."""
+        self.machine.seam.debugger.back_on_recording()
 
     # -- breakpoints and watchpoints ----------------------------------------------------------
 
@@ -394,6 +408,8 @@ class Timeline(ReverseSearches):
         from, whether or not the guest exited there); in a recording, the guest's exit."""
         if stop.reason == "exit":
             self._exited = stop
+        if self.off_recording:  # the recording's end or exit, reached from another state
+            return self._stop("fault", message=str(self.divergence()))
         reason = "end" if self.replaying else "exited"
         return self._stop(reason, exit_status=stop.status, message=stop.message)
 
@@ -421,7 +437,7 @@ class Timeline(ReverseSearches):
                 try:
                     stop = self._advance(limit)
                 except Exception as e:  # a guest fault or divergence ends the run here
-                    return self._stop("fault", message=str(e))
+                    return self._fault(e)
                 if stop.reason == "limit":
                     if until is not None and self.icount >= until:
                         return self._stop("step")
@@ -443,6 +459,12 @@ class Timeline(ReverseSearches):
         finally:
             self._ignore_break_at = None
 
+    def _fault(self, error: Exception) -> Stop:
+        """A guest fault or divergence ended a run here; off the recording, the change made is
+        its cause."""
+        self.failure = self.divergence() if self.off_recording else error
+        return self._stop("fault", message=str(self.failure))
+
     def _restore_ahead(self, icount: int) -> bool:
         """Restore the latest snapshot at or before `icount` if it is far enough ahead of here
         to be worth it (guest output of the stretch skipped is not shown); whether it did."""
@@ -450,6 +472,7 @@ class Timeline(ReverseSearches):
         info = self.snapshots.nearest(icount)
         if info is not None and info.icount >= self.icount + FORWARD_RESTORE_MIN:
             self.snapshots.restore(info.name)
+            self._back_on_recording()
             return True
         return False
 
@@ -559,6 +582,7 @@ class Timeline(ReverseSearches):
         if info is None:
             raise ValueError(f"no snapshot at or before icount {icount}")
         self.snapshots.restore(info.name)
+        self._back_on_recording()
         self._exited = None
         return info.icount
 
@@ -581,7 +605,10 @@ class Timeline(ReverseSearches):
             restored = self.can_reverse and self._restore_ahead(icount - STEP_SPAN)
         if icount < self.start:
             return self._stop("begin")
-        stop = self._land(icount, STEP_SPAN) if restored else self._replay_to(icount)[0]
+        try:
+            stop = self._land(icount, STEP_SPAN) if restored else self._replay_to(icount)[0]
+        except (Divergence, GuestError) as e:
+            return self._fault(e)
         if stop.reason == "limit":
             return self._stop("step")
         return self._ended(stop)

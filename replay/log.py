@@ -31,7 +31,7 @@ CHUNK_HEADER_SIZE = _CHUNK.size
 MAX_CHUNK_RAW = 1 << 24
 
 # Record kinds and their field layouts: "v" varint, "z" zigzag varint, "b" length-prefixed bytes.
-IRQ, WAKE, CLOCK, CHAR, BLOCK, RANDOM, DIGEST, END = range(1, 9)
+IRQ, WAKE, CLOCK, CHAR, BLOCK, RANDOM, DIGEST, END, MEMWRITE, REGWRITE = range(1, 11)
 FIELDS: dict[int, str] = {
     IRQ: "v",  # vector
     WAKE: "v",  # icount the halted CPU woke at, minus the icount of the HLT
@@ -41,10 +41,13 @@ FIELDS: dict[int, str] = {
     RANDOM: "v",  # value
     DIGEST: "bbbb",  # general registers (varints), other-register hash, RAM hash, changed pages
     END: "zb",  # exit status (-1 for none), reason text
+    MEMWRITE: "vb",  # a debugger's write to memory: address, bytes
+    REGWRITE: "bv",  # a debugger's write to a register: its name, value
 }
 NAMES = {IRQ: "irq", WAKE: "wake", CLOCK: "clock", CHAR: "char", BLOCK: "block",
-         RANDOM: "random", DIGEST: "digest", END: "end"}
-ASYNC = frozenset((IRQ, WAKE, CHAR, END))  # acted on by the executor between slices
+         RANDOM: "random", DIGEST: "digest", END: "end", MEMWRITE: "memory write",
+         REGWRITE: "register write"}
+ASYNC = frozenset((IRQ, WAKE, CHAR, END, MEMWRITE, REGWRITE))  # acted on by the executor between slices
 
 
 class LogError(ValueError):

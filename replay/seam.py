@@ -7,6 +7,9 @@ entropy, char, events, digest: one small module each) and one core that knows th
 - "record": inputs come from the host and each is logged, stamped with the current icount;
 - "replay": inputs come from the log; the host is never consulted.
 
+A debugger's writes (replay.debugwrites) are inputs too: logged in a recording, made again in
+its replay; in a replay, one made by the user takes the run off its recording.
+
 A device makes one call at its point of non-determinism and cannot tell the modes apart."""
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any, Callable, Optional
 from replay import log as L
 from replay.block import BlockInputs
 from replay.char import CharInputs
+from replay.debugwrites import DebuggerWrites
 from replay.digest import DigestCheck
 from replay.entropy import EntropyInputs
 from replay.events import AsyncEvents
@@ -65,7 +69,8 @@ class SeamCore:
 
 
 class Seam:
-    """Everything non-deterministic, by input class."""
+    """Everything non-deterministic, by input class (time, block, entropy, char, events, digest,
+    debugger)."""
 
     def __init__(self, core: SeamCore) -> None:
         self.core = core
@@ -76,6 +81,7 @@ class Seam:
         self.char = CharInputs(core)
         self.events = AsyncEvents(core)
         self.digest = DigestCheck(core)
+        self.debugger = DebuggerWrites(core)
 
     def record_into(self, writer: L.LogWriter) -> None:
         """Leave replay: from now on inputs come from the host and are logged to `writer` (a
@@ -83,6 +89,7 @@ class Seam:
         self.core.mode = self.mode = "record"
         self.core.writer = writer
         self.core.player = None
+        self.debugger.back_on_recording()  # the changed state is the branch's own start
 
     @classmethod
     def plain(cls, now: Callable[[], int] = lambda: 0) -> "Seam":

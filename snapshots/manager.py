@@ -105,6 +105,11 @@ class SnapshotManager:
             self.next_due = (self.machine.icount // self.interval + 1) * self.interval
             self.timer.arm(self.next_due + self.interval // SLACK_DIVISOR)
 
+    def pause(self) -> None:
+        """No periodic snapshot until the next restore: a debugger changed the replay's state,
+        which is not the recording's, and the catalog holds only the recording's states."""
+        self.next_due = None
+
     def take(self, name: str, kind: str) -> SnapshotInfo:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False

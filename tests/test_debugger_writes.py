@@ -1,0 +1,229 @@
+"""A debugger's writes are inputs: a recording made under GDB with `set var` replays exactly; in a
+replay a write takes the timeline off its recording (no snapshot of the changed state is stored,
+going back returns to the recording, leaving it so is a divergence, exit 6); GDB may disconnect
+and reconnect; stub errors are replies, never tracebacks."""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from debugger.timeline import Timeline
+from replay import log as L
+from tests.conftest import ROOT, run_urr
+from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
+from tests.test_gdb_e2e import GDB, SESSION, _listening_port, run_gdb
+from tests.test_gdbstub import Client, Served
+from urr.options import parse_args
+from urr.session import Session
+
+needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+DENSE = "10ms:1s,100ms"
+
+
+@pytest.fixture(scope="module")
+def coarse_ticks(guests, tmp_path_factory) -> str:
+    """ticks (~800 k instructions) recorded with one snapshot per 100 ms: a replay keeping one
+    per 10 ms adds its own to the catalog."""
+    rr = str(tmp_path_factory.mktemp("writes") / "ticks.rr")
+    rec = run_urr("-kernel", guests["ticks"], "-serial", "none", "-snapshots", "100ms",
+                  "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init")
+    assert rec.status == 33, rec.err
+    return rr
+
+
+def dense_replay(guests, rr: str) -> Timeline:
+    opts = parse_args(["-kernel", guests["ticks"], "-display", "none", "-serial", "none", "-snapshots", DENSE,
+                       "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    timeline = Timeline(session.machine, session.snapshots, True)
+    timeline.session = session
+    return timeline
+
+
+def verify(guests, rr: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from snapshots.cli import main; raise SystemExit(main())",
+                           "verify", rr, "--kernel", guests["ticks"]], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+def test_a_changed_replay_stores_no_snapshot_and_going_back_returns_to_the_recording(guests, coarse_ticks):
+    """Before: the replay went on taking periodic snapshots of the changed state into the
+    recording's catalog (`urr-snap verify` then failed), and ran on silently."""
+    tl = dense_replay(guests, coarse_ticks)
+    try:
+        tl.seek(200_000)
+        here, addr = tl.icount, tl.frame_registers()[1]  # the stack: the guest reads it again
+        recorded = tl.read_memory(addr, 8)
+        names = set(tl.snapshots.infos)
+        tl.write_memory(addr, bytes(8))
+        assert tl.off_recording
+        stop = tl.cont()
+        assert stop.reason == "fault"
+        assert stop.message == (f"replay diverged at icount {here}: the debugger changed memory at {addr:#x} "
+                                "there, so this is not the recorded run (go back to return to it, or branch "
+                                "to record the changed run)")
+        assert set(tl.snapshots.infos) == names  # none of the changed state
+        tl.seek(here)  # back: the recording's state again
+        assert not tl.off_recording and tl.read_memory(addr, 8) == recorded
+        stop = tl.cont()
+        assert (stop.reason, stop.exit_status) == ("end", 33)
+        assert len(tl.snapshots.infos) > len(names)  # on the recording, the replay adds its own again
+    finally:
+        tl.close()
+    v = verify(guests, coarse_ticks)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_a_register_write_is_a_change_too_and_a_seek_back_undoes_it(guests, coarse_ticks):
+    tl = dense_replay(guests, coarse_ticks)
+    try:
+        tl.seek(300_000)
+        here, rax = tl.icount, tl.read_register("rax")
+        tl.write_register("rax", rax ^ 0xFFFF)
+        assert tl.off_recording and tl.read_register("rax") == rax ^ 0xFFFF
+        assert tl.divergence().detail.startswith("the debugger changed register rax there")
+        stop = tl.reverse_stepi()
+        assert stop.reason == "step" and not tl.off_recording
+        assert tl.seek(here).reason == "step" and tl.read_register("rax") == rax
+    finally:
+        tl.close()
+
+
+@needs_gdb
+def test_leaving_a_changed_replay_is_a_divergence(recorded, tmp_path):  # noqa: F811
+    """Before: `detach` after `set var` made urr exit 0, its output cut short."""
+    hello = recorded("hello")
+    run = run_gdb(hello, ["break kmain", "continue", "monitor info replay", "set var $rdi = 1234", "detach"],
+                  tmp_path)
+    assert run.status == 6, run.urr_err
+    at, = run.icounts()
+    lines = [line for line in run.urr_err.splitlines() if line.startswith("urr: replay diverged")]
+    assert lines == [f"urr: replay diverged at icount {at}: the debugger changed register rdi there, so this is "
+                     "not the recorded run (go back to return to it, or branch to record the changed run)"]
+    assert "Traceback" not in run.urr_err
+
+
+@needs_gdb
+def test_going_back_after_a_change_leaves_the_replay_on_its_recording(recorded, tmp_path):  # noqa: F811
+    hello = recorded("hello")
+    run = run_gdb(hello, ["break kmain", "continue", "set var $rdi = 1234", "reverse-stepi", "stepi",
+                          "print $rdi", "detach"], tmp_path)
+    assert run.status == hello.status, run.urr_err
+    assert f"$1 = {16 << 20}" in run.out  # the recorded ram_size argument again
+    assert "diverged" not in run.urr_err
+
+
+def rodata_address(rec: Recording, text: bytes) -> int:
+    seg = next(s for s in rec.elf.segments if text in s.data)
+    return seg.paddr + seg.data.index(text)
+
+
+@needs_gdb
+def test_a_recording_with_debugger_writes_replays_exactly(recorded, tmp_path):  # noqa: F811
+    """Before: the writes were inputs the log never saw; the replay diverged."""
+    hello = recorded("hello")
+    rrfile = str(tmp_path / "written.rr")
+    greeting = rodata_address(hello, b"Hello from urr")
+    run = run_gdb(hello, ["break kmain", "continue", "set var ram_size = 33554432",
+                          f"set var *(char *){greeting:#x} = 'J'", "delete", "continue"],
+                  tmp_path, mode="record", rrfile=rrfile)
+    assert run.status == hello.status, run.urr_err
+    records = [r for c in L.LogReader(rrfile).chunks() for r in c.records]
+    assert {L.REGWRITE, L.MEMWRITE} <= {r.kind for r in records} and records[-1].kind == L.END
+    replay = run_urr("-kernel", hello.kernel, "-serial", "stdio", "-icount",
+                     f"shift=7,rr=replay,rrfile={rrfile},rrsnapshot=init")
+    assert replay.status == hello.status, replay.err
+    assert b"Jello from urr" in replay.out and b"RAM: 32 MiB" in replay.out
+    assert f"replayed {records[-1].icount} instructions" in replay.note("replayed")
+
+
+def gdb_batch(port: int, kernel: str, commands: list[str]) -> str:
+    argv = [GDB, "-nx", "-batch", "-ex", f"file {kernel}", "-ex", f"target remote 127.0.0.1:{port}"]
+    for command in commands:
+        argv += ["-ex", command]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=SESSION).stdout
+
+
+@needs_gdb
+def test_gdb_can_disconnect_and_reconnect(recorded, tmp_path):  # noqa: F811
+    """Before: a dropped connection ended urr. Now the position is kept for the next GDB."""
+    hello = recorded("hello")
+    err_path = str(tmp_path / "urr.err")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-serial", "none",
+                                 *hello.urr_args(), "-gdb", "tcp::0", "-S"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        port = _listening_port(proc, err_path)
+        first = gdb_batch(port, hello.kernel, ["break kmain", "continue", "monitor info replay", "disconnect"])
+        at = re.search(r"Recording position: icount (\d+)", first).group(1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "urr ended when GDB disconnected"
+        second = gdb_batch(port, hello.kernel, ["monitor info replay", 'printf "@pc=%#lx\\n", $pc',
+                                                "continue"])
+        assert f"Recording position: icount {at}" in second
+        assert f"@pc={hello.elf.addr('kmain'):#x}" in second
+        assert proc.wait(timeout=SESSION) == hello.status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with open(err_path) as f:
+        err = f.read()
+    assert f"urr: gdb went away at icount {at}; waiting for gdb on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+# -- stub errors: replies, never tracebacks ----------------------------------------------------------
+
+
+@pytest.fixture
+def served_replay(recorded):  # noqa: F811
+    hello = recorded("hello")
+    with Timeline.for_replay(hello.rrfile, hello.kernel, snapshot="init") as tl:
+        served = Served(tl)
+        client = Client(served.server.port)
+        try:
+            yield tl, client
+        finally:
+            client.close()
+            served.server.close()
+
+
+def regnum(name: str) -> int:
+    from debugger.tdesc import REGISTERS
+    return next(i for i, r in enumerate(REGISTERS) if r.name == name)
+
+
+def test_a_selector_unicorn_refuses_is_an_error_reply(served_replay, caplog, capfd):
+    """`set $fs = 0x2b` in long mode: Unicorn raises; before, the stub logged a traceback."""
+    tl, client = served_replay
+    assert client.ask(f"P{regnum('fs'):x}=" + (0x2B).to_bytes(4, "little").hex()) == "E01"
+    assert "urr: gdb P: cannot write 0x2b to register fs" in capfd.readouterr().err
+    assert not tl.off_recording  # nothing was written
+    assert client.ask("qSupported:multiprocess+;error-message+").startswith("PacketSize=")
+    reply = client.ask(f"P{regnum('gs'):x}=" + (0x2B).to_bytes(4, "little").hex())
+    assert reply.startswith("E.cannot write 0x2b to register gs: "), reply
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
+def test_seeking_and_stepping_back_after_a_change_are_answered(served_replay, caplog):
+    """Before: `monitor replay_seek` or `bs` after a write failed with a traceback."""
+    tl, client = served_replay
+    for _ in range(50):
+        assert client.ask("s").startswith("T05")
+    assert client.ask(f"P{regnum('rsp'):x}=" + (0x1000).to_bytes(8, "little").hex()) == "OK"
+    assert tl.off_recording
+    assert client.ask("s").startswith("T05")
+    text, reply = client.ask_console("qRcmd," + b"replay_seek 20".hex())
+    assert reply == "OK" and "at icount 20" in text and not tl.off_recording
+    assert client.ask(f"P{regnum('rsp'):x}=" + (0x1000).to_bytes(8, "little").hex()) == "OK"
+    assert client.ask("bs").startswith("T05") and tl.icount == 19 and not tl.off_recording
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
