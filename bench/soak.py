@@ -1,6 +1,6 @@
 """Soak: randomized record/replay pairs, and a fuzz pass over the event log's reader.
 
-    python bench/soak.py --pairs 100 --seed 1 [--mutations 200] [--jobs 2] [--json]
+    python bench/soak.py --pairs 100 --seed 1 [--mutations 200] [--stub 4] [--short] [--jobs 2] [--json]
 
 Pairs: each records a guest picked at random (every example and test guest but the two
 benchmark ones) with a random RAM size, icount shift, snapshot policy, initial snapshot or not,
@@ -8,7 +8,13 @@ disk image (random content and size) or none, and serial input typed at random h
 then replays it, from boot or from a snapshot. A pair passes when the replay ends with the
 recording's exit status and final state hash (and, from boot, prints the same output), and every
 line on standard error is one of urr's (no traceback). A recording refused before it starts
-(a guest that does not fit in the RAM size drawn) counts as refused, not as a pair.
+(a guest that does not fit in the RAM size drawn) counts as refused, not as a pair. `--short`
+pairs draw RAM sizes up to 64M and end each recording by a Ctrl-C at a random moment within
+SHORT_SECONDS of host time (its replay must reach that end record, in the same state), so that
+a pair costs about a second whatever the guest.
+
+urr runs in-process (urr.cli.main, with standard input, output and error captured and Ctrl-C as a
+real SIGINT), in `--jobs` spawned worker processes: a run costs no interpreter start-up.
 
 Mutations: a recording's log rewritten with one semantic change and valid checksums (a field's
 value, a record's icount, a record dropped, repeated or of another kind, the end record's status
@@ -17,6 +23,11 @@ not matter), or stop with one line and status 2 (bad input), 4 (a fault the reco
 met), 6 (divergence) or 8 (incomplete log): never a traceback, never a different end reported
 as a success.
 
+Stub fuzzing (`--stub N`): N batches of bench/stubfuzz.py (STUB_PACKETS random and hostile GDB
+packets each, against a replay of hello), each in a child process with its own copy of the
+recording. A batch passes when every packet got its reply, the stub logged no unexpected
+exception and the process ended normally with only urr's lines on standard error.
+
 Everything drawn comes from one random.Random(seed), so a run is repeatable but for the host
 timing of serial input (which the recording captures). Figures: pairs, divergences, tracebacks,
 silent differences, and the time taken."""
@@ -24,16 +35,24 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import importlib
+import io
 import json
+import multiprocessing
 import os
 import random
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -45,7 +64,11 @@ SKIP = {"spin", "longloop"}  # benchmark guests: minutes of soak each
 RAM_SIZES = ["2M", "3M", "4M", "8M", "16M", "32M", "64M", "256M", "1G"]
 POLICIES = ["off", "10ms:1s,100ms", "100ms", "1ms:100ms,10ms:1s,100ms"]
 QUIET_STATUSES = {2, 4, 6, 8}  # how a damaged log may end a replay: one line and one of these
+SHORT_RAM_SIZES = ["2M", "3M", "4M", "8M", "16M", "32M", "64M"]
+SHORT_SECONDS = (0.2, 1.5)  # a short pair's recording ends by a Ctrl-C in this range (host seconds)
 RUN_TIMEOUT = 300.0
+RUNS_PER_WORKER = 25  # pool tasks before a worker is replaced by a fresh one
+STUB_PACKETS = 300
 
 
 @dataclass
@@ -65,22 +88,65 @@ class Run:
         return any(not line.startswith("urr: ") for line in self.err.splitlines())
 
 
-def urr(args: list[str], stdin: Optional[Callable[[subprocess.Popen], None]] = None) -> Run:
-    """Run urr; `stdin(proc)` feeds its standard input (else it is empty)."""
-    proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", *args], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@dataclass
+class Typing:
+    """Serial input typed into a recording: each byte after its delay (seconds)."""
+    text: bytes
+    delays: list[float]
+
+
+def urr(args: list[str], typed: Optional[Typing] = None, stop_after: Optional[float] = None) -> Run:
+    """urr's launcher (urr.cli.main) in this process, as a pool worker runs many: no interpreter
+    start-up per run. Standard input is a pipe `typed` is written into, standard output and error
+    are captured. A Ctrl-C (SIGINT to this process, what urr's signal handling takes) ends the run
+    after `stop_after` seconds of host time if it has not ended, and after RUN_TIMEOUT anyway."""
+    from urr.cli import main
+
+    read_end, write_end = os.pipe()
+    saved_stdin, saved_stdout = os.dup(0), sys.stdout
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    done = threading.Event()
+
+    def type_in() -> None:
+        try:
+            for byte, delay in zip(typed.text if typed else b"", typed.delays if typed else []):
+                if done.wait(delay):
+                    break
+                os.write(write_end, bytes((byte,)))
+        finally:
+            os.close(write_end)  # end of input
+    typist = threading.Thread(target=type_in, daemon=True)
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT))
+              for t in (stop_after, RUN_TIMEOUT) if t is not None]
+    out, err = io.BytesIO(), io.StringIO()
+    sys.stdout = captured = io.TextIOWrapper(out, write_through=True)
     try:
-        if stdin is not None:
-            stdin(proc)
-        if proc.stdin is not None and not proc.stdin.closed:
-            proc.stdin.close()
-        proc.stdin = None  # all typed (communicate would flush it again)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return Run(-1, out, err.decode(errors="replace") + "soak: timed out or stdin refused\n")
-    return Run(proc.returncode, out, err.decode(errors="replace"))
+        typist.start()
+        for timer in timers:
+            timer.start()
+        with contextlib.redirect_stderr(err):
+            try:
+                status = main(args + ["-display", "none"])
+            except BaseException:  # what urr let through: a traceback, as a process would print it
+                err.write(traceback.format_exc())
+                status = -1
+    finally:
+        for timer in timers:
+            timer.cancel()
+        done.set()
+        typist.join()
+        captured.detach()  # leaves `out` open
+        sys.stdout = saved_stdout
+        os.dup2(saved_stdin, 0)
+        os.close(saved_stdin)
+        for thread in threading.enumerate():  # urr's reader of the pipe: at its end by now
+            if thread.name == "urr-serial-input":
+                thread.join(5)
+    text = err.getvalue()
+    if status == 130 and stop_after is None:
+        status, text = -1, text + "soak: timed out\n"
+    return Run(status, out.getvalue(), text)
 
 
 def guests() -> list[str]:
@@ -88,24 +154,13 @@ def guests() -> list[str]:
     return sorted(f[:-4] for f in os.listdir(GUESTS) if f.endswith(".elf") and f[:-4] not in SKIP)
 
 
-def typing(rng: random.Random, name: str) -> tuple[Callable[[subprocess.Popen], None], str]:
-    """A function typing serial input at random moments, and what it types."""
+def typing(rng: random.Random, name: str) -> Typing:
+    """Serial input typed at random moments."""
     words = [rng.choice(["hello", "abc", "x" * rng.randint(1, 90), "  ", "\x7fback"]) for _ in range(rng.randint(0, 5))]
     if name == "echo" and rng.random() < 0.8:
         words.append("quit")  # else the guest halts at the end of its input: urr ends it
-    text = "".join(w + rng.choice(["\n", "\r", "\r\n"]) for w in words)
-    delays = [rng.uniform(0, 0.02) for _ in text]
-
-    def feed(proc: subprocess.Popen) -> None:
-        try:
-            for ch, delay in zip(text, delays):
-                time.sleep(delay)
-                proc.stdin.write(ch.encode())
-                proc.stdin.flush()
-            proc.stdin.close()
-        except BrokenPipeError:  # the guest ended before all of it was typed
-            proc.stdin = None
-    return feed, text
+    text = "".join(w + rng.choice(["\n", "\r", "\r\n"]) for w in words).encode()
+    return Typing(text, [rng.uniform(0, 0.02) for _ in text])
 
 
 @dataclass
@@ -115,10 +170,13 @@ class Pair:
     detail: str = ""
 
 
-def one_pair(rng: random.Random, names: list[str], work: str, n: int) -> Pair:
+def one_pair(seed: int, names: list[str], work: str, n: int, short: bool = False) -> Pair:
+    """Pair number `n`, drawn from `seed`. `short`: RAM sizes up to 64M, and the recording ends
+    by a Ctrl-C within SHORT_SECONDS of host time if the guest has not ended by then."""
+    rng = random.Random(seed)
     name = rng.choice(names)
     rr = os.path.join(work, f"p{n}.rr")
-    shift, ram, policy = rng.randint(0, 10), rng.choice(RAM_SIZES), rng.choice(POLICIES)
+    shift, ram, policy = rng.randint(0, 10), rng.choice(SHORT_RAM_SIZES if short else RAM_SIZES), rng.choice(POLICIES)
     init = rng.random() < 0.5
     icount = f"shift={shift},rr=record,rrfile={rr}" + (",rrsnapshot=init" if init else "")
     args = ["-kernel", os.path.join(GUESTS, f"{name}.elf"), "-m", ram, "-snapshots", policy]
@@ -128,10 +186,11 @@ def one_pair(rng: random.Random, names: list[str], work: str, n: int) -> Pair:
         with open(disk, "wb") as f:
             f.write(rng.randbytes(512 * rng.choice([2, 3, 8, 64, 100, 2048])))
         args += ["-drive", f"file={disk},format=raw"]
-    feed, text = typing(rng, name)
+    typed = typing(rng, name)
+    stop_after = rng.uniform(*SHORT_SECONDS) if short else None
     config = {"guest": name, "ram": ram, "shift": shift, "snapshots": policy, "init": init,
-              "disk": disk is not None, "input": len(text)}
-    rec = urr(args + ["-icount", icount], feed)
+              "disk": disk is not None, "input": len(typed.text), "stop_after": stop_after}
+    rec = urr(args + ["-icount", icount], typed, stop_after)
     if rec.status == -1:
         return Pair(config, "timeout", rec.err[-300:])
     if rec.traceback:
@@ -254,22 +313,17 @@ def fuzz_bases(names: list[str], work: str) -> list[tuple[str, str, Run]]:
             with open(img, "wb") as f:
                 f.write(random.Random(7).randbytes(512 * 64))
             args += ["-drive", f"file={img},format=raw"]
-
-        def feed(proc: subprocess.Popen) -> None:
-            try:
-                proc.stdin.write(b"hello\nworld\nquit\n")
-                proc.stdin.close()
-            except BrokenPipeError:
-                proc.stdin = None
-        urr(args + ["-icount", f"shift=7,rr=record,rrfile={rr}"], feed)
+        text = b"hello\nworld\nquit\n"
+        urr(args + ["-icount", f"shift=7,rr=record,rrfile={rr}"], Typing(text, [0.0] * len(text)))
         rep = urr(["-kernel", os.path.join(GUESTS, f"{name}.elf"), "-snapshots", "off",
                    "-icount", f"shift=7,rr=replay,rrfile={rr}"])
         bases.append((name, rr, rep))
     return bases
 
 
-def one_mutation(rng: random.Random, base: tuple[str, str, Run], work: str, n: int) -> Fuzzed:
-    name, rr, original = base
+def one_mutation(seed: int, bases: list[tuple[str, str, Run]], work: str, n: int) -> Fuzzed:
+    rng = random.Random(seed)
+    name, rr, original = rng.choice(bases)
     reader = L.LogReader(rr)
     records = [r for c in reader.chunks() for r in c.records]
     changed, what = mutate(records, rng)
@@ -287,12 +341,44 @@ def one_mutation(rng: random.Random, base: tuple[str, str, Run], work: str, n: i
     return Fuzzed(name, what, "silent", f"status {rep.status}: {rep.err.strip()[-300:]}")
 
 
+# -- the GDB stub -----------------------------------------------------------------------------
+
+@dataclass
+class StubBatch:
+    seed: int
+    packets: int
+    unexpected: list[str]
+    failures: list[str]
+    traceback: bool
+
+
+def one_stub_batch(seed: int, base: str, work: str, n: int) -> StubBatch:
+    """bench/stubfuzz.py with `seed` in a child process, on its own copy of the recording `base`."""
+    rr = os.path.join(work, f"stub{n}.rr")
+    for suffix in ("", ".db", ".db-wal"):
+        if os.path.exists(base + suffix):
+            shutil.copyfile(base + suffix, rr + suffix)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stubfuzz.py"), "--seed", str(seed),
+                           "--packets", str(STUB_PACKETS), "--rrfile", rr, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT * 4)
+    for path in os.listdir(work):
+        if path.startswith(f"stub{n}.rr"):
+            os.remove(os.path.join(work, path))
+    traceback = any(not line.startswith("urr: ") for line in proc.stderr.splitlines())
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return StubBatch(seed, 0, [], [f"seed {seed}: status {proc.returncode}: {proc.stderr[-1500:]}"], traceback)
+    return StubBatch(seed, result["packets"], result["unexpected"], result["failures"], traceback)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 @dataclass
 class Report:
     pairs: list[Pair] = field(default_factory=list)
     fuzzed: list[Fuzzed] = field(default_factory=list)
+    stubs: list[StubBatch] = field(default_factory=list)
     seconds: float = 0.0
 
     def figures(self) -> dict:
@@ -307,36 +393,57 @@ class Report:
             "mutations_same": count(self.fuzzed, "same"),
             "mutations_refused": count(self.fuzzed, "refused"),
             "silent_differences": count(self.fuzzed, "silent"),
-            "tracebacks": count(self.pairs, "traceback") + count(self.fuzzed, "traceback"),
+            "stub_packets": sum(b.packets for b in self.stubs),
+            "stub_unexpected_errors": sum(len(b.unexpected) for b in self.stubs),
+            "stub_failures": sum(len(b.failures) for b in self.stubs),
+            "tracebacks": count(self.pairs, "traceback") + count(self.fuzzed, "traceback")
+                          + sum(b.traceback for b in self.stubs),
             "seconds": round(self.seconds, 1),
         }
 
     def failures(self) -> list[str]:
         bad = [f"pair {p.config}: {p.outcome}: {p.detail}" for p in self.pairs
                if p.outcome in ("divergence", "traceback", "timeout")]
-        return bad + [f"mutation {m.guest} {m.change}: {m.outcome}: {m.detail}" for m in self.fuzzed
-                      if m.outcome in ("silent", "traceback")]
+        bad += [f"mutation {m.guest} {m.change}: {m.outcome}: {m.detail}" for m in self.fuzzed
+                if m.outcome in ("silent", "traceback")]
+        for b in self.stubs:
+            bad += [f"stub seed {b.seed}: unexpected: {u}" for u in b.unexpected] + b.failures
+            bad += [f"stub seed {b.seed}: a traceback on standard error"] if b.traceback else []
+        return bad
 
 
-def soak(pairs: int, mutations: int, seed: int, jobs: int = 1) -> Report:
+def _warm_worker() -> None:
+    """Import what a run needs once, before the first run's Ctrl-C timer starts."""
+    for module in ("urr.session", "snapshots.manager"):
+        importlib.import_module(module)
+
+
+def soak(pairs: int, mutations: int, seed: int, jobs: int = 1, stub: int = 0, short: bool = False) -> Report:
     rng = random.Random(seed)
     names = guests()
     report = Report()
     start = time.monotonic()
+    # Workers are fresh interpreters (spawned: no threads or locks inherited), each running urr
+    # many times in-process, renewed now and then (what a run leaves behind goes with them).
+    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="urr-soak-") as work, \
-            concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        # Each task gets its own generator, seeded in order: the draws do not depend on the
-        # order in which the threads run.
+            concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_warm_worker,
+                                                   max_tasks_per_child=RUNS_PER_WORKER) as pool:
+        # Each task gets its own seed, drawn in order: the draws do not depend on the order in
+        # which the workers run.
         seeds = [rng.getrandbits(64) for _ in range(pairs)]
-        report.pairs = list(pool.map(lambda n: one_pair(random.Random(seeds[n]), names, work, n), range(pairs)))
+        report.pairs = list(pool.map(one_pair, seeds, [names] * pairs, [work] * pairs, range(pairs),
+                                     [short] * pairs))
         if mutations:
-            bases = fuzz_bases(names, work)
+            bases = pool.submit(fuzz_bases, names, work).result()
             seeds = [rng.getrandbits(64) for _ in range(mutations)]
-
-            def mutation(n: int) -> Fuzzed:
-                r = random.Random(seeds[n])
-                return one_mutation(r, r.choice(bases), work, n)
-            report.fuzzed = list(pool.map(mutation, range(mutations)))
+            report.fuzzed = list(pool.map(one_mutation, seeds, [bases] * mutations, [work] * mutations,
+                                          range(mutations)))
+        if stub:
+            from bench.stubfuzz import record_base
+            base = record_base(work)
+            seeds = [rng.getrandbits(32) for _ in range(stub)]
+            report.stubs = list(pool.map(one_stub_batch, seeds, [base] * stub, [work] * stub, range(stub)))
     report.seconds = time.monotonic() - start
     return report
 
@@ -347,15 +454,18 @@ def main() -> int:
     ap.add_argument("--mutations", type=int, default=100, help="mutated logs to replay")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="urr processes at a time")
+    ap.add_argument("--stub", type=int, default=0, help=f"batches of {STUB_PACKETS} fuzzed GDB packets")
+    ap.add_argument("--short", action="store_true",
+                    help=f"short pairs: RAM up to 64M, a Ctrl-C within {SHORT_SECONDS[1]} s ends each recording")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    report = soak(args.pairs, args.mutations, args.seed, args.jobs)
+    report = soak(args.pairs, args.mutations, args.seed, args.jobs, args.stub, args.short)
     figures = report.figures()
     if args.json:
         print(json.dumps({**figures, "failures": report.failures()}, indent=1))
     else:
         for key, value in figures.items():
-            print(f"{key:<20}{value}")
+            print(f"{key:<24}{value}")
         for line in report.failures():
             print(line)
     return 1 if report.failures() else 0

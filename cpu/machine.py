@@ -494,7 +494,10 @@ class Machine:
     def _after_hlt(self) -> bool:
         """Whether the instruction before RIP is a HLT (a slice that stopped early did halt)."""
         rip = self.rip()
-        return rip > 0 and bytes(self.uc.mem_read(rip - 1, 1)) == b"\xf4"
+        try:
+            return rip > 0 and bytes(self.uc.mem_read(rip - 1, 1)) == b"\xf4"
+        except UcError:  # RIP past RAM (a debugger put it there): no HLT ran
+            return False
 
     def _error(self, err: UcError) -> Optional[Stop]:
         rip = self.rip()
@@ -508,7 +511,9 @@ class Machine:
 
     def _emulate_random(self, rip: int) -> bool:
         """RDRAND/RDSEED trap (the CPU model lacks them): supply a logged value, set CF."""
-        insn = next(_DISASM.disasm(bytes(self.uc.mem_read(rip, 16)), rip, 1), None)
+        if not 0 <= rip < self.ram.size:  # RIP past RAM (a debugger put it there)
+            return False
+        insn = next(_DISASM.disasm(self.ram.read(rip, min(16, self.ram.size - rip)), rip, 1), None)
         if insn is None or insn.mnemonic not in ("rdrand", "rdseed"):
             return False
         op = insn.operands[0]

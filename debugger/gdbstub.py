@@ -413,7 +413,7 @@ class _Session:
         """G: write back only the registers whose value changed (rewriting cs or cr0 has effects)."""
         data = bytes.fromhex(args)
         if len(data) != G_PACKET_SIZE:
-            raise ValueError(f"G: {len(data)} bytes of registers, not {G_PACKET_SIZE}")
+            raise ValueError(f"{len(data)} bytes of registers, not {G_PACKET_SIZE}")
         current = self.tl.read_registers()
         offset = 0
         for reg in REGISTERS:
@@ -675,7 +675,8 @@ class _Session:
     def replay_seek(self, icount: int) -> str:
         stop = self.tl.seek(icount)
         self.last_stop = self.stop_reply(stop)
-        return (f"at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
+        fault = f"urr: {stop.message}\n" if stop.reason == "fault" and stop.message else ""
+        return (f"{fault}at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
                 f" 'maintenance flush register-cache'\n")
 
     def replay_branch(self, words: list[str]) -> str:

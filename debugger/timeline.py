@@ -84,6 +84,12 @@ class Stop:
     message: str = ""
 
 
+def _check_span(addr: int, length: int) -> None:
+    """ValueError for bytes a hook cannot cover: past the 64-bit address space (Unicorn refuses)."""
+    if addr < 0 or length < 0 or addr + max(length, 1) >= 1 << 64:
+        raise ValueError(f"{addr:#x}+{length} is outside the address space")
+
+
 class Timeline(ReverseSearches):
     """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
 
@@ -266,6 +272,7 @@ class Timeline(ReverseSearches):
     def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
         """Stop at `addr` (when `condition` is given: only where it returns true, checked at the
         hit, so a false one costs neither a stop nor, in a reverse search, a hit)."""
+        _check_span(addr, 1)
         self.break_conditions[addr] = condition
         self.breakpoints[addr] = self._code_hook(addr)
 
@@ -294,6 +301,7 @@ class Timeline(ReverseSearches):
 
         `changes_only` (for "w"): only writes that change a watched byte, as GDB's `watch` shows
         them; a write of the value already there is then no hit, in either direction."""
+        _check_span(addr, length)
         key = (addr, length, kind)
         if changes_only and kind == "w":
             self.changes_only.add(key)
@@ -592,8 +600,9 @@ class Timeline(ReverseSearches):
 
         A seek that restores a snapshot keeps checkpoints and an undo record of the last
         STEP_SPAN instructions on its way (restoring one before that stretch if need be): the
-        first step back from where it lands is then as cheap as the following ones."""
-        if icount < self.icount or self._exited is not None:
+        first step back from where it lands is then as cheap as the following ones. A seek to
+        here in a replay the debugger changed returns to the recorded state here."""
+        if icount < self.icount or self._exited is not None or (icount == self.icount and self.off_recording):
             self._require_reverse()
             if self.steps.covers(icount):
                 self._exited = None

@@ -227,3 +227,27 @@ def test_seeking_and_stepping_back_after_a_change_are_answered(served_replay, ca
     assert client.ask(f"P{regnum('rsp'):x}=" + (0x1000).to_bytes(8, "little").hex()) == "OK"
     assert client.ask("bs").startswith("T05") and tl.icount == 19 and not tl.off_recording
     assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
+def test_breakpoints_past_the_address_space_are_refused(served_replay, caplog):
+    """Found by the stub fuzz: Z0 at 0xffffffffffffffff made Unicorn raise (UC_ERR_ARG)."""
+    _, client = served_replay
+    assert client.ask("Z0,ffffffffffffffff,1") == "E01"
+    assert client.ask("Z2,fffffffffffffff8,8") == "E01"
+    assert client.ask("Z0,fffffffffffffffe,1") == "OK"
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
+def test_a_pc_past_ram_is_a_fault_stop_not_an_emulator_error(served_replay, caplog):
+    """Found by the stub fuzz: with RIP at the end of RAM (set from GDB) a step or seek raised
+    Unicorn's UcError while urr looked for a HLT or an RDRAND before RIP."""
+    tl, client = served_replay
+    assert client.ask(f"P{regnum('rip'):x}=" + (16 << 20).to_bytes(8, "little").hex()) == "OK"
+    text, reply = client.ask_console("s")
+    assert reply.startswith("T0b") and "the debugger changed register rip there" in text
+    text, reply = client.ask_console("qRcmd," + b"replay_seek 5".hex())  # on from the changed state
+    assert reply == "OK" and text.startswith("urr: replay diverged at icount 0: the debugger changed register rip")
+    text, reply = client.ask_console("qRcmd," + b"replay_seek 0".hex())  # here: the recorded state again
+    assert reply == "OK" and f"at icount 0, pc {tl.pc():#x}" in text and not tl.off_recording
+    assert tl.pc() != 16 << 20
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]

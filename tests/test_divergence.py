@@ -223,7 +223,7 @@ def _interrupt_recording(guests, rr: str, *extra: str) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
     err = err.decode()
     assert proc.returncode == 130 and "Traceback" not in err, err
-    m = re.search(r"^urr: interrupted at icount (\d+)\n\Z", err, re.M)
+    m = re.search(r"^urr: interrupted at icount (\d+); state [0-9a-f]{32}\n\Z", err, re.M)
     assert m, err
     return int(m[1])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import struct
 from typing import Callable, Optional
@@ -304,11 +305,13 @@ def test_signals_at_any_moment_end_a_recording_cleanly(guests, tmp_path, signals
     rec = _signalled_recording(guests, rr, signals)
     assert rec.status == status, rec.err
     line = one_line(rec)
-    assert line.startswith(f"urr: {reason} at icount "), line
-    where = int(line.rsplit(" ", 1)[1])
+    m = re.fullmatch(rf"urr: {reason} at icount (\d+); state ([0-9a-f]{{32}})", line)
+    assert m, line
+    where, state = int(m[1]), m[2]
     rep = run_urr("-kernel", guests["longloop"], "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init")
     assert rep.status == 0, rep.err
     assert rep.note("replay reached") == f"urr: replay reached the end of the recording at icount {where}: {reason}"
+    assert rep.note("replayed").endswith(f"; state {state}")
 
 
 def test_a_closed_stdout_ends_a_recording_cleanly(guests, tmp_path):

@@ -18,10 +18,17 @@ from urr.session import Session
 
 
 def test_random_pairs_and_mutations_match_or_are_refused(guests):
-    report = soak.soak(pairs=3, mutations=6, seed=20261130)
+    report = soak.soak(pairs=2, mutations=6, seed=20261130)
     figures = report.figures()
     assert report.failures() == [], report.failures()
-    assert figures["pairs"] + figures["pairs_refused"] == 3 and figures["mutations"] == 6
+    assert figures["pairs"] + figures["pairs_refused"] == 2 and figures["mutations"] == 6
+
+
+def test_short_pairs_interrupted_at_random_moments_match(guests):
+    """--short: recordings ended by a Ctrl-C at a random host moment replay to the same state."""
+    report = soak.soak(pairs=4, mutations=0, seed=7, jobs=2, short=True)
+    assert report.failures() == [], report.failures()
+    assert report.figures()["pairs"] + report.figures()["pairs_refused"] == 4
 
 
 def _replay_end(kernel: str, rr: str) -> tuple[str, object, object]:
@@ -62,3 +69,12 @@ def test_semantic_log_mutations_are_never_silent(guests, ticks_log, tmp_path_fac
     soak.write_log(bad, reader.config, changed, rng.choice([3, 40, 100000]))
     got = _replay_end(guests["ticks"], bad)
     assert got[0] == "refused" or got == original, (what, got, original)
+
+
+def test_hostile_gdb_packets_get_replies_and_no_traceback(guests):
+    """A CI-sized sample of the stub fuzz pass (bench/stubfuzz.py): one batch of random and
+    hostile packets against a replay, in a child process."""
+    report = soak.soak(pairs=0, mutations=0, seed=20261130, stub=1)
+    assert report.failures() == [], report.failures()
+    figures = report.figures()
+    assert figures["stub_packets"] == soak.STUB_PACKETS and figures["tracebacks"] == 0

@@ -91,7 +91,7 @@ def run_to_end(session: Session, signals: StopSignals) -> int:
     if stop.reason == "interrupt":
         status, reason = OUTPUT_CLOSED if session.output_closed else signals.ending()
         session.close(None, reason)
-        say(f"{reason} at icount {session.machine.icount}")
+        say(f"{reason} at icount {session.machine.icount}; state {session.state_hash()}")
         return status
     session.close(stop.status, stop.message or stop.reason)
     icount = session.machine.icount
