@@ -59,7 +59,7 @@ def test_a_changed_replay_stores_no_snapshot_and_going_back_returns_to_the_recor
     try:
         tl.seek(200_000)
         here, addr = tl.icount, tl.frame_registers()[1]  # the stack: the guest reads it again
-        recorded = tl.read_memory(addr, 8)
+        as_recorded = tl.read_memory(addr, 8)
         names = set(tl.snapshots.infos)
         tl.write_memory(addr, bytes(8))
         assert tl.off_recording
@@ -70,7 +70,7 @@ def test_a_changed_replay_stores_no_snapshot_and_going_back_returns_to_the_recor
                                 "to record the changed run)")
         assert set(tl.snapshots.infos) == names  # none of the changed state
         tl.seek(here)  # back: the recording's state again
-        assert not tl.off_recording and tl.read_memory(addr, 8) == recorded
+        assert not tl.off_recording and tl.read_memory(addr, 8) == as_recorded
         stop = tl.cont()
         assert (stop.reason, stop.exit_status) == ("end", 33)
         assert len(tl.snapshots.infos) > len(names)  # on the recording, the replay adds its own again
