@@ -27,6 +27,28 @@ XMMS = tuple(f"xmm{i}" for i in range(16))
 FPRS = tuple(f"st{i}" for i in range(8))
 
 
+WRITABLE = frozenset((*GPRS, *SELECTORS, *CONTROL, *FPU_CTRL, *BASES, *XMMS, *FPRS, "mxcsr", *MSRS))
+
+
+def write_register(uc: Uc, name: str, value: int) -> None:
+    """One register by name, as a debugger writes it (x87 registers take their 80-bit value,
+    MSRs go by name). ValueError for a name or value it cannot take, or a selector Unicorn
+    refuses to load (a #GP in the guest's mode)."""
+    if name not in WRITABLE:
+        raise ValueError(f"unknown register {name}")
+    if value < 0 or value >> (128 if name in XMMS else 80 if name in FPRS else 64):
+        raise ValueError(f"{value:#x} does not fit register {name}")
+    try:
+        if name in FPRS:
+            uc.reg_write(reg_id(name), (value & ((1 << 64) - 1), value >> 64))
+        elif name in MSRS:
+            uc.msr_write(MSRS[name], value)
+        else:
+            uc.reg_write(reg_id(name), value)
+    except UcError as e:
+        raise ValueError(f"cannot write {value:#x} to register {name}: {e}") from None
+
+
 def reg_id(name: str) -> int:
     """Unicorn's id for a register name used in this module."""
     if name == "rflags":

@@ -270,58 +270,27 @@ class Machine:
     def write_memory(self, address: int, data: bytes) -> None:
         """A debugger's write to RAM: an input (logged in a recording; in a replay it takes the
         run off its recording). ValueError, nothing written, outside RAM."""
-        self._check_ram(address, len(data))
         self._poke_memory(address, data)
         self.seam.debugger.memory(address, data)  # once made: a refused write is no input
 
     def write_register(self, name: str, value: int) -> None:
         """A debugger's write to a register (cpu.cpustate's names; x87 registers take the 80-bit
-        value, MSRs by name). ValueError, nothing written, for a name or value it cannot take."""
-        self._check_register(name, value)
-        self._poke_register(name, value)
+        value, MSRs by name). ValueError, nothing logged, for a name or value it cannot take."""
+        cpustate.write_register(self.uc, name, value)
         self.seam.debugger.register(name, value)
 
     def _poke_memory(self, address: int, data: bytes) -> None:
-        self.ram.write(address, data)
+        self.ram.write(address, data)  # ValueError, nothing written, past RAM
         self.uc.ctl_remove_cache(address, address + max(len(data), 1))  # code may have changed
-
-    def _check_ram(self, address: int, length: int) -> None:
-        if address < 0 or address + length > self.ram.size:
-            raise ValueError(f"memory {address:#x}+{length} is outside RAM")
-
-    def _check_register(self, name: str, value: int) -> None:
-        if value < 0:
-            raise ValueError(f"register {name}: negative value")
-        if name not in cpustate.MSRS:
-            try:
-                cpustate.reg_id(name)
-            except AttributeError:
-                raise ValueError(f"unknown register {name}") from None
-
-    def _poke_register(self, name: str, value: int) -> None:
-        """Write a register; UcError from Unicorn (a selector it refuses) becomes ValueError,
-        with the register as it was."""
-        try:
-            if name.startswith("st") and name[2:].isdigit():
-                self.uc.reg_write(cpustate.reg_id(name), (value & ((1 << 64) - 1), value >> 64))
-            elif name in cpustate.MSRS:
-                self.uc.msr_write(cpustate.MSRS[name], value)
-            else:
-                self.uc.reg_write(cpustate.reg_id(name), value)
-        except UcError as e:
-            raise ValueError(f"cannot write {value:#x} to register {name}: {e}") from None
 
     def _replay_debugger_write(self, rec: L.Record) -> None:
         """Replay: make the write the recording's debugger made here."""
         self.seam.core.player.take(rec.kind, self.icount)
         try:
             if rec.kind == L.MEMWRITE:
-                self._check_ram(rec.fields[0], len(rec.fields[1]))
                 self._poke_memory(rec.fields[0], rec.fields[1])
             else:
-                name = rec.fields[0].decode("ascii", errors="replace")
-                self._check_register(name, rec.fields[1])
-                self._poke_register(name, rec.fields[1])
+                cpustate.write_register(self.uc, rec.fields[0].decode("ascii", errors="replace"), rec.fields[1])
         except ValueError as e:
             raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} here cannot be "
                                           f"made: {e}") from None
