@@ -85,7 +85,7 @@ def run_debugger(session: Session, opts) -> int:
             Console(timeline, opts.kernel).cmdloop()
     except KeyboardInterrupt:  # Ctrl-C while no debugger is attached to take it
         reason = "interrupted"
-        print(f"urr: interrupted at icount {timeline.icount}", file=sys.stderr)
+        print(f"urr: interrupted at icount {timeline.icount}; state {session.state_hash()}", file=sys.stderr)
         return 130
     finally:
         session.close(timeline.exit_status, reason)

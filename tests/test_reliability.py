@@ -327,10 +327,12 @@ def test_a_closed_stdout_ends_a_recording_cleanly(guests, tmp_path):
     assert proc.returncode == 141, err
     line = err.strip()
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert line.startswith("urr: standard output closed at icount ")
+    m = re.fullmatch(r"urr: standard output closed at icount (\d+); state ([0-9a-f]{32})", line)
+    assert m, line
     rep = run_urr("-kernel", guests["echo"], "-icount", f"shift=7,rr=replay,rrfile={rr}")
     assert rep.status == 0, rep.err
-    assert rep.note("replay reached").endswith(f"icount {line.rsplit(' ', 1)[1]}: standard output closed")
+    assert rep.note("replay reached").endswith(f"icount {m[1]}: standard output closed")
+    assert rep.note("replayed").endswith(f"; state {m[2]}")
 
 
 def test_help_into_a_closed_pipe_is_quiet():

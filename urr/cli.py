@@ -58,7 +58,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
                 signals.raise_interrupts()
             except KeyboardInterrupt:  # before the debugger started: end as it would
                 session.close(None, signals.ending()[1])
-                say(f"{signals.ending()[1]} at icount {session.machine.icount}")
+                say(f"{signals.ending()[1]} at icount {session.machine.icount}; state {session.state_hash()}")
                 return signals.ending()[0]
             return run_debugger(session, opts)
         signals.bind(session.machine.request_stop)
