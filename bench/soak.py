@@ -45,6 +45,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,12 @@ class Run:
     def state(self) -> Optional[str]:
         m = re.search(r"; state ([0-9a-f]+)$", self.err, re.M)
         return m[1] if m else None
+
+    @property
+    def icount(self) -> Optional[int]:
+        """Where a recording ended (its last line says), if it says."""
+        m = re.search(r"recorded (\d+) instructions|at icount (\d+); state|\(icount (\d+), rip", self.err)
+        return int(m[1] or m[2] or m[3]) if m else None
 
     @property
     def traceback(self) -> bool:
@@ -197,6 +204,7 @@ def one_pair(seed: int, names: list[str], work: str, n: int, short: bool = False
         return Pair(config, "traceback", rec.err[-2000:])
     if rec.status == 2:
         return Pair(config, "refused", rec.err.strip())
+    config["icount"] = rec.icount
     start: list[str] = []
     if init and rng.random() < 0.5:
         start = ["-icount", f"shift={shift},rr=replay,rrfile={rr},rrsnapshot=init"]
@@ -388,6 +396,8 @@ class Report:
             "pairs_matched": count(self.pairs, "match"),
             "pairs_refused": count(self.pairs, "refused"),
             "divergences": count(self.pairs, "divergence"),
+            "pair_icount_median": statistics.median([p.config.get("icount") or 0 for p in self.pairs] or [0]),
+            "pair_icount_max": max([p.config.get("icount") or 0 for p in self.pairs] or [0]),
             "timeouts": count(self.pairs, "timeout"),
             "mutations": len(self.fuzzed),
             "mutations_same": count(self.fuzzed, "same"),
