@@ -1,6 +1,6 @@
 """Reverse searches over a replay, replaying only what can matter: the last breakpoint or
-watchpoint hit before a position, the last write to some memory, and a forward run to a write
-watchpoint that jumps over the stretches that cannot hold one.
+watchpoint hit before a position, the last instruction before a position at which something
+held, and where the next write to some pages can lie.
 
 A search replays stretches of the recording newest first, each from the latest snapshot before
 it, with the breakpoint and watchpoint hooks collecting hits (exact icounts from the instruction
@@ -9,18 +9,19 @@ before (fewer restores over a long search), up to SCAN_MAX instructions between 
 Ctrl-C. When every hit a search accepts is a write to known pages, the write index
 (snapshots.writeindex) names the digest intervals that may hold one, and only those run.
 
-Mixed into debugger.timeline.Timeline, whose position, hooks and snapshot restores it uses."""
+The timeline (debugger.timeline) owns the position, the snapshots and the breakpoints, as rr's
+ReplayTimeline does; its ReverseSearch is lent only the three moves a search makes (restore a
+snapshot, replay collecting hits, check for Ctrl-C) and leaves the position anywhere: the
+timeline goes where the search says."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Collection, Optional
 
 from unicorn import UC_HOOK_CODE, Uc
 
+from cpu.machine import Machine
 from snapshots.writeindex import WriteIndex
-
-if TYPE_CHECKING:
-    from debugger.timeline import Stop
 
 SCAN_MAX = 1 << 23
 # A forward seek, or a forward run to a write watchpoint, restores a snapshot ahead rather than
@@ -41,8 +42,23 @@ class Hit:
     write: bool = False
 
 
-class ReverseSearches:
-    """Timeline's searches; see the module doc."""
+class ReverseSearch:
+    """The searches over one replay; see the module doc."""
+
+    def __init__(self, machine: Machine, start: int, restore_before: Callable[[int], int],
+                 replay_collecting: Callable[[int], list[Hit]], take_interrupt: Callable[[], bool]) -> None:
+        """What the timeline lends a search: `restore_before(icount)` restores the latest
+        snapshot at or before icount (not before `start`, the replay's first position) and
+        returns its icount; `replay_collecting(end)` replays to `end` with breakpoints and
+        watchpoints collecting their hits; `take_interrupt()` tells (and clears) whether the user
+        asked the run to stop."""
+        self.machine = machine
+        self.start = start
+        self.restore_before = restore_before
+        self.replay_collecting = replay_collecting
+        self.take_interrupt = take_interrupt
+        self.use_write_index = True  # False: searches for writes replay everything (a reference)
+        self._write_index: Optional[WriteIndex] = None
 
     def write_index(self) -> Optional[WriteIndex]:
         """Which digest intervals of the recording may hold writes to a page (replay only)."""
@@ -53,40 +69,28 @@ class ReverseSearches:
             self._write_index = WriteIndex.from_log(player.reader.config, player.records)
         return self._write_index
 
-    def _watched_pages(self) -> Optional[set[int]]:
-        """The pages of the watchpoints when every place a run may stop is a write watchpoint
-        (or a replay breakpoint) and the log's digests list every page written: then only the
-        intervals that wrote those pages need to run with hooks. Else None (also during a range
-        step, which stops where the PC leaves its range)."""
+    def forget(self) -> None:
+        """The machine left the recording (a branch): its write index no longer applies."""
+        self._write_index = None
+
+    def exact_index(self) -> Optional[WriteIndex]:
+        """The write index when its digests list every page written (else None: scan it all)."""
         index = self.write_index()
-        if (index is None or not index.exact or self.breakpoints or self._range is not None
-                or not self.watchpoints or any(kind != "w" for _, _, kind in self.watchpoints)):
+        return index if index is not None and index.exact else None
+
+    def next_writes(self, pages: set[int], here: int, icount_breaks: Collection[int]) -> Optional[int]:
+        """Where the first stretch from `here` on that may write `pages` (or holds a replay
+        breakpoint) begins; None if none does or the index cannot tell."""
+        index = self.exact_index()
+        if index is None:
             return None
-        return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
+        ahead = index.ranges(pages, here, 1 << 63, icount_breaks)
+        return ahead[-1][0] if ahead else None
 
-    def _skip_to_writes(self) -> None:
-        """Running to a write watchpoint: jump (by a snapshot) over stretches in which no
-        watched page was written and no replay breakpoint lies."""
-        pages = self._watched_pages()
-        if pages is None or self.snapshots is None:
-            return
-        index = self.write_index()
-        assert index is not None
-        ahead = index.ranges(pages, self.icount, 1 << 63, self.icount_breaks)
-        if ahead and ahead[-1][0] >= self.icount + FORWARD_RESTORE_MIN:
-            self._restore_ahead(ahead[-1][0])
-
-    def _hits_between(self, begin_snapshot: int, end: int) -> list[Hit]:
-        """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""
-        _, hits = self._replay_to(end)
-        hits = [h for h in hits if h.icount < end]
-        hits += [Hit(b, "icount-break") for b in self.icount_breaks if begin_snapshot <= b < end]
-        return sorted(hits, key=lambda h: h.icount)
-
-    def _last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool],
-                  pages: Optional[set[int]] = None) -> Optional[Hit]:
-        """The last hit in [lowest, end) that `accept`s; a Hit "interrupt" if interrupted. Leaves
-        the position anywhere.
+    def last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool], icount_breaks: Collection[int],
+                 pages: Optional[set[int]] = None) -> Optional[Hit]:
+        """The last hit in [lowest, end) that `accept`s (replay breakpoints at `icount_breaks`
+        are hits too); a Hit "interrupt" if interrupted. Leaves the position anywhere.
 
         Replays the stretches before `end` newest first, each from the latest snapshot before
         it, collecting hits. With `pages` (every hit it accepts is a write to them), only the
@@ -95,35 +99,34 @@ class ReverseSearches:
         if pages is None or index is None:
             ranges = [(lowest, end)]
         else:
-            ranges = index.ranges(pages, lowest, end, [b for b in self.icount_breaks if accept(Hit(b, "icount-break"))])
+            ranges = index.ranges(pages, lowest, end, [b for b in icount_breaks if accept(Hit(b, "icount-break"))])
         grow = 0
         for first, last in ranges:
             last = min(last, end)  # everything from `end` on has no hit
             while last > first:
-                if self._interrupt.is_set():
-                    self._interrupt.clear()
+                if self.take_interrupt():
                     return Hit(last, "interrupt")
-                begin = self._restore_before(max(first, last - 1 - grow))
-                hits = [h for h in self._hits_between(begin, last) if h.icount >= lowest and accept(h)]
+                begin = self.restore_before(max(first, last - 1 - grow))
+                hits = [h for h in self._hits_between(begin, last, icount_breaks) if h.icount >= lowest and accept(h)]
                 if hits:
                     return hits[-1]
                 grow = min(2 * (last - begin), SCAN_MAX)
                 last = end = begin
         return None
 
-    def _go_to_hit(self, hit: Hit) -> Stop:
-        stop = self.seek(hit.icount)
-        if stop.reason != "step":
-            return stop
-        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind)
+    def _hits_between(self, begin_snapshot: int, end: int, icount_breaks: Collection[int]) -> list[Hit]:
+        """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""
+        hits = [h for h in self.replay_collecting(end) if h.icount < end]
+        hits += [Hit(b, "icount-break") for b in icount_breaks if begin_snapshot <= b < end]
+        return sorted(hits, key=lambda h: h.icount)
 
-    def _scan_back(self, predicate: Callable[[Uc], bool], end: int) -> Optional[int]:
+    def scan_back(self, predicate: Callable[[Uc], bool], end: int) -> Optional[int]:
         """The last icount before `end` at which `predicate` held before an instruction ran.
 
         Runs every instruction through a Python hook: slow, but only over the intervals between
         the nearest snapshots, newest first. Leaves the position anywhere."""
         while end > self.start:
-            begin = self._restore_before(end - 1)
+            begin = self.restore_before(end - 1)
             seen: list[int] = []
 
             def hook(uc: Uc, address: int, size: int, _ud: object) -> None:
@@ -132,7 +135,7 @@ class ReverseSearches:
             handle = self.machine.uc.hook_add(UC_HOOK_CODE, hook)
             self.machine.uc.ctl_flush_tb()
             try:
-                self._replay_to(end)
+                self.replay_collecting(end)
             finally:
                 self.machine.uc.hook_del(handle)
                 self.machine.uc.ctl_flush_tb()
@@ -141,38 +144,3 @@ class ReverseSearches:
                 return seen[-1]
             end = begin
         return None
-
-    def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, int, bytes, bytes]]:
-        """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
-        or None if there was none since the start.
-
-        Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
-        position where it was."""
-        self._require_reverse()
-        here = self.icount
-        key = (addr, length, "w")
-        added, changes_only = key not in self.watchpoints, key in self.changes_only
-        if added:
-            self.add_watchpoint(addr, length, "w")
-        self.changes_only.discard(key)  # a GDB `watch` on the same bytes: it must see every write here
-
-        def writes_here(h: Hit) -> bool:
-            return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
-                    and h.addr < addr + length and h.addr + h.size > addr)
-        try:
-            found = self._last_hit(self.start, here, writes_here, WriteIndex.pages_of(addr, length))
-            if found is None:
-                return None
-            if found.reason == "interrupt":
-                raise ValueError("interrupted")
-            self.seek(found.icount)
-            rip, old = self.pc(), self.read_memory(addr, length)
-            self.seek(found.icount + 1)
-            return found.icount, rip, old, self.read_memory(addr, length)
-        finally:
-            if added:
-                self.remove_watchpoint(addr, length, "w")
-            elif changes_only:
-                self.changes_only.add(key)
-            self.seek(here)
-

@@ -40,7 +40,7 @@ from cpu.devices.uart import Uart16550
 from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
 from debugger.rangestep import RangeExits, indirect_target, range_exits
-from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearches
+from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearch
 from replay import log as L
 from replay.player import Divergence
 from snapshots.manager import SnapshotManager
@@ -90,7 +90,7 @@ def _check_span(addr: int, length: int) -> None:
         raise ValueError(f"{addr:#x}+{length} is outside the address space")
 
 
-class Timeline(ReverseSearches):
+class Timeline:
     """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
 
     def __init__(self, machine: Machine, snapshots: Optional[SnapshotManager], replaying: bool) -> None:
@@ -115,8 +115,7 @@ class Timeline(ReverseSearches):
         self._exited: Optional[MachineStop] = None
         self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
-        self._write_index: Optional[WriteIndex] = None
-        self.use_write_index = True  # False: searches for writes replay everything (a reference)
+        self.search = ReverseSearch(machine, self.start, self._restore_before, self._collect_to, self._take_interrupt)
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN  # the length of the stretch the step cache was built for
@@ -172,7 +171,8 @@ class Timeline(ReverseSearches):
         self.replaying = self.can_reverse = False
         self.furthest = self.icount
         self.steps.clear()  # what they knew was the parent recording's
-        self._write_index = self._irq_icounts = None
+        self.search.forget()
+        self._irq_icounts = None
 
     def __enter__(self) -> "Timeline":
         return self
@@ -408,6 +408,15 @@ class Timeline(ReverseSearches):
             hits, self._collect = self._collect, saved
         return stop, hits
 
+    def _collect_to(self, until: int) -> list[Hit]:
+        return self._replay_to(until)[1]
+
+    def _take_interrupt(self) -> bool:
+        """Whether interrupt() was called (then cleared: it is answered)."""
+        asked = self._interrupt.is_set()
+        self._interrupt.clear()
+        return asked
+
     def _stop(self, reason: str, **kw) -> Stop:
         return Stop(reason, self.icount, self.pc(), **kw)
 
@@ -451,8 +460,7 @@ class Timeline(ReverseSearches):
                         return self._stop("step")
                     if icount_break is not None and self.icount >= icount_break:  # >=: a halt jumps
                         return self._stop("icount-break")
-                    if self._interrupt.is_set():
-                        self._interrupt.clear()
+                    if self._take_interrupt():
                         return self._stop("interrupt")
                     continue
                 if stop.reason == "breakpoint":
@@ -472,6 +480,26 @@ class Timeline(ReverseSearches):
         its cause."""
         self.failure = self.divergence() if self.off_recording else error
         return self._stop("fault", message=str(self.failure))
+
+    def _watched_pages(self) -> Optional[set[int]]:
+        """The pages of the watchpoints when every place a run may stop is a write watchpoint
+        (or a replay breakpoint) and the log's digests list every page written: then only the
+        intervals that wrote those pages need to run with hooks. Else None (also during a range
+        step, which stops where the PC leaves its range)."""
+        if (self.search.exact_index() is None or self.breakpoints or self._range is not None
+                or not self.watchpoints or any(kind != "w" for _, _, kind in self.watchpoints)):
+            return None
+        return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
+
+    def _skip_to_writes(self) -> None:
+        """Running to a write watchpoint: jump (by a snapshot) over stretches in which no
+        watched page was written and no replay breakpoint lies."""
+        pages = self._watched_pages()
+        if pages is None or self.snapshots is None:
+            return
+        first = self.search.next_writes(pages, self.icount, self.icount_breaks)
+        if first is not None and first >= self.icount + FORWARD_RESTORE_MIN:
+            self._restore_ahead(first)
 
     def _restore_ahead(self, icount: int) -> bool:
         """Restore the latest snapshot at or before `icount` if it is far enough ahead of here
@@ -557,8 +585,7 @@ class Timeline(ReverseSearches):
         if self.step_into_interrupts:
             stop = self.stepi()
             while stop.reason == "step" and start <= stop.pc < end:
-                if self._interrupt.is_set():
-                    self._interrupt.clear()
+                if self._take_interrupt():
                     return self._stop("interrupt")
                 stop = self.stepi()
             return stop
@@ -624,14 +651,21 @@ class Timeline(ReverseSearches):
 
     def _land(self, icount: int, span: int) -> MachineStop:
         """Replay from a restored snapshot to `icount`, recording the last `span` instructions
-        before it for reverse steps (debugger.checkpoints)."""
-        if icount - span > self.icount:
-            stop, _ = self._replay_to(icount - span)
-            if stop.reason != "limit":
-                return stop
-        self._step_span = span
-        stop = self.steps.build(icount, self._run_to)
-        return stop if stop is not None else MachineStop("limit", self.icount)
+        before it for reverse steps (debugger.checkpoints), and taking periodic snapshots only
+        in the last snapshot interval before it."""
+        assert self.snapshots is not None
+        interval = self.snapshots.interval or 0
+        self.snapshots.hold_until = icount - interval
+        try:
+            if icount - span > self.icount:
+                stop, _ = self._replay_to(icount - span)
+                if stop.reason != "limit":
+                    return stop
+            self._step_span = span
+            stop = self.steps.build(icount, self._run_to)
+            return stop if stop is not None else MachineStop("limit", self.icount)
+        finally:
+            self.snapshots.hold_until = 0
 
     def _run_to(self, icount: int) -> MachineStop:
         return self._replay_to(icount)[0]
@@ -680,7 +714,7 @@ class Timeline(ReverseSearches):
             self._land(here, span)
         stop = self.seek(here - 1)
         if stop.reason == "step" and self.icount >= here:  # `here` ends a halt: back to the HLT
-            previous = self._scan_back(lambda uc: True, here)
+            previous = self.search.scan_back(lambda uc: True, here)
             if previous is None:
                 self.seek(self.start)
                 return self._stop("begin")
@@ -692,11 +726,52 @@ class Timeline(ReverseSearches):
         self._require_reverse()
         self._interrupt.clear()
         self._drop_idle_code_hooks()
-        hit = self._last_hit(self.start, self.icount, lambda h: True, self._watched_pages())
+        hit = self.search.last_hit(self.start, self.icount, lambda h: True, self.icount_breaks, self._watched_pages())
         if hit is None:
             self.seek(self.start)
             return self._stop("begin")
         return self._go_to_hit(hit)
+
+    def _go_to_hit(self, hit: Hit) -> Stop:
+        stop = self.seek(hit.icount)
+        if stop.reason != "step":
+            return stop
+        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind)
+
+    def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, int, bytes, bytes]]:
+        """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
+        or None if there was none since the start.
+
+        Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
+        position where it was."""
+        self._require_reverse()
+        here = self.icount
+        key = (addr, length, "w")
+        added, changes_only = key not in self.watchpoints, key in self.changes_only
+        if added:
+            self.add_watchpoint(addr, length, "w")
+        self.changes_only.discard(key)  # a GDB `watch` on the same bytes: it must see every write here
+
+        def writes_here(h: Hit) -> bool:
+            return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
+                    and h.addr < addr + length and h.addr + h.size > addr)
+        try:
+            found = self.search.last_hit(self.start, here, writes_here, self.icount_breaks,
+                                         WriteIndex.pages_of(addr, length))
+            if found is None:
+                return None
+            if found.reason == "interrupt":
+                raise ValueError("interrupted")
+            self.seek(found.icount)
+            rip, old = self.pc(), self.read_memory(addr, length)
+            self.seek(found.icount + 1)
+            return found.icount, rip, old, self.read_memory(addr, length)
+        finally:
+            if added:
+                self.remove_watchpoint(addr, length, "w")
+            elif changes_only:
+                self.changes_only.add(key)
+            self.seek(here)
 
     def reverse_next(self) -> Stop:
         """Back one instruction; when that is the `ret` of a call made by the instruction before
@@ -708,11 +783,11 @@ class Timeline(ReverseSearches):
         insn = self._insn()
         if stop.reason != "step" or self._rsp() >= rsp0 or insn is None or insn.mnemonic != "ret":
             return stop
-        call = self._scan_back(lambda uc: uc.reg_read(_RSP) >= rsp0, self.icount)
+        call = self.search.scan_back(lambda uc: uc.reg_read(_RSP) >= rsp0, self.icount)
         if call is None:
             self.seek(self.start)
             return self._stop("begin")
-        hit = self._last_hit(call + 1, here, lambda h: True)
+        hit = self.search.last_hit(call + 1, here, lambda h: True, self.icount_breaks)
         return self._go_to_hit(hit) if hit is not None else self.seek(call)
 
     def step_interrupts_text(self) -> str:

@@ -84,6 +84,9 @@ class SnapshotManager:
         self.deleted_since_gc = 0
         self.since_thin = 0
         self.skipped = 0  # periodic snapshots not taken because the writer was behind
+        # No periodic snapshot before this icount: a seek passing through an interval on its way
+        # to a position needs snapshots only near where it lands (each one costs a capture).
+        self.hold_until = 0
         machine.pages.for_snapshots = True
         self.full_next = True  # the writer knows nothing of this machine's RAM yet
         # The grid point is a soft deadline: the snapshot is taken at the first slice boundary at
@@ -139,7 +142,7 @@ class SnapshotManager:
         # One per grid point: a replay of the same stretch (a seek, a reverse scan) may reach the
         # point at another boundary, and must not take a second snapshot for it. None while the
         # writer is behind: the emulator must not wait for it (the next one holds the changes).
-        if self.machine.icount // self.interval not in self.grid:
+        if self.machine.icount // self.interval not in self.grid and self.machine.icount >= self.hold_until:
             if self.writer.behind():
                 self.skipped += 1
             else:

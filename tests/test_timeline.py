@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from debugger.timeline import Stop, Timeline
+from tests.conftest import run_urr
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
 from urr.options import parse_args
 from urr.session import Session
@@ -311,7 +312,7 @@ def test_searches_through_the_write_index_match_a_full_scan(open_timeline, data)
     length = data.draw(st.integers(1, 16), label="length")
     found = {}
     for indexed in (True, False):
-        tl.use_write_index = indexed
+        tl.search.use_write_index = indexed
         tl.seek(here)
         last = tl.last_write(addr, length)
         assert tl.icount == here
@@ -406,3 +407,29 @@ def test_next_passes_breakpoints_whose_condition_is_false(open_timeline):
     tl.seek(at_call.icount)
     tl.add_breakpoint(entry, lambda: tl.read_register("rsp") > 0)
     assert (tl.next().reason, tl.pc(), tl.icount) == ("breakpoint", entry, at_call.icount + 1)
+
+
+def test_a_seek_takes_periodic_snapshots_only_near_where_it_lands(recorded, tmp_path):  # noqa: F811
+    """A seek passing through many snapshot intervals on its way takes a periodic snapshot only
+    in the last one before its target (each costs a capture); the state it lands in is a
+    straight replay's all the same. (A recording with snapshots 100 ms apart; the replay's are
+    10 ms apart.)"""
+    rec = recorded("revloop")
+    rrfile = str(tmp_path / "sparse.rr")
+    run_urr("-kernel", rec.kernel, "-serial", "none", "-snapshots", "100ms", "-icount",
+            f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    with Timeline.for_replay(rrfile, rec.kernel, snapshot="init") as tl:
+        interval = tl.snapshots.interval
+        target = sorted(i.icount for i in tl.snapshots.infos.values())[-2] - 2000  # far from the one before
+        origin = tl.snapshots.nearest(target - 1024).icount
+        assert target - origin > 3 * interval  # the seek crosses several grid points
+        before = set(tl.snapshots.infos)
+        assert tl.seek(target).reason == "step"
+        taken = [i.icount for name, i in tl.snapshots.infos.items() if name not in before]
+        assert taken and all(target - interval <= n <= target for n in taken), (taken, target, interval)
+        assert state(tl) == rec.straight_states([target])[target]
+        assert tl.snapshots.hold_until == 0
+        tl.snapshots.restore(tl.snapshots.nearest(origin).name)  # a replay on from there, not a seek,
+        tl.cont()  # takes them all
+        grid = {i.icount // interval for i in tl.snapshots.infos.values() if i.kind == "periodic"}
+        assert set(range(origin // interval + 1, target // interval)) <= grid
