@@ -10,7 +10,7 @@ rewrites only the pages that differ, so both cost what the guest wrote, not how 
 uses."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import xxhash
 
@@ -85,7 +85,7 @@ class PageTracker:
     def whole_tree(self) -> tuple[bytes, dict[bytes, bytes]]:
         """The root and every node of the tree now (after an update)."""
         self.tree.refresh(self.hashes)
-        return self.tree.root(), self.tree.nodes(self.hashes)
+        return self.tree.root(), self.tree.nodes()
 
     def root(self) -> bytes:
         """The tree's root now (after an update)."""
@@ -96,17 +96,18 @@ class PageTracker:
         h = self.hashes.get(index)
         return int.from_bytes(h[:8], "little") if h else 0
 
-    def load_tree(self, root: bytes, node: NodeSource, blob: NodeSource) -> int:
-        """Make RAM the page tree `root` (nodes from `node`, page content from `blob`),
-        rewriting only the pages that differ from it now; how many did. The next snapshot's
-        changes are counted from this tree."""
+    def load_tree(self, root: bytes, node: NodeSource, blob: NodeSource,
+                  blobs: Optional[Callable[[list[bytes]], dict[bytes, bytes]]] = None) -> int:
+        """Make RAM the page tree `root` (nodes from `node`, page content from `blob`, or all
+        at once from `blobs`), rewriting only the pages that differ from it now; how many did.
+        The next snapshot's changes are counted from this tree."""
         self.update()
         self.tree.refresh(self.hashes)
-        changed = self.tree.changed_pages(self.hashes, root, node)
-        contents: dict[int, bytes] = {}
-        for index, h in changed.items():
-            contents[index] = ZERO_PAGE if h == EMPTY else blob(h)
-        self.ram.load_pages(contents)
+        changed = self.tree.changed_pages(root, node)
+        wanted = list({h for h in changed.values() if h != EMPTY})
+        fetched = blobs(wanted) if blobs is not None else {h: blob(h) for h in wanted}
+        fetched[EMPTY] = ZERO_PAGE
+        self.ram.load_pages({index: fetched[h] for index, h in changed.items()})
         unfolded = self._unfolded
         for index, h in changed.items():
             old = self.hashes.get(index)

@@ -450,7 +450,7 @@ def _capture(name: str, icount: int, changes: dict[int, bytes | None], tree: pag
                    registers=bytes(range(256)) * (cpustate.RAW_SIZE // 256) + bytes(cpustate.RAW_SIZE % 256),
                    devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
                    log_pos={"chunk": 0, "index": icount}, ram_size=16 << 20, full=full,
-                   root=tree.root(), pages=len(hashes), nodes=tree.nodes(hashes) if full else made,
+                   root=tree.root(), pages=len(hashes), nodes=tree.nodes() if full else made,
                    disk={}, blobs={content_hash(d): memoryview(bytearray(d)) for d in changes.values() if d})
 
 
