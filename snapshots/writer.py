@@ -15,7 +15,12 @@ pipe cannot take yet waits in a backlog that the next request (or a flush) pushe
 emulator waits only if the backlog outgrows MAX_BACKLOG. There is no sender thread to wake.
 Host time decides only when bytes move, never what they say.
 The content of captured pages goes through a ring of shared memory instead (`_Ring`): copying
-45 KB into a pipe took ~75 us on these machines, into shared memory a few.
+45 KB into a pipe took ~75 us on these machines, into shared memory a few. A capture with more
+content than a quarter of the ring (a guest that wrote much memory since the last one: the
+first snapshot after bigmem touched 256 MiB) is not copied at all: a forked copy of the emulator
+(copy-on-write, ~1 ms at any RAM size) writes it down a pipe passed to the child, so the
+emulator goes on at once while the child stores it (`_feed`). Copying 256 MiB into the ring took
+the emulator ~1 s, and it waited for the child to empty the 8 MiB ring ~30 times.
 The child runs at SCHED_BATCH: it gets its share of a busy machine, and waking it (a write to
 the pipe) never preempts the emulator. At SCHED_IDLE it never preempted either, but on a machine
 whose cores were all busy it got almost no CPU and the emulator waited for room in the ring for
@@ -35,6 +40,7 @@ import dataclasses
 import fcntl
 import mmap
 import multiprocessing
+import multiprocessing.reduction
 import os
 import pickle
 import select
@@ -59,6 +65,7 @@ MAX_BACKLOG = 64 << 20  # bytes of requests waiting for the pipe before the emul
 _LENGTH = 8  # bytes of the length prefix
 CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done by the child as it goes
 RING_BYTES = 8 << 20  # shared memory for page content on its way (~200 snapshots of 10 pages)
+FEED_ABOVE = RING_BYTES // 4  # content bytes above which a forked copy feeds it (`_feed`)
 
 
 class _Ring:
@@ -241,6 +248,26 @@ def _out_of_ring(ring: _Ring, sizes: dict[bytes, int], end: int) -> dict[bytes, 
     return blobs
 
 
+def _fed(fd: int, sizes: dict[bytes, int]) -> Iterator[dict[bytes, bytes]]:
+    """Content written down the pipe `fd` by a feeder (`CatalogWriter._feed`), in pieces of
+    about a quarter ring; the pipe is closed at the end. A feeder that died early leaves the
+    rest missing, which the capture's store then reports."""
+    with open(fd, "rb", buffering=PIPE_BYTES) as pipe:
+        piece: dict[bytes, bytes] = {}
+        size = 0
+        for h, n in sizes.items():
+            data = pipe.read(n)  # all n bytes, unless the feeder ended early
+            if len(data) < n:
+                break
+            piece[h] = data
+            size += n
+            if size >= FEED_ABOVE:
+                yield piece
+                piece, size = {}, 0
+        if piece:
+            yield piece
+
+
 def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: str,
            recording_id: str, stream: bool) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
@@ -276,7 +303,13 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
             if op == "capture":  # its content, out of the ring at once to make room
                 fields, end = args
                 args = Capture(*fields)
-                args.blobs = _out_of_ring(ring, args.blobs, end)
+                if end is None:  # fed down a pipe instead, stored ahead as it comes
+                    fd = multiprocessing.reduction.recv_handle(conn)
+                    for piece in _fed(fd, args.blobs):
+                        child.store_content(piece)
+                    args.blobs = {}
+                else:
+                    args.blobs = _out_of_ring(ring, args.blobs, end)
             if op == "content":  # a piece of a big capture's content, stored at once
                 child.store_content(_out_of_ring(ring, *args))
             elif op in _STORES:
@@ -322,6 +355,7 @@ class CatalogWriter:
         self._backlog = bytearray()
         self._pushed_at = 0.0  # host time of the last write to the pipe
         self.submitted = 0  # snapshots submitted (see `committed`)
+        self._feeders: list[int] = []  # forked copies feeding content, until reaped
         self._unflushed = False  # requests sent since the last flush
         failure = self._receive()
         if failure is not None:
@@ -355,13 +389,15 @@ class CatalogWriter:
                 if not self._process.is_alive():
                     raise self._stopped()
 
-    def _send(self, request: Request) -> None:
+    def _send(self, request: Request, push: bool = True) -> None:
+        """Queue a request, written to the pipe now if the last write was PUSH_EVERY ago and
+        `push` (else by the next request that is, or a flush)."""
         if self._conn.closed:
             raise CatalogError(f"the snapshot writer for {self.path} is closed")
         payload = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
         self._backlog += len(payload).to_bytes(_LENGTH, "little")
         self._backlog += payload
-        if time.monotonic() - self._pushed_at >= PUSH_EVERY:
+        if push and time.monotonic() - self._pushed_at >= PUSH_EVERY:
             self._push()
         if len(self._backlog) > MAX_BACKLOG:
             self._drain()
@@ -387,7 +423,15 @@ class CatalogWriter:
     def submit_capture(self, cap: Capture) -> None:
         """Store a capture, made whole against the captures before it (or the `base`). Its
         content is copied before this returns (pages may be views of the live RAM): through the
-        ring, in pieces stored ahead of it if it is big (a guest that wrote much memory)."""
+        ring, or if it is big (a guest that wrote much memory) by a forked copy of this process."""
+        self._reap(os.WNOHANG)
+        if sum(map(len, cap.blobs.values())) > FEED_ABOVE:
+            self._feed(list(cap.blobs.values()))
+            sizes = {h: len(data) for h, data in cap.blobs.items()}
+            fields = tuple(sizes if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
+            self._send(("capture", (fields, None)))
+            self.submitted += 1
+            return
         piece: list[tuple[bytes, bytes | memoryview]] = []
         size = 0
         for h, data in cap.blobs.items():
@@ -403,6 +447,49 @@ class CatalogWriter:
         self._send(("capture", (fields, end)))
         self.submitted += 1
 
+    def _feed(self, items: list[bytes | memoryview]) -> None:
+        """Fork a copy of this process that writes `items` down a pipe whose read end goes to
+        the child (before the request naming them). The copy shares memory with this process
+        copy-on-write, so it sees the content as it is now whatever the guest writes next, and
+        this process pays page tables and a fault per page it writes while the copy lives."""
+        read_end, write_end = os.pipe()
+        try:
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass
+        pid = os.fork()
+        if pid == 0:  # the feeder: write, then go, running nothing of the parent's
+            status = 0
+            try:
+                os.close(read_end)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                with open(write_end, "wb", buffering=0) as pipe:
+                    for data in items:
+                        pipe.write(data)
+            except BaseException:  # the child went away (it reports the missing content)
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self._feeders.append(pid)
+        try:
+            multiprocessing.reduction.send_handle(self._conn, read_end, self._process.pid)
+        except OSError:
+            raise self._stopped() from None
+        finally:
+            os.close(read_end)
+
+    def _reap(self, flags: int) -> None:
+        """Collect the feeders that have exited (all of them, waiting, if `flags` is 0)."""
+        for pid in list(self._feeders):
+            try:
+                done, _ = os.waitpid(pid, flags)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._feeders.remove(pid)
+
     def _send_content(self, piece: list[tuple[bytes, bytes | memoryview]], size: int) -> None:
         end = self._into_ring([data for _, data in piece], size) + size
         self._send(("content", ({h: len(data) for h, data in piece}, end)))
@@ -416,8 +503,10 @@ class CatalogWriter:
         return pos
 
     def submit_base(self, name: str) -> None:
-        """The machine was restored to snapshot `name`: the next capture's changes are from it."""
-        self._send(("base", name))
+        """The machine was restored to snapshot `name`: the next capture's changes are from it.
+        Not written to the pipe yet: only that capture needs it, and the write (waking the
+        child) took ~3 ms of a restore on a busy machine."""
+        self._send(("base", name), push=False)
 
     def submit_save(self, snap: Snapshot, blobs: dict[bytes, bytes]) -> None:
         """Store a whole snapshot; `blobs` holds whatever content the catalog may lack."""
@@ -444,6 +533,7 @@ class CatalogWriter:
             self._round_trip("flush")
 
     def _close_pipes(self) -> None:
+        self._reap(0)  # each has written all it had, or found the child gone
         self._conn.close()
         os.close(self._fd)
         self._ring.close()
