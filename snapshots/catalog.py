@@ -627,21 +627,35 @@ class Catalog:
 
     def get_blob(self, h: bytes) -> bytes:
         """Content by hash, verified against it: corrupt content is reported, never returned."""
-        data = self._cache.get(h)
-        if data is not None:
-            self._cache.move_to_end(h)
-            return data
-        rows = self._rows("SELECT size, data FROM blobs WHERE hash = ?", (h,))
-        if not rows:
-            raise CatalogError(f"page {h.hex()} is missing from {self.path}")
-        data = _decompress(*rows[0])
-        if data is None or content_hash(data) != h:
-            raise CatalogError(f"page {h.hex()} in {self.path} is corrupt (its content does not match its hash)")
-        if self._cache_blobs:
-            self._cache[h] = data
-            if len(self._cache) > self._cache_blobs:
-                self._cache.popitem(last=False)
-        return data
+        return self.get_blobs([h])[h]
+
+    def get_blobs(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Content by hash, verified, asked of the file in one query per few hundred (a restore
+        wants tens at once: a query each cost ~0.15 ms)."""
+        out: dict[bytes, bytes] = {}
+        wanted = []
+        for h in hashes:
+            data = self._cache.get(h)
+            if data is None:
+                wanted.append(h)
+            else:
+                self._cache.move_to_end(h)
+                out[h] = data
+        if not wanted:
+            return out
+        for h, size, stored in self._blob_rows("hash, size, data", wanted):
+            data = _decompress(size, stored)
+            if data is None or content_hash(data) != h:
+                raise CatalogError(f"page {h.hex()} in {self.path} is corrupt (its content does not match its hash)")
+            out[h] = data
+            if self._cache_blobs:
+                self._cache[h] = data
+                if len(self._cache) > self._cache_blobs:
+                    self._cache.popitem(last=False)
+        for h in wanted:
+            if h not in out:
+                raise CatalogError(f"page {h.hex()} is missing from {self.path}")
+        return out
 
     def stats(self) -> CatalogStats:
         """Counts and sizes of the whole catalog, sharing and garbage included."""

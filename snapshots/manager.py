@@ -11,9 +11,10 @@ reverse step) neither waits for the writer nor reads much from the catalog: a re
 only when something it needs is neither in memory nor in the file yet."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import OrderedDict
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from unicorn import UcError
 
@@ -71,6 +72,8 @@ class SnapshotManager:
             self.writer.close()
             raise
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
+        # `infos` sorted by icount, and their icounts (`nearest`); None after a change.
+        self._by_icount: Optional[tuple[list[SnapshotInfo], list[int]]] = None
         self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
         self.recent_nodes: dict[bytes, bytes] = {}  # tree nodes made lately, oldest first
         # A recording never restores; keeping content for that would only cost memory (and its
@@ -132,6 +135,7 @@ class SnapshotManager:
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
                             pages=len(self.machine.pages.hashes), bytes=0)
         self.infos[name] = info
+        self._by_icount = None
         if kind == "periodic" and self.interval:
             self.grid.add(cap.icount // self.interval)
         return info
@@ -162,6 +166,7 @@ class SnapshotManager:
             return
         for name in doomed:
             info = self.infos.pop(name)
+            self._by_icount = None
             self.grid.discard(info.icount // self.interval)
             self.submitted.pop(name, None)
             self.loaded.pop(name, None)
@@ -173,23 +178,26 @@ class SnapshotManager:
             self.deleted_since_gc = 0
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
-        """The latest snapshot at or before `icount`."""
-        best = None
-        for info in self.infos.values():
-            if info.icount <= icount and (best is None or info.icount > best.icount):
-                best = info
-        return best
+        """The latest snapshot at or before `icount` (of several there, the first listed)."""
+        if self._by_icount is None or len(self._by_icount[0]) != len(self.infos):
+            ordered = sorted(self.infos.values(), key=lambda i: i.icount)  # stable: listing order
+            self._by_icount = (ordered, [i.icount for i in ordered])
+        ordered, icounts = self._by_icount
+        at = bisect.bisect_right(icounts, icount) - 1
+        return ordered[bisect.bisect_left(icounts, icounts[at])] if at >= 0 else None
 
     def flush(self) -> None:
         """Wait until the catalog holds every snapshot taken."""
         self.writer.flush()
 
     def _remember(self, blobs: dict) -> None:
-        """Keep copies of content (captured pages are views of the live RAM)."""
+        """Keep copies of content (captured pages are views of the live RAM): only the last
+        `recent_limit`, so a capture of much memory does not copy all of it to drop most."""
         if self.recent_limit:
-            _keep_recent(self.recent, ((h, bytes(c)) for h, c in blobs.items()), self.recent_limit)
+            items = list(blobs.items())[-self.recent_limit:]
+            _keep_recent(self.recent, ((h, bytes(c)) for h, c in items), self.recent_limit)
 
-    def _stored(self, fetch: Callable[[bytes], bytes], h: bytes) -> bytes:
+    def _stored(self, fetch: Callable[[Any], Any], h: Any) -> Any:
         """`fetch(h)` from the catalog, waiting for the writer only if it is not there yet and
         the writer may still be storing it."""
         try:
@@ -207,6 +215,17 @@ class SnapshotManager:
             data = self._stored(self.catalog.get_blob, h)
             self._remember({h: data})
         return data
+
+    def _blobs(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+        """Page contents: those captured lately from memory, the rest from the catalog at once."""
+        recent = self.recent
+        out = {h: recent[h] for h in hashes if h in recent}
+        missing = [h for h in hashes if h not in out]
+        if missing:
+            stored = self._stored(self.catalog.get_blobs, missing)
+            self._remember(stored)
+            out.update(stored)
+        return out
 
     def _node(self, h: bytes) -> bytes:
         """A tree node: from memory when it was made lately, else from the catalog."""
@@ -242,7 +261,7 @@ class SnapshotManager:
         snap = self._load(name)
         self.full_next = True  # until the writer is told where the RAM now comes from
         try:
-            restore(self.machine, snap, self._blob, self.OWN_TIMERS)
+            restore(self.machine, snap, self._blob, self.OWN_TIMERS, self._blobs)
         except CatalogError:
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, UcError) as e:

@@ -100,17 +100,19 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
 
 
 def restore(machine: Machine, snap: Snapshot, blob: Callable[[bytes], bytes],
-            own_timers: Optional[set[str]] = None) -> None:
+            own_timers: Optional[set[str]] = None,
+            blobs: Optional[Callable[[list[bytes]], dict[bytes, bytes]]] = None) -> None:
     """Put the machine (and the replay cursor) exactly where `snap` was taken.
 
-    `blob(hash)` fetches verified content (the tree's nodes come with `snap.pages`); only the
-    pages that differ from the machine's RAM are fetched and written. Timers named in
-    `own_timers` belong to the caller, which re-arms them itself."""
+    `blob(hash)` fetches verified content (the tree's nodes come with `snap.pages`), or
+    `blobs(hashes)` many at once; only the pages that differ from the machine's RAM are
+    fetched and written. Timers named in `own_timers` belong to the caller, which re-arms
+    them itself."""
     if snap.ram_size != machine.ram.size:
         raise ValueError(f"snapshot {snap.name} has {snap.ram_size} bytes of RAM, the machine {machine.ram.size}")
     root, built = tree_of(snap.pages, snap.ram_size)
     node = snap.pages.node if isinstance(snap.pages, TreePages) else built.__getitem__
-    machine.pages.load_tree(root, node, blob)
+    machine.pages.load_tree(root, node, blob, blobs)
     cpustate.restore(machine.uc, snap.cpu)
     machine.board.set_state(snap.devices["board"])
     saved = snap.devices["timers"]
