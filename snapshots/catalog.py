@@ -246,6 +246,10 @@ class Catalog:
         self._streaming = False
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._nodes: OrderedDict[bytes, bytes] = OrderedDict()
+        # Rows of content and nodes stored through this connection since its last gc, and the
+        # rows that gc left: what `gc_due` weighs (a gc reads every row).
+        self.rows_stored = 0
+        self.rows_after_gc = 0
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -460,6 +464,7 @@ class Catalog:
             new_nodes.append((h, lz4.block.compress(data, store_size=False)))
             self._remember_node(h, data)
         self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
+        self.rows_stored += len(new_nodes)
         added = (stored_ahead + self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
                  + sum(map(len, state)) + len(root) + len(disk_map))
         self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
@@ -485,6 +490,7 @@ class Catalog:
                 raise CatalogError(f"content given for page {h.hex()} does not match that hash")
             new.append((h, len(data), lz4.block.compress(data, store_size=False)))
         self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
+        self.rows_stored += len(new)
         return sum(len(c) for _, _, c in new)
 
     def _named_by(self, root: bytes, nodes: dict[bytes, bytes],
@@ -534,13 +540,22 @@ class Catalog:
             doomed = self._garbage(refs.blobs | set(keep))
             freed = sum(self._stored_sizes(doomed).values())
             self._many("DELETE FROM blobs WHERE hash = ?", [(h,) for h in doomed])
-            dead_nodes = [h for (h,) in self._rows("SELECT hash FROM nodes") if h not in refs.nodes]
+            nodes = [h for (h,) in self._rows("SELECT hash FROM nodes")]
+            dead_nodes = [h for h in nodes if h not in refs.nodes]
             self._many("DELETE FROM nodes WHERE hash = ?", [(h,) for h in dead_nodes])
+        self.rows_stored = 0
+        self.rows_after_gc = len(refs.blobs) + len(nodes) - len(dead_nodes)
         for h in doomed:
             self._cache.pop(h, None)
         for h in dead_nodes:
             self._nodes.pop(h, None)
         return len(doomed), freed
+
+    def gc_due(self) -> bool:
+        """Whether a gc now would cost no more than the rows stored since the last: it reads
+        every row, so run every few snapshots it would make each cost what the catalog holds
+        (bigmem: 65,536 pages of content, ~0.4 s a gc)."""
+        return self.rows_stored * 2 >= self.rows_after_gc
 
     def _references(self, extra_roots: Iterable[bytes] = ()) -> _References:
         """What the snapshots' trees and sector maps (and `extra_roots`) reach, each distinct

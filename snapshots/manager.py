@@ -24,7 +24,7 @@ from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo, Tre
 from snapshots.state import Capture, capture, restore
 from snapshots.writer import CatalogWriter
 
-GC_EVERY = 64  # deletions between garbage collections of unreferenced pages
+GC_EVERY = 64  # deletions between asking for a gc (done once due: Catalog.gc_due)
 THIN_EVERY = 50  # periodic snapshots between thinning passes (a pass costs ~0.3 ms)
 SLACK_DIVISOR = 4  # a periodic snapshot is at most a quarter interval late (2.5 ms of 10 ms)
 RECENT_PAGES = 8192  # page contents kept in a replay for fast restores (32 MiB)
@@ -174,7 +174,7 @@ class SnapshotManager:
         self.writer.submit_delete(doomed)
         self.deleted_since_gc += len(doomed)
         if self.deleted_since_gc >= GC_EVERY:
-            self.writer.submit_gc()
+            self.writer.submit_gc(when_due=True)
             self.deleted_since_gc = 0
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:

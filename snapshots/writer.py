@@ -53,7 +53,7 @@ from snapshots.catalog import Catalog, CatalogError, Snapshot
 from snapshots.state import Capture
 
 # ("capture", Capture) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
-# | ("delete", names) | ("gc", hashes to keep) | ("flush", None) | ("close", None)
+# | ("delete", names) | ("gc", (hashes to keep, when due only)) | ("flush", None) | ("close", None)
 Request = tuple[str, Any]
 _CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture))
 _STORES = ("capture", "save")  # requests that store a snapshot: they share commits
@@ -234,8 +234,8 @@ class _Child:
                 self.root_stored = True
             elif op == "delete":
                 self.catalog.delete(*args)
-            else:  # gc: the running tree and map are what the next capture builds on
-                self.catalog.gc(set(args) | set(self.disk.values()),
+            elif not args[1] or self.catalog.gc_due():  # gc: the running tree and map are
+                self.catalog.gc(args[0] | set(self.disk.values()),  # what the next capture builds on
                                 [self.root] if self.root is not None else [])
         except Exception as e:  # kept for the next flush
             self.error = self.error or str(e)
@@ -516,9 +516,10 @@ class CatalogWriter:
     def submit_delete(self, names: Iterable[str]) -> None:
         self._send(("delete", tuple(names)))
 
-    def submit_gc(self, keep: Iterable[bytes] = ()) -> None:
-        """Collect content nothing refers to, except `keep` and what the last capture refers to."""
-        self._send(("gc", set(keep)))
+    def submit_gc(self, keep: Iterable[bytes] = (), when_due: bool = False) -> None:
+        """Collect content nothing refers to, except `keep` and what the last capture refers to;
+        if `when_due`, only once the catalog has grown enough since the last (`Catalog.gc_due`)."""
+        self._send(("gc", (set(keep), when_due)))
 
     def _round_trip(self, op: str) -> None:
         self._send((op, None))

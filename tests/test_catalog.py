@@ -149,6 +149,20 @@ def test_delete_and_gc_free_exactly_the_unreferenced_content(catalog, db):
         assert len(all_content(catalog, name)) == len(catalog.load(name).pages)
 
 
+def test_gc_is_due_once_the_rows_stored_since_reach_half_of_what_it_left(catalog):
+    """A gc reads every row: asked for every few snapshots, it runs only once the catalog grew
+    by half what the last one left, so its cost is spread over the rows stored."""
+    assert catalog.gc_due()  # nothing collected yet
+    catalog.save(*snapshot("a", 1, {i: page(i) for i in range(40)}))
+    catalog.gc()
+    left = catalog.rows_after_gc
+    assert left >= 40 and not catalog.gc_due()
+    catalog.save(*snapshot("b", 2, {i: page(1000 + i) for i in range(left // 2 - 10)}))
+    assert not catalog.gc_due()
+    catalog.save(*snapshot("c", 3, {i: page(2000 + i) for i in range(20)}))
+    assert catalog.gc_due()
+
+
 def test_gc_keeps_what_the_caller_still_holds(catalog):
     snap, blobs = snapshot("a", 1, {0: page(1), 1: page(2)})
     catalog.save(snap, blobs)
