@@ -74,8 +74,8 @@ class SnapshotManager:
         self.infos: dict[str, SnapshotInfo] = {i.name: i for i in self.catalog.list()}
         # `infos` sorted by icount, and their icounts (`nearest`); None after a change.
         self._by_icount: Optional[tuple[list[SnapshotInfo], list[int]]] = None
-        self.recent: dict[bytes, bytes] = {}  # content captured lately, oldest first
-        self.recent_nodes: dict[bytes, bytes] = {}  # tree nodes made lately, oldest first
+        self.recent: OrderedDict[bytes, bytes] = OrderedDict()  # content captured lately, oldest first
+        self.recent_nodes: OrderedDict[bytes, bytes] = OrderedDict()  # tree nodes made lately, oldest first
         # A recording never restores; keeping content for that would only cost memory (and its
         # page faults while the cache fills).
         self.recent_limit = RECENT_PAGES if machine.seam.core.replaying else 0
@@ -191,11 +191,12 @@ class SnapshotManager:
         self.writer.flush()
 
     def _remember(self, blobs: dict) -> None:
-        """Keep copies of content (captured pages are views of the live RAM): only the last
-        `recent_limit`, so a capture of much memory does not copy all of it to drop most."""
-        if self.recent_limit:
-            items = list(blobs.items())[-self.recent_limit:]
-            _keep_recent(self.recent, ((h, bytes(c)) for h, c in items), self.recent_limit)
+        """Keep copies of content (captured pages are views of the live RAM). Not of a capture
+        bigger than an eighth of the cache: it would push out what the reverse steps near here
+        need, for pages only a restore into a stretch that wrote much memory needs (copying
+        them cost a 1 GiB guest's replay a second)."""
+        if self.recent_limit and len(blobs) <= self.recent_limit // 8:
+            _keep_recent(self.recent, ((h, bytes(c)) for h, c in blobs.items()), self.recent_limit)
 
     def _stored(self, fetch: Callable[[Any], Any], h: Any) -> Any:
         """`fetch(h)` from the catalog, waiting for the writer only if it is not there yet and
@@ -288,8 +289,10 @@ class SnapshotManager:
             self.writer.close()  # once all is stored; raises what storing any of it hit
 
 
-def _keep_recent(cache: dict[bytes, bytes], items, limit: int) -> None:
-    """Add `items` to an insertion-ordered cache, dropping the oldest beyond `limit`."""
+def _keep_recent(cache: OrderedDict[bytes, bytes], items, limit: int) -> None:
+    """Add `items` to an insertion-ordered cache, dropping the oldest beyond `limit`. (With a
+    plain dict, finding the oldest steps over every slot deleted before it: quadratic, 5 s of
+    a 1 GiB guest's replay.)"""
     cache.update(items)
-    for _ in range(len(cache) - limit):
-        del cache[next(iter(cache))]
+    while len(cache) > limit:
+        cache.popitem(last=False)
