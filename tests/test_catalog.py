@@ -468,13 +468,20 @@ def _capture(name: str, icount: int, changes: dict[int, bytes | None], tree: pag
                    disk={}, blobs={content_hash(d): memoryview(bytearray(d)) for d in changes.values() if d})
 
 
-def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
+@pytest.mark.parametrize("feed_above", [None, 3 * 4096])
+def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, feed_above):
     """Each stored snapshot is the whole RAM (its tree reaches every page) although a capture
     carries only the pages and tree nodes that changed. Content goes through shared memory: with a ring of a few
     pages it wraps many times and the emulator waits for room; a capture too big for the ring
-    goes in pieces stored ahead of it. The content was a view: changing it afterwards changes
-    nothing stored."""
+    goes in pieces stored ahead of it, or (`feed_above`) is fed down a pipe by a forked copy of
+    this process, as are the captures the ring has no room for. The content was a view:
+    changing it afterwards changes nothing stored."""
     monkeypatch.setattr(writer_module, "RING_BYTES", 5 * 4096)
+    fed = []
+    if feed_above is not None:
+        monkeypatch.setattr(writer_module, "FEED_ABOVE", feed_above)
+        feed = CatalogWriter._feed
+        monkeypatch.setattr(CatalogWriter, "_feed", lambda self, items: fed.append(len(items)) or feed(self, items))
     writer = CatalogWriter(db, REC)
     ram = {n: page(n) for n in range(8)}
     tree, hashes = pagetree.PageTree(4096), {}
@@ -484,7 +491,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
     rng = random.Random(7)
     for i in range(1, 60):
         changes: dict[int, bytes | None] = {}
-        for n in rng.sample(range(12), 2):
+        for n in rng.sample(range(12), 4 if i % 10 == 0 else 2):
             changes[n] = None if rng.random() < 0.2 else page(1000 * i + n)
         cap = _capture(f"c{i:03d}", i, changes, tree, hashes)
         writer.submit_capture(cap)
@@ -497,6 +504,11 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch):
                 ram[n] = d
         expected[cap.name] = dict(ram)
     writer.close()
+    assert writer._feeders == []  # every feeder reaped
+    if feed_above is None:
+        assert fed == []
+    else:  # the first, and later ones of four pages (changes to zero pages carry no content)
+        assert fed[0] == 8 and len(fed) >= 2 and set(fed[1:]) == {4}, fed
     with Catalog.open(db, REC, create=False) as c:
         assert [i.name for i in c.list()] == sorted(expected)
         for name, pages in expected.items():
