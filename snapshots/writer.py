@@ -476,12 +476,16 @@ class CatalogWriter:
         if pid == 0:  # the feeder: write, then go, running nothing of the parent's
             status = 0
             try:
-                os.close(read_end)
+                # Only the pipe stays open: a copy of the request pipe would keep the child from
+                # seeing the end of file that tells it the emulator has gone.
+                os.closerange(3, write_end)
+                os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                with open(write_end, "wb", buffering=0) as pipe:
-                    for data in items:
-                        pipe.write(data)
+                for data in items:
+                    view = memoryview(data)
+                    while view:  # a write to a pipe may take part of it
+                        view = view[os.write(write_end, view):]
             except BaseException:  # the child went away (it reports the missing content)
                 status = 1
             finally:

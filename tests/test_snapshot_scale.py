@@ -106,6 +106,51 @@ def test_a_writer_killed_at_any_moment_leaves_whole_snapshots(guests, tmp_path):
                     c.get_blob(h)  # present, and verified against its hash
 
 
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = {int(k) for k in f.read().split()}
+        except OSError:
+            continue
+        found |= kids
+        todo += kids
+    return found
+
+
+def test_an_emulator_killed_while_its_snapshots_are_fed_leaves_no_process_behind(guests, tmp_path):
+    """SIGKILL the recording at random moments of its start, when bigmem16's first snapshots
+    are fed to the writer by forked copies: the writer sees the emulator gone and ends, and so
+    do the copies (none holds a pipe that keeps another waiting), leaving whole snapshots."""
+    rng = random.Random(5)
+    for n in range(2):
+        rr = str(tmp_path / f"e{n}.rr")
+        proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-serial", "none",
+                                 "-kernel", guests["bigmem16"], "-m", "64M", "-icount",
+                                 f"shift=7,rr=record,rrfile={rr},rrsnapshot=init",
+                                 "-snapshots", "1ms:100ms,10ms:1s,100ms"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen: set[int] = set()
+        deadline = time.monotonic() + rng.uniform(0.5, 2.0)
+        while time.monotonic() < deadline or not seen:
+            seen |= _descendants(proc.pid)
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while (alive := [p for p in seen if os.path.exists(f"/proc/{p}")
+                         and open(f"/proc/{p}/stat").read().split(")")[1].split()[0] != "Z"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, alive
+        with Catalog.open_existing(rr + ".db") as c:
+            for info in c.list():
+                s = c.load(info.name)
+                assert len(dict(s.pages)) == info.pages
+
+
 def _peak_rss_mib(args: list[str]) -> tuple[int, float]:
     """Run urr; its exit status and the peak resident memory of it and its children (MiB)."""
     proc = subprocess.Popen([sys.executable, "-m", "urr", "-display", "none", "-serial", "none", *args],
