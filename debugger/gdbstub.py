@@ -12,12 +12,10 @@ commands (`monitor info replay`, `replay_break`, `replay_delete_break`, `replay_
 from __future__ import annotations
 
 import logging
-import os
 import re
 import select
 import socket
 import sys
-import threading
 from typing import Callable, Optional
 
 from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
@@ -32,7 +30,6 @@ THREAD = "01"  # the one thread GDB sees
 SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
 NAK_RETRIES = 5
 MAX_ERROR_TEXT = 200  # characters of an E.message reply
-REPEAT_INTERRUPT_S = 0.005  # after Ctrl-C, how often the request is repeated until the run stops
 REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
 
 MONITOR_HELP = """\
@@ -197,47 +194,33 @@ class _Wire:
             if byte in b"+-":
                 return byte == ord("+")
 
-    def run_watched(self, action: Callable[[], Stop], interrupt: Callable[[], None]) -> Stop:
-        """Run `action` while a helper thread turns Ctrl-C (0x03) or a hang-up into `interrupt()`.
-
-        The helper sleeps in `select` on the socket and a pipe that wakes it when the action
-        returns, so a resume pays only a thread's start and join (~0.2 ms), never a polling
-        period. After a request it repeats `interrupt()` until the action returns: a Timeline
-        clears pending interrupts when a run starts, so one that lands just before would be lost."""
-        done = threading.Event()
-        early = b"\x03" in self.buf  # sent right behind the resume packet
+    def run_watched(self, action: Callable[[], Stop], timeline: Timeline) -> Stop:
+        """Run `action` with the timeline asking, wherever it checks for interrupt(), whether GDB
+        sent Ctrl-C (0x03) or hung up: the socket is read there without blocking, so a resume
+        costs no thread and no polling period. Once asked, every later check says so until the
+        action returns (a Timeline clears pending interrupts when a run starts, and one action
+        may start several)."""
+        requested = b"\x03" in self.buf  # sent right behind the resume packet
         self.buf = self.buf.replace(b"\x03", b"")
-        wake_r, wake_w = os.pipe()
 
-        def watch() -> None:
-            requested = early
-            while not done.is_set():
-                if requested or self.closed:
-                    interrupt()
-                    done.wait(REPEAT_INTERRUPT_S)
-                    continue
-                if wake_r in select.select([self.sock, wake_r], [], [])[0]:
-                    continue  # done is set
+        def asked() -> bool:
+            nonlocal requested
+            if not requested and (self.closed or select.select([self.sock], [], [], 0)[0]):
                 try:
-                    data = self.sock.recv(65536)
+                    data = b"" if self.closed else self.sock.recv(65536)
                 except OSError:
                     data = b""
                 if not data:
                     self.closed = requested = True
-                elif b"\x03" in data:
-                    requested = True
-                self.buf += data.replace(b"\x03", b"")
-
-        watcher = threading.Thread(target=watch, name="gdbstub-ctrl-c", daemon=True)
-        watcher.start()
+                else:
+                    requested = b"\x03" in data
+                    self.buf += data.replace(b"\x03", b"")
+            return requested
+        timeline.interrupt_poll = asked
         try:
             return action()
         finally:
-            done.set()
-            os.write(wake_w, b"x")
-            watcher.join()
-            os.close(wake_r)
-            os.close(wake_w)
+            timeline.interrupt_poll = None
 
 
 class GdbServer:
@@ -480,11 +463,11 @@ class _Session:
 
     def _run(self, action: Callable[[], Stop], addr: str = "", watched: bool = True) -> str:
         """Run `action` and report its stop. A single step is not `watched` for Ctrl-C: it is
-        over sooner than a watcher thread would start."""
+        over before it would look."""
         if addr:
             self.tl.write_register("rip", _hex_int(addr))
         try:
-            stop = self.wire.run_watched(action, self.tl.interrupt) if watched else action()
+            stop = self.wire.run_watched(action, self.tl) if watched else action()
         except ValueError as e:  # e.g. no snapshot to go back to
             self.console(f"urr: {e}\n")
             return "E01"

@@ -1,9 +1,9 @@
 """Navigation over a replay: one object owns the position, the snapshots and the breakpoints.
 
 Modelled on rr's ReplayTimeline. Forward execution runs the machine with breakpoint and
-watchpoint hooks that stop it. Going back is "restore the nearest earlier snapshot, replay
-forward": a seek backwards replays to the target; repeated reverse steps are served from the
-checkpoints and undo record of the stretch before the position (debugger.checkpoints);
+watchpoint hooks that stop it (debugger.stoppoints). Going back is "restore the nearest earlier
+snapshot, replay forward": a seek backwards replays to the target; repeated reverse steps are
+served from the checkpoints and undo record of the stretch before the position (debugger.checkpoints);
 reverse-continue and last-write replay the stretches before the position with hooks that only
 *collect* hits, newest first, skipping what cannot hold a hit (debugger.search). Steps go through
 interrupt handlers unless `step_into_interrupts` is set.
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 import capstone
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE, Uc
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
 from cpu import cpustate
@@ -39,8 +38,9 @@ from cpu.devices.debugport import DebugCon
 from cpu.devices.uart import Uart16550
 from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
-from debugger.rangestep import RangeExits, indirect_target, range_exits
+from debugger.rangestep import range_exits
 from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearch
+from debugger.stoppoints import StopPoints
 from replay import log as L
 from replay.player import Divergence
 from snapshots.manager import SnapshotManager
@@ -51,9 +51,6 @@ if TYPE_CHECKING:
 
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
-# Unicorn matches a memory hook's range against an access's first byte only, so a watch hook
-# starts this many bytes early (the widest single access, an SSE store) and checks the overlap.
-WIDEST_ACCESS = 16
 # A seek that restores a snapshot (a reverse step outside the stretch kept for fast steps is
 # one) records this many instructions before its target; each further stretch, as the user keeps
 # stepping back, twice as long, up to STEP_SPAN_MAX.
@@ -84,12 +81,6 @@ class Stop:
     message: str = ""
 
 
-def _check_span(addr: int, length: int) -> None:
-    """ValueError for bytes a hook cannot cover: past the 64-bit address space (Unicorn refuses)."""
-    if addr < 0 or length < 0 or addr + max(length, 1) >= 1 << 64:
-        raise ValueError(f"{addr:#x}+{length} is outside the address space")
-
-
 class Timeline:
     """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
 
@@ -100,18 +91,16 @@ class Timeline:
         self.can_reverse = replaying and snapshots is not None
         self.start = machine.icount
         self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
-        self.breakpoints: dict[int, int] = {}  # address -> hook handle
-        self.break_conditions: dict[int, Optional[Callable[[], bool]]] = {}
-        self._code_hooks: dict[int, int] = {}  # address -> its code hook, see _code_hook
-        self._range: Optional[RangeExits] = None  # while step_range runs
-        self.watchpoints: dict[tuple[int, int, str], list[int]] = {}
-        self.changes_only: set[tuple[int, int, str]] = set()  # watchpoints blind to same-value writes
-        self.icount_breaks: set[int] = set()
+        self.points = StopPoints(machine, self.read_register, self.read_memory)
+        # Its tables, as the Timeline has always shown them (the same objects, changed in place).
+        self.breakpoints, self.break_conditions = self.points.breakpoints, self.points.break_conditions
+        self.watchpoints, self.changes_only = self.points.watchpoints, self.points.changes_only
+        self.icount_breaks = self.points.icount_breaks
         self._interrupt = threading.Event()
+        # Asked too where runs check for interrupt(), when set: the GDB stub reads its socket for
+        # Ctrl-C there rather than keep a thread watching it.
+        self.interrupt_poll: Optional[Callable[[], bool]] = None
         self._frame_regs = cpustate.RegisterBatch(machine.uc, ("rbp", "rsp", "rip"))
-        self._collect: Optional[list[Hit]] = None  # seeks and reverse searches collect instead of stopping
-        self._ignore_break_at: Optional[int] = None
-        self._pending: Optional[Hit] = None
         self._exited: Optional[MachineStop] = None
         self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
@@ -267,129 +256,27 @@ class Timeline:
         """A snapshot (always one of the recording) was restored."""
         self.machine.seam.debugger.back_on_recording()
 
-    # -- breakpoints and watchpoints ----------------------------------------------------------
+    # -- breakpoints and watchpoints (debugger.stoppoints) -------------------------------------
 
     def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
-        """Stop at `addr` (when `condition` is given: only where it returns true, checked at the
-        hit, so a false one costs neither a stop nor, in a reverse search, a hit)."""
-        _check_span(addr, 1)
-        self.break_conditions[addr] = condition
-        self.breakpoints[addr] = self._code_hook(addr)
+        """Stop at `addr`, where `condition` (if given) holds (StopPoints.add_breakpoint)."""
+        self.points.add_breakpoint(addr, condition)
 
     def remove_breakpoint(self, addr: int) -> None:
-        self.breakpoints.pop(addr, None)
-        self.break_conditions.pop(addr, None)
-
-    def _code_hook(self, addr: int) -> int:
-        """The code hook at `addr`, shared by breakpoints and range-step exits and kept, idle,
-        when neither uses it, until the next cont/reverse_cont: GDB removes and reinserts every
-        breakpoint around each stop, and deleting a code hook makes Unicorn 2.1.4 drop every
-        translation, where adding one needs only its own dropped."""
-        if addr not in self._code_hooks:
-            self._code_hooks[addr] = self.machine.uc.hook_add(UC_HOOK_CODE, self._on_code, None, addr, addr)
-            self.machine.uc.ctl_remove_cache(addr, addr + 1)  # 2.1.4 only hooks code translated afterwards
-        return self._code_hooks[addr]
-
-    def _drop_idle_code_hooks(self) -> None:
-        """Delete the idle code hooks before a run long enough for them to cost (a Python call
-        each time their address runs)."""
-        for addr in [a for a in self._code_hooks if a not in self.breakpoints]:
-            self.machine.uc.hook_del(self._code_hooks.pop(addr))
+        self.points.remove_breakpoint(addr)
 
     def add_watchpoint(self, addr: int, length: int, kind: str, changes_only: bool = False) -> None:
-        """Stop on accesses overlapping [addr, addr+length): kind "w" writes, "r" reads, "a" both.
-
-        `changes_only` (for "w"): only writes that change a watched byte, as GDB's `watch` shows
-        them; a write of the value already there is then no hit, in either direction."""
-        _check_span(addr, length)
-        key = (addr, length, kind)
-        if changes_only and kind == "w":
-            self.changes_only.add(key)
-        else:
-            self.changes_only.discard(key)
-        if key in self.watchpoints:
-            return
-        types = {"w": [UC_HOOK_MEM_WRITE], "r": [UC_HOOK_MEM_READ],
-                 "a": [UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE]}[kind]
-        first, last = max(0, addr - WIDEST_ACCESS + 1), addr + max(length, 1) - 1
-        # Memory hooks take effect at once and leave translations alone, added or deleted.
-        self.watchpoints[key] = [self.machine.uc.hook_add(t, self._on_access, key, first, last) for t in types]
+        """Stop on "w" writes, "r" reads or "a" both of [addr, addr+length) (StopPoints.add_watchpoint)."""
+        self.points.add_watchpoint(addr, length, kind, changes_only)
 
     def remove_watchpoint(self, addr: int, length: int, kind: str) -> None:
-        self.changes_only.discard((addr, length, kind))
-        for handle in self.watchpoints.pop((addr, length, kind), []):
-            self.machine.uc.hook_del(handle)
+        self.points.remove_watchpoint(addr, length, kind)
 
     def set_icount_break(self, icount: int) -> None:
         self.icount_breaks.add(icount)
 
     def clear_icount_breaks(self) -> None:
         self.icount_breaks.clear()
-
-    def _on_code(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        if address in self.breakpoints and self._on_break(uc, address):
-            return
-        if self._range is not None:
-            self._on_range_exit(uc, address)
-
-    def _on_break(self, uc: Uc, address: int) -> bool:
-        """A breakpoint's address is about to run: whether that stopped the run."""
-        now = self.machine.now()
-        if self._ignore_break_at == now and self._collect is None:
-            return False
-        if not self._break_holds(address):
-            return False
-        if self._collect is not None:
-            self._collect.append(Hit(now, "breakpoint", address))
-            return False
-        self._pending = Hit(now, "breakpoint", address)
-        self.machine.stop_before = "breakpoint"
-        uc.emu_stop()
-        return True
-
-    def _break_holds(self, address: int) -> bool:
-        """Whether a breakpoint is set at `address` with no condition, or one true here."""
-        if address not in self.breakpoints:
-            return False
-        condition = self.break_conditions.get(address)
-        return condition is None or condition()
-
-    def _on_range_exit(self, uc: Uc, address: int) -> None:
-        """step_range: stop before an entry outside the range, or right after a range instruction
-        whose target (known now, before it runs) lies outside."""
-        assert self._range is not None
-        if address in self._range.entries:
-            self.machine.stop_before = "range-exit"
-            uc.emu_stop()
-        elif address in self._range.indirect:
-            target = indirect_target(self._range.indirect[address], self.read_register, self.read_memory)
-            if not self._range.contains(target):
-                self.machine.stop_after = "range-exit"
-                self.machine._end_slice_now()
-
-    def _on_access(self, uc: Uc, access: int, address: int, size: int, value: int,
-                   key: tuple[int, int, str]) -> None:
-        addr, length, kind = key
-        if address + size <= addr or address >= addr + max(length, 1):
-            return  # an access just before the watched bytes (see WIDEST_ACCESS)
-        if key in self.changes_only and not self._changes(address, size, value, addr, length):
-            return
-        hit = Hit(self.machine.now(), "watchpoint", address, kind, size, access == UC_MEM_WRITE)
-        if self._collect is not None:
-            self._collect.append(hit)
-            return
-        self._pending = hit
-        self.machine.stop_after = "watchpoint"
-        self.machine._end_slice_now()
-
-    def _changes(self, address: int, size: int, value: int, addr: int, length: int) -> bool:
-        """Whether a write (its hook runs before it lands) changes a byte of [addr, addr+length).
-        Unicorn passes at most 8 bytes of value (signed): a wider store counts as a change."""
-        if size > 8:
-            return True
-        first, end = max(address, addr), min(address + size, addr + max(length, 1))
-        new = (value & ((1 << 64) - 1)).to_bytes(8, "little")[first - address:end - address]
-        return new != self.machine.ram.read(first, end - first)
 
     # -- running the machine ------------------------------------------------------------------
 
@@ -401,19 +288,19 @@ class Timeline:
 
     def _replay_to(self, until: int) -> tuple[MachineStop, list[Hit]]:
         """Run to `until` with breakpoints and watchpoints only collecting their hits."""
-        saved, self._collect = self._collect, []
+        saved, self.points.collect = self.points.collect, []
         try:
             stop = self._advance(until)
         finally:
-            hits, self._collect = self._collect, saved
+            hits, self.points.collect = self.points.collect, saved
         return stop, hits
 
     def _collect_to(self, until: int) -> list[Hit]:
         return self._replay_to(until)[1]
 
     def _take_interrupt(self) -> bool:
-        """Whether interrupt() was called (then cleared: it is answered)."""
-        asked = self._interrupt.is_set()
+        """Whether interrupt() was called or interrupt_poll says so (then cleared: it is answered)."""
+        asked = self._interrupt.is_set() or (self.interrupt_poll is not None and self.interrupt_poll())
         self._interrupt.clear()
         return asked
 
@@ -440,8 +327,8 @@ class Timeline:
         """Run forward to `until` (or the end), stopping at breakpoints, watchpoints, exit."""
         if self._exited is not None:
             return self._ended(self._exited)
-        self._ignore_break_at = self.icount if ignore_here else None
-        self._pending = None
+        self.points.ignore_break_at = self.icount if ignore_here else None
+        self.points.pending = None
         try:
             while True:
                 if until is None:
@@ -468,12 +355,12 @@ class Timeline:
                 if stop.reason == "range-exit":
                     return self._stop("step")
                 if stop.reason == "watchpoint":
-                    hit = self._pending
+                    hit = self.points.pending
                     return self._stop("watchpoint", watch_addr=hit.addr if hit else None,
                                       watch_kind=hit.kind if hit else None)
                 return self._ended(stop)
         finally:
-            self._ignore_break_at = None
+            self.points.ignore_break_at = None
 
     def _fault(self, error: Exception) -> Stop:
         """A guest fault or divergence ended a run here; off the recording, the change made is
@@ -486,7 +373,7 @@ class Timeline:
         (or a replay breakpoint) and the log's digests list every page written: then only the
         intervals that wrote those pages need to run with hooks. Else None (also during a range
         step, which stops where the PC leaves its range)."""
-        if (self.search.exact_index() is None or self.breakpoints or self._range is not None
+        if (self.search.exact_index() is None or self.breakpoints or self.points.range is not None
                 or not self.watchpoints or any(kind != "w" for _, _, kind in self.watchpoints)):
             return None
         return set().union(*(WriteIndex.pages_of(a, n) for a, n, _ in self.watchpoints))
@@ -546,7 +433,7 @@ class Timeline:
 
     def cont(self) -> Stop:
         self._interrupt.clear()
-        self._drop_idle_code_hooks()
+        self.points.drop_idle_code_hooks()
         return self._run(None, ignore_here=True)
 
     def next(self) -> Stop:
@@ -564,7 +451,7 @@ class Timeline:
             while stop.reason in ("step", "breakpoint"):
                 if stop.pc == ret and self._rsp() >= rsp0:
                     return self._stop("breakpoint" if users and (condition is None or condition()) else "step")
-                if stop.pc != ret and (stop.reason == "breakpoint" or self._break_holds(stop.pc)):
+                if stop.pc != ret and (stop.reason == "breakpoint" or self.points.break_holds(stop.pc)):
                     return self._stop("breakpoint")  # the user's, inside the call
                 stop = self.cont()
             return stop
@@ -596,13 +483,13 @@ class Timeline:
                 return stop
             ignore_here = False  # a breakpoint where the step arrived stops there
         code = self.read_memory(start, min(end + 15, self.machine.ram.size) - start)  # + the longest insn
-        self._range = range_exits(code, start, end)
+        self.points.range = range_exits(code, start, end)
         try:
-            for addr in self._range.entries | self._range.indirect.keys():
-                self._code_hook(addr)
+            for addr in self.points.range.entries | self.points.range.indirect.keys():
+                self.points.code_hook(addr)
             return self._run(None, ignore_here=ignore_here)
         finally:
-            self._range = None
+            self.points.range = None
 
     # -- backward -----------------------------------------------------------------------------
 
@@ -725,7 +612,7 @@ class Timeline:
         """Run backwards to the last breakpoint/watchpoint hit before the current position."""
         self._require_reverse()
         self._interrupt.clear()
-        self._drop_idle_code_hooks()
+        self.points.drop_idle_code_hooks()
         hit = self.search.last_hit(self.start, self.icount, lambda h: True, self.icount_breaks, self._watched_pages())
         if hit is None:
             self.seek(self.start)

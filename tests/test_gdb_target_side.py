@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 
 import pytest
@@ -122,7 +123,8 @@ def test_awatch_still_sees_same_value_writes(calls, tmp_path):
 
 
 def test_ctrl_c_stops_a_long_continue_and_a_long_reverse_continue(recorded):  # noqa: F811
-    """0x03 from a raw client while a real replay runs: SIGINT, in the middle of the run."""
+    """0x03 from a raw client while a real replay runs: SIGINT, in the middle of the run. The
+    stub reads it where the run checks for interrupts: no thread watches the socket."""
     rec = recorded("corrupt")
     with Timeline.for_replay(rec.rrfile, rec.kernel, snapshot="init") as tl:
         served = Served(tl)
@@ -133,11 +135,12 @@ def test_ctrl_c_stops_a_long_continue_and_a_long_reverse_continue(recorded):  # 
             assert client.ask("c") == "T05thread:01;swbreak:;"  # near the start
             hit = tl.icount
             for packet in ("c", "bc"):
-                before = tl.icount
+                before, threads = tl.icount, threading.active_count()
                 client.send(packet)
                 deadline = time.monotonic() + 60
                 while tl.icount == before and time.monotonic() < deadline:
                     time.sleep(0.001)  # the run has begun
+                assert threading.active_count() == threads
                 client.sock.sendall(b"\x03")
                 assert client.reply() == "T02thread:01;"
                 assert tl.icount != before and hit < tl.icount < rec.icount, (packet, tl.icount)

@@ -41,6 +41,7 @@ class FakeTimeline:
         self.watchpoints: set[tuple[int, int, str]] = set()
         self.icount_breaks: set[int] = set()
         self._interrupt = threading.Event()
+        self.interrupt_poll: Optional[Callable[[], bool]] = None  # the real Timeline's: asked where it checks
         self._reset()
 
     def _reset(self) -> None:
@@ -134,7 +135,7 @@ class FakeTimeline:
                     return self._stop("step")
             if self.end is not None and self.icount >= self.end:
                 return self._stop("end")
-            if self._interrupt.is_set():
+            if self._interrupt.is_set() or (self.interrupt_poll is not None and self.interrupt_poll()):
                 self._interrupt.clear()
                 return self._stop("interrupt")
             hit = self._watch_hit()
