@@ -19,7 +19,7 @@ import sys
 from typing import Callable, Optional
 
 from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
-from debugger.tdesc import G_PACKET_SIZE, REGISTERS, Reg, target_xml
+from debugger.tdesc import Description, Reg, for_mode
 from debugger.timeline import Stop, Timeline
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ replay_branch [-f] NEWFILE
                        leave the replay here and record from here into NEWFILE (-f: replace it)
 """
 
-_EXPEDITED = [i for i, r in enumerate(REGISTERS) if r.name in ("rbp", "rsp", "rip")]  # regnums
+_FRAME_REGISTERS = ("rbp", "rsp", "rip")  # what Timeline.frame_registers gives, in its order
+_MSR_EFER, _EFER_LMA = "efer", 1 << 10
 _WATCH_STOP = {"w": "watch", "r": "rwatch", "a": "awatch"}
 _WATCH_KIND = {"2": "w", "3": "r", "4": "a"}
 _ESCAPED = b"$#}*"  # bytes a binary reply must escape ('*' would start a run-length code)
@@ -111,11 +112,6 @@ def _icount(text: str) -> int:
     if value < 0:
         raise ValueError(f"bad icount {text!r}")
     return value
-
-
-def _register_bits(number: int) -> Optional[int]:
-    """The width of register `number` (its regnum in target.xml), None if there is none."""
-    return REGISTERS[number].bits if number < len(REGISTERS) else None
 
 
 def _encode_reg(reg: Reg, value: Optional[int]) -> str:
@@ -273,6 +269,12 @@ class _Session:
         self.icount_breaks = False
         self.ended: Optional[str] = None
         self.error_text = False  # GDB takes E.message replies (it said error-message+)
+        self.long_mode = self._long_mode()
+        self.desc: Description = for_mode(self.long_mode)  # this connection's, for its whole life
+        self.registers = self.desc.registers
+        # regnums of RBP, RSP, RIP (or their 32-bit views), expedited in stop replies
+        self.expedited = [next(i for i, r in enumerate(self.registers) if r.machine_name == name)
+                          for name in _FRAME_REGISTERS]
         self.handlers: dict[str, Callable[[str], Optional[str]]] = {
             "?": lambda _: self.last_stop, "g": self.read_all, "G": self.write_all,
             "p": self.read_one, "P": self.write_one, "m": self.read_mem, "M": self.write_mem,
@@ -374,7 +376,7 @@ class _Session:
         if annex != "target.xml":
             return "E00"
         offset, length = _addr_len(span)
-        data = target_xml().encode()
+        data = self.desc.xml().encode()
         chunk = data[offset:offset + length]
         more = offset + length < len(data)
         return ("m" if more else "l") + _escape(chunk).decode("latin-1")
@@ -388,33 +390,46 @@ class _Session:
 
     # -- registers and memory -----------------------------------------------------------------
 
+    def _long_mode(self) -> bool:
+        return bool(self.tl.read_register(_MSR_EFER) & _EFER_LMA)
+
     def read_all(self, _args: str) -> str:
         regs = self.tl.read_registers()
-        return "".join(_encode_reg(r, regs.get(r.name)) for r in REGISTERS)
+        return "".join(_encode_reg(r, regs.get(r.machine_name)) for r in self.registers)
 
     def write_all(self, args: str) -> str:
         """G: write back only the registers whose value changed (rewriting cs or cr0 has effects)."""
         data = bytes.fromhex(args)
-        if len(data) != G_PACKET_SIZE:
-            raise ValueError(f"{len(data)} bytes of registers, not {G_PACKET_SIZE}")
+        if len(data) != self.desc.g_packet_size:
+            raise ValueError(f"{len(data)} bytes of registers, not {self.desc.g_packet_size}")
         current = self.tl.read_registers()
         offset = 0
-        for reg in REGISTERS:
+        for reg in self.registers:
             value = int.from_bytes(data[offset:offset + reg.size], "little")
             offset += reg.size
-            if reg.name in current and value != current[reg.name] & ((1 << reg.bits) - 1):
-                self.tl.write_register(reg.name, value)
+            if reg.machine_name in current and value != current[reg.machine_name] & ((1 << reg.bits) - 1):
+                self._write(reg, value, current[reg.machine_name])
         return "OK"
+
+    def _write(self, reg: Reg, value: int, old: int) -> None:
+        """A 32-bit view writes the low half of its machine register and keeps the rest."""
+        if reg.source:
+            value |= old & ~((1 << reg.bits) - 1)
+        self.tl.write_register(reg.machine_name, value)
 
     def _register(self, number: str) -> Reg:
         n = _hex_int(number)
-        if n >= len(REGISTERS):
+        if n >= len(self.registers):
             raise ValueError(f"no register {n}")
-        return REGISTERS[n]
+        return self.registers[n]
+
+    def _register_bits(self, number: int) -> Optional[int]:
+        """The width of register `number` (its regnum in target.xml), None if there is none."""
+        return self.registers[number].bits if number < len(self.registers) else None
 
     def read_one(self, args: str) -> str:
         reg = self._register(args)
-        return _encode_reg(reg, self.tl.read_registers().get(reg.name))
+        return _encode_reg(reg, self.tl.read_registers().get(reg.machine_name))
 
     def write_one(self, args: str) -> str:
         number, value = args.split("=")
@@ -422,7 +437,7 @@ class _Session:
         data = bytes.fromhex(value)
         if len(data) != reg.size:
             raise ValueError(f"register {reg.name} has {reg.size} bytes, not {len(data)}")
-        self.tl.write_register(reg.name, int.from_bytes(data, "little"))
+        self._write(reg, int.from_bytes(data, "little"), self.tl.read_register(reg.machine_name) if reg.source else 0)
         return "OK"
 
     def read_mem(self, args: str) -> str:
@@ -475,8 +490,21 @@ class _Session:
             self.console(f"urr: {stop.message}\n")
         elif stop.reason == "icount-break":  # GDB itself can only say SIGTRAP
             self.console(f"urr: replay breakpoint: icount {stop.icount}\n")
+        self._tell_mode_change()
         self.last_stop = self.stop_reply(stop)
         return self.last_stop
+
+    def _tell_mode_change(self) -> None:
+        """Say, when the CPU has entered or left long mode, that this connection keeps its
+        register description and how to get the other one."""
+        long_mode = self._long_mode()
+        if long_mode == self.long_mode:
+            return
+        self.long_mode = long_mode
+        if for_mode(long_mode) is not self.desc:
+            now = "64-bit long mode" if long_mode else "32-bit protected mode"
+            self.console(f"urr: the CPU is in {now} now; this connection keeps its {self.desc.architecture} "
+                         f"registers (`disconnect`, then `target remote` again, for {for_mode(long_mode).architecture})\n")
 
     def step(self, addr: str) -> str:
         return self._run(self.tl.stepi, addr, watched=False)
@@ -531,8 +559,8 @@ class _Session:
         signal = {"interrupt": SIGINT, "fault": SIGSEGV}.get(stop.reason, SIGTRAP)
         reply = f"T{signal:02x}thread:{THREAD};"
         # The frame registers, expedited: GDB stepping through a line then needs no `g` packet.
-        for number, value in zip(_EXPEDITED, self.tl.frame_registers()):
-            reply += f"{number:02x}:{value.to_bytes(8, 'little').hex()};"
+        for number, value in zip(self.expedited, self.tl.frame_registers()):
+            reply += f"{number:02x}:{_encode_reg(self.registers[number], value)};"
         if stop.reason == "breakpoint":
             kinds = self.breaks.get(stop.pc, {"0"})
             reply += "swbreak:;" if "0" in kinds else "hwbreak:;"
@@ -565,11 +593,15 @@ class _Session:
         _, semicolon, conditions = args.partition(";")
         if not semicolon:
             return None
-        exprs = parse_conditions(conditions, _register_bits)
+        exprs = parse_conditions(conditions, self._register_bits)
         read_register, read_memory = self.tl.read_register, self.tl.read_memory
 
+        registers = self.registers
+
         def register(number: int) -> int:
-            return read_register(REGISTERS[number].name)
+            reg = registers[number]
+            value = read_register(reg.machine_name)
+            return value & ((1 << reg.bits) - 1) if reg.source else value
 
         def holds(expr: AgentExpr) -> bool:
             try:

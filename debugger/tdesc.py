@@ -1,7 +1,14 @@
-"""The x86-64 target description the GDB stub serves as target.xml.
+"""The target descriptions the GDB stub serves as target.xml: x86-64, and i386 for a GDB that
+connects while the CPU is in 32-bit protected mode (so that it disassembles 32-bit code).
 
-One table, REGISTERS, is both the XML (a register's regnum is its index) and the layout of the
-`g`/`G` packets: GDB orders those by ascending regnum, each register at its XML bit size, so
+GDB cannot change a target's register layout within a connection, and QEMU's x86-64 stub keeps
+the amd64 one in every mode; but GDB reads target.xml at each `target remote`, so the stub
+gives each connection the description of the mode the CPU is in when GDB connects. The i386 one
+names i386:x86-64 as compatible, so GDB accepts it with an ELF64 symbol file (a Multiboot kernel
+built by a 64-bit gcc); its registers are views of the low halves of the machine's.
+
+One table per description is both the XML (a register's regnum is its index) and the layout of
+the `g`/`G` packets: GDB orders those by ascending regnum, each register at its XML bit size, so
 generating both from the same tuple keeps them from drifting apart.
 
 GDB's amd64 support finds registers by feature and name: org.gnu.gdb.i386.core must hold the 24
@@ -21,10 +28,15 @@ class Reg:
     bits: int
     type: str = "int"
     group: str | None = None
+    source: str = ""  # the machine register this one is the low bits of (default: its name)
 
     @property
     def size(self) -> int:
         return self.bits // 8
+
+    @property
+    def machine_name(self) -> str:
+        return self.source or self.name
 
 
 def _regs(names: str, bits: int, typ: str = "int", group: str | None = None) -> tuple[Reg, ...]:
@@ -41,14 +53,71 @@ _SEGMENTS = _regs("fs_base gs_base", 64, "int")
 _SYSTEM = (_regs("cr0", 64, "x86_cr0", "system") + _regs("cr2 cr3 cr4 cr8", 64, "int64", "system")
            + _regs("efer", 64, "x86_efer", "system"))
 
-FEATURES: tuple[tuple[str, tuple[Reg, ...]], ...] = (
+_CORE32 = (tuple(Reg(f"e{n}", 32, "int32" if n not in ("sp", "bp") else "data_ptr", source=f"r{n}")
+                 for n in "ax cx dx bx sp bp si di".split())
+           + (Reg("eip", 32, "code_ptr", source="rip"),) + _CORE[17:])
+_SSE32 = _SSE[:8] + _SSE[16:]
+
+
+@dataclass(frozen=True)
+class Description:
+    architecture: str
+    compatible: tuple[str, ...]
+    features: tuple[tuple[str, tuple[Reg, ...]], ...]
+
+    @property
+    def registers(self) -> tuple[Reg, ...]:
+        return tuple(r for _, regs in self.features for r in regs)
+
+    @property
+    def g_packet_size(self) -> int:
+        return sum(r.size for r in self.registers)
+
+    def regnum(self, name: str) -> int:
+        return [r.name for r in self.registers].index(name)
+
+    def xml(self) -> str:
+        """The whole description as one document (no xi:include, so one qXfer annex serves it)."""
+        target = ET.Element("target", version="1.0")
+        ET.SubElement(target, "architecture").text = self.architecture
+        # Bare metal: without this a Linux-configured GDB would assume the GNU/Linux ABI.
+        ET.SubElement(target, "osabi").text = "none"
+        for name in self.compatible:
+            ET.SubElement(target, "compatible").text = name
+        regnum = 0
+        for feature_name, regs in self.features:
+            feature = ET.SubElement(target, "feature", name=feature_name)
+            _add_types(feature, regs)
+            for reg in regs:
+                attrs = {"name": reg.name, "bitsize": str(reg.bits), "type": reg.type, "regnum": str(regnum)}
+                if reg.group:
+                    attrs["group"] = reg.group
+                ET.SubElement(feature, "reg", attrs)
+                regnum += 1
+        ET.indent(target)
+        body = ET.tostring(target, encoding="unicode")
+        return f'<?xml version="1.0"?>\n<!DOCTYPE target SYSTEM "gdb-target.dtd">\n{body}\n'
+
+
+AMD64 = Description("i386:x86-64", (), (
     ("org.gnu.gdb.i386.core", _CORE),
     ("org.gnu.gdb.i386.sse", _SSE),
     ("org.gnu.gdb.i386.segments", _SEGMENTS),
     ("org.urr.x86.system", _SYSTEM),
-)
-REGISTERS: tuple[Reg, ...] = tuple(r for _, regs in FEATURES for r in regs)
-G_PACKET_SIZE = sum(r.size for r in REGISTERS)
+))
+I386 = Description("i386", ("i386:x86-64",), (
+    ("org.gnu.gdb.i386.core", _CORE32),
+    ("org.gnu.gdb.i386.sse", _SSE32),
+    ("org.urr.x86.system", _SYSTEM),
+))
+FEATURES = AMD64.features
+REGISTERS: tuple[Reg, ...] = AMD64.registers
+G_PACKET_SIZE = AMD64.g_packet_size
+
+
+def for_mode(long_mode: bool) -> Description:
+    return AMD64 if long_mode else I386
+
 
 # Bit fields GDB prints by name, e.g. "eflags 0x246 [ IF ZF PF ]".
 _FLAGS = {
@@ -84,21 +153,4 @@ def _add_types(feature: ET.Element, regs: tuple[Reg, ...]) -> None:
 
 
 def target_xml() -> str:
-    """The whole description as one document (no xi:include, so one qXfer annex serves it)."""
-    target = ET.Element("target", version="1.0")
-    ET.SubElement(target, "architecture").text = "i386:x86-64"
-    # Bare metal: without this a Linux-configured GDB would assume the GNU/Linux ABI.
-    ET.SubElement(target, "osabi").text = "none"
-    regnum = 0
-    for feature_name, regs in FEATURES:
-        feature = ET.SubElement(target, "feature", name=feature_name)
-        _add_types(feature, regs)
-        for reg in regs:
-            attrs = {"name": reg.name, "bitsize": str(reg.bits), "type": reg.type, "regnum": str(regnum)}
-            if reg.group:
-                attrs["group"] = reg.group
-            ET.SubElement(feature, "reg", attrs)
-            regnum += 1
-    ET.indent(target)
-    body = ET.tostring(target, encoding="unicode")
-    return f'<?xml version="1.0"?>\n<!DOCTYPE target SYSTEM "gdb-target.dtd">\n{body}\n'
+    return AMD64.xml()

@@ -258,11 +258,14 @@ def test_bad_kernel_is_one_line_and_exit_2(kernels, guests, tmp_path, case):
 
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
-def test_gdb_reads_registers_and_steps_in_32_bit_code(kernels, tmp_path):
-    """GDB at the Multiboot entry (32-bit protected mode, -S): EAX/EBX as Multiboot passes them,
-    CS the 32-bit code selector; stepi and reverse-stepi move by the 32-bit instructions'
-    lengths (the amd64 target description stays, as QEMU's x86-64 stub does); a breakpoint in
-    the 64-bit code after the guest's switch reads R15-sized registers."""
+def test_gdb_in_32_bit_code_gets_the_i386_description_and_amd64_after_reconnecting(kernels, tmp_path):
+    """GDB attached at the Multiboot entry (32-bit protected mode, -S) gets the i386 target
+    description although the symbol file is an ELF64: `x/i` disassembles the 32-bit code as
+    capstone does in 32-bit mode, EAX/EBX are as Multiboot passes them, CS is the 32-bit code
+    selector; stepi and reverse-stepi move by the 32-bit instructions' lengths. At a breakpoint
+    after the guest's switch to long mode urr says the connection keeps its registers; a
+    `disconnect` and `target remote` again give the amd64 description, R15-sized registers and
+    64-bit disassembly."""
     from tests.replays import Recording
     from tests.test_gdb_e2e import run_gdb
 
@@ -271,21 +274,29 @@ def test_gdb_reads_registers_and_steps_in_32_bit_code(kernels, tmp_path):
     assert rec.status == 33, rec.err
     recording = Recording("multiboot", kernels["multiboot"], rrfile, 0, rec.status, rec.out)
     regs = 'printf "@pc=%#lx eax=%#x cs=%#x\\n", $pc, $eax, $cs'
-    run = run_gdb(recording, [regs, "stepi", regs, "stepi", regs, "reverse-stepi", regs,
-                              "break entry64", "continue", regs, "stepi", 'printf "@rax=%#lx\\n", $rax'],
+    run = run_gdb(recording, ["show architecture", "x/3i $pc", regs, "stepi", regs, "stepi", regs, "reverse-stepi",
+                              regs, "break entry64", "continue", "disconnect", "target remote 127.0.0.1:{port}",
+                              "show architecture", "x/2i $pc", "stepi", 'printf "@rax=%#lx r15=%#lx\\n", $rax, $r15'],
                   tmp_path)
     entry = _symbol(kernels["multiboot"], "entry32")
     with open(kernels["multiboot"], "rb") as f:
         text = ELFFile(f).get_section_by_name(".text")
         base, data = text["sh_addr"], text.data()
-    disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-    first, second, third = list(disasm.disasm(data[entry - base:entry - base + 32], entry))[:3]
+    code32 = list(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32).disasm(data[entry - base:entry - base + 32], entry))
+    first, second, third = code32[:3]
+    archs = re.findall(r'The target architecture is set to "auto" \(currently "([^"]+)"\)', run.out)
+    assert archs == ["i386", "i386:x86-64"], run.out
+    listed = re.findall(r"^(?:=>)?\s+(0x[0-9a-f]+) <[^>]+>:\t(\S+)", run.out, re.M)
+    assert [(int(a, 16), m) for a, m in listed[:3]] == [(i.address, i.mnemonic) for i in code32[:3]], run.out
+    entry64 = _symbol(kernels["multiboot"], "entry64")
+    code64 = list(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(data[entry64 - base:entry64 - base + 16], entry64))
+    assert [(int(a, 16), m) for a, m in listed[3:5]] == [(i.address, i.mnemonic) for i in code64[:2]], run.out
     stops = re.findall(r"^@pc=(0x[0-9a-f]+) eax=(0x[0-9a-f]+) cs=(0x[0-9a-f]+)$", run.out, re.M)
-    assert [(int(pc, 16), int(cs, 16)) for pc, _, cs in stops[:4]] == [
+    assert [(int(pc, 16), int(cs, 16)) for pc, _, cs in stops] == [
         (first.address, 0x18), (second.address, 0x18), (third.address, 0x18), (second.address, 0x18)], run.out
     assert int(stops[0][1], 16) == 0x2BADB002
-    assert int(stops[4][0], 16) == _symbol(kernels["multiboot"], "entry64") and int(stops[4][2], 16) == 0x08
-    assert re.search(r"^@rax=0x10$", run.out, re.M), run.out  # mov $0x10, %eax ran in 64-bit code
+    assert "urr: the CPU is in 64-bit long mode now; this connection keeps its i386 registers" in run.out
+    assert re.search(r"^@rax=0x10 r15=0$", run.out, re.M), run.out  # mov $0x10, %eax ran in 64-bit code; R15 readable
 
 
 def test_segment_runner_replays_a_kernel_with_modules_from_boot(kernels, tmp_path):

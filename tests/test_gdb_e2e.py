@@ -86,8 +86,8 @@ def run_gdb(rec: Recording, commands: list[str], tmp_path, mode: str = "replay",
     try:
         port = _listening_port(proc, err_path)
         argv = [GDB, "-nx", "-batch", "-ex", f"file {rec.kernel}", "-ex", f"target remote 127.0.0.1:{port}"]
-        for command in commands:
-            argv += ["-ex", command]
+        for command in commands:  # "{port}": urr's (for a `target remote` again)
+            argv += ["-ex", command.replace("{port}", str(port))]
         gdb = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, timeout=SESSION)
         status = proc.wait(timeout=SESSION)  # a detach runs the guest on to its end
