@@ -123,7 +123,7 @@ class StepCache:
         if not self._recording:
             return
         m = self.machine
-        address, size = m.interrupts.frame_span(m.uc.reg_read(_RSP))
+        address, size = m.interrupts.frame_span(m.uc.reg_read(_RSP), vector=vector)
         self.write_at.append(m.icount - 1)
         self.write_addr.append(address)
         self.write_old.append(m.ram.mm[address:address + size])

@@ -122,7 +122,7 @@ class Writes(HistoryQuery):
         frame: list[tuple[int, int, int, bytes]] = []  # an interrupt being delivered
 
         def before_delivery(vector: int) -> None:
-            address, size = machine.interrupts.frame_span(machine.uc.reg_read(UC_X86_REG_RSP))
+            address, size = machine.interrupts.frame_span(machine.uc.reg_read(UC_X86_REG_RSP), vector=vector)
             if address < self.addr + self.length and self.addr < address + size:
                 frame.append((machine.icount, machine.rip(), vector, machine.ram.read(self.addr, self.length)))
 

@@ -95,10 +95,15 @@ int strncmp(const char *a, const char *b, size_t n);
 
 /* ---- IDT and interrupt handlers (idt.c, isr.S) ---------------------------------------------- */
 /* Set-up order: idt_init(); pic_init(); irq_install(...); then program the device; sti().
-   A handler runs with IF=0 on the interrupted stack and receives the vector number. Handlers
+   A handler runs with IF=0 on the interrupted stack (on the IST stack after idt_use_ist) and
+   receives the vector number. Handlers
    for PIC interrupts must send the EOI themselves (pic_eoi). */
 typedef void (*isr_handler_t)(unsigned vector);
 void idt_init(void);                                     /* 256 gates to the stubs, lidt */
+/* After idt_init: every gate switches to a stack of its own (IST1 of a 64-bit TSS, in a GDT of
+   the SDK's with the boot GDT's code and data selectors), so interrupts leave the interrupted
+   stack alone, red zone included: for code built without -mno-red-zone (urr-cc's C library). */
+void idt_use_ist(void);
 void idt_set_handler(unsigned vector, isr_handler_t fn); /* fn = 0: back to the default */
 /* Install fn for PIC line irq (vector PIC_VECTOR_BASE + irq) and unmask the line. */
 void irq_install(unsigned irq, isr_handler_t fn);

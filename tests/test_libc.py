@@ -149,6 +149,75 @@ def test_reverse_watchpoint_in_a_libc_guest(guests, tmp_path):
     assert printed_total - float(m.group(2)) == pytest.approx(_stats_expected(1000, 1)[-1], rel=1e-9)
 
 
+RUNTIME = {
+    "tls": "runtime tls counter 42 added 49 buf 0 aligned 1 distinct 1",
+    "munmap": "runtime munmap holes reused 1 all back 1",
+    "sleep": "runtime sleep slept 1 absolute 1 bad EINVAL",
+    "redzone": "runtime redzone ticks 1 clobbered 0 sorted 1",
+}
+
+
+@pytest.mark.parametrize("part", list(RUNTIME))
+def test_runtime_services_record_and_replay(guests, tmp_path, part):
+    """guests/runtime.c (see its header for what each part checks inside the guest): _Thread_local
+    data from musl's static TLS set-up, munmap of any mapping (holes reused, every page back),
+    nanosleep / clock_nanosleep measured on CLOCK_MONOTONIC, and a red zone left intact by
+    ~1 kHz timer interrupts (the SDK's IST stack); each records and replays to the same state.
+    The sleeps halt the CPU (wake records) and wake on IRQ 0; the red-zone part takes its ticks."""
+    from replay import log as L
+
+    rec, rr = record_and_replay(tmp_path, 7, "-kernel", guests["runtime"], "-m", "16M", "-append", part)
+    assert lines(rec) == [RUNTIME[part]] and rec.status == 1, rec.err
+    kinds = [r.kind for c in L.LogReader(rr).chunks() for r in c.records]
+    irqs = [r.fields[0] for c in L.LogReader(rr).chunks() for r in c.records if r.kind == L.IRQ]
+    if part == "sleep":
+        assert kinds.count(L.WAKE) >= 1 and irqs and set(irqs) == {0x20}
+    elif part == "redzone":
+        assert len(irqs) > 10 and set(irqs) == {0x20}
+    else:
+        assert not irqs
+
+
+def test_reverse_steps_through_interrupts_on_the_ist_stack(guests, tmp_path):
+    """The debugger's undo record covers the frames interrupts push on the IST stack (not on the
+    interrupted one): stepping back through timer interrupts in the red-zone part reaches the
+    states a straight replay has. The segment runner's write search finds those frames there."""
+    from debugger.timeline import Timeline
+    from replay import log as L
+    from tests.replays import Recording
+
+    rrfile = str(tmp_path / "rz.rr")
+    r = run_urr("-kernel", guests["runtime"], "-m", "16M", "-append", "redzone", "-serial", "stdio",
+                "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init", stdin=b"")
+    assert r.status == 1, r.err
+    rec = Recording("runtime", guests["runtime"], rrfile, 0, r.status, r.out)
+    tl = Timeline.for_replay(rrfile, guests["runtime"], snapshot="init")
+    try:
+        irqs = [x.icount for x in tl.machine.seam.core.player.records if x.kind == L.IRQ]
+        start = irqs[len(irqs) // 2] + 30  # inside the handler, on the IST stack
+        tl.seek(start)
+        visited = [tl.icount]
+        for _ in range(400):
+            tl.reverse_stepi()
+            visited.append(tl.icount)
+        checked = set(visited[::37] + visited[-2:])
+        expected = rec.straight_states(sorted(checked))
+        tl.seek(start)
+        for n in visited[1:]:  # the same steps back, each checked state checked as it is reached
+            tl.reverse_stepi()
+            if n in checked:
+                assert (tl.icount, tl.session.state_hash()) == expected[n], f"reverse step to {n}"
+    finally:
+        tl.close()
+    from history import Recording as History
+    from tests.replays import Elf
+
+    ist_top = sum(Elf(guests["runtime"]).symbols["ist_stack"])  # its address + size
+    frames = [w for w in History(rrfile, guests["runtime"]).writes(ist_top - 48, 48, jobs=1)
+              if w.instruction.startswith("(interrupt 0x20")]
+    assert len(frames) == len(irqs) and all(w.rip.to_bytes(8, "little") in w.new for w in frames)
+
+
 def test_urr_cc_without_arguments_and_compile_only(tmp_path):
     """urr-cc alone prints its usage (status 2); -c compiles against musl's headers only."""
     r = subprocess.run([sys.executable, "-m", "urr.cc"], capture_output=True, text=True, cwd=ROOT)

@@ -25,14 +25,16 @@ SDK_DIR = Path(sdk.__file__).resolve().parent
 # musl's Debian (musl-dev) layout first, then musl's own default prefix.
 MUSL_LAYOUTS = (("/usr/include/x86_64-linux-musl", "/usr/lib/x86_64-linux-musl"),
                 ("/usr/lib/musl/include", "/usr/lib/musl/lib"))
-# Every guest object: static, not PIE, no red zone (interrupt frames land below RSP), CFI in
-# .debug_frame for GDB's unwinder.
-GUEST_FLAGS = ["-fno-pie", "-mno-red-zone", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]
+# Every guest object: static, not PIE, CFI in .debug_frame for GDB's unwinder. The red zone is
+# gcc's default, as in musl's own code: interrupts go to the SDK's IST stack (sdk/idt.c), and
+# the SYSCALL entry steps over it (sdk/libc/syscall_entry.S).
+GUEST_FLAGS = ["-fno-pie", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]
 # The SDK's own objects, as guests/Makefile builds the SDK: no SSE (the system-call layer must
 # not touch the program's SSE state), no calls gcc would invent.
 SDK_FLAGS = ["-O2", "-g", "-std=gnu11", "-ffreestanding", "-fno-builtin", "-mgeneral-regs-only",
              "-fno-stack-protector", "-fcf-protection=none", "-fno-tree-loop-distribute-patterns"]
-SDK_SOURCES = ("crt0.S", "libc/syscall_entry.S", "libc/start.c", "libc/syscalls.c", "serial.c", "rtc.c")
+SDK_SOURCES = ("crt0.S", "libc/syscall_entry.S", "libc/start.c", "libc/syscalls.c", "serial.c", "rtc.c",
+               "idt.c", "isr.S", "pic.c", "pit.c")
 LINK_FLAGS = ["-static", "-nostdlib", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,noexecstack",
               "-Wl,-z,norelro", "-Wl,--no-dynamic-linker"]
 NO_LINK = {"-c", "-S", "-E", "-M", "-MM"}

@@ -7,9 +7,12 @@
  *   read/readv fd 0        COM1: waits for one byte, then takes what has arrived
  *   brk, mmap (anonymous)  a heap between the end of the image and the stack (1 MiB below the
  *                          top of RAM): brk grows up from its bottom, mmap down from its top;
- *                          munmap gives memory back only when it is the latest mapping
+ *                          munmap frees any pages mmap gave (a hole is reused by a later mmap
+ *                          that fits; the lowest free pages go back to the heap's free middle)
  *   clock_gettime, time    monotonic and CPU clocks from the TSC (1 GHz); the real-time clock
  *                          from the RTC at the first call plus the TSC since
+ *   nanosleep,             halts on PIT one-shots (IRQ 0) until the TSC, the clock that
+ *   clock_nanosleep        clock_gettime reads, has passed the deadline
  *   exit, exit_group       isa-debug-exit: urr ends with status (v << 1) | 1, v = status & 0xFF
  *   kill/tkill/tgkill      a signal ends the run as exit status 128 + signal (abort: 134)
  *   arch_prctl SET_FS      the thread pointer (IA32_FS_BASE); set_tid_address, getpid: 1
@@ -22,24 +25,30 @@ enum {
     SYS_read = 0, SYS_write = 1, SYS_open = 2, SYS_close = 3, SYS_lseek = 8, SYS_mmap = 9,
     SYS_mprotect = 10, SYS_munmap = 11, SYS_brk = 12, SYS_rt_sigaction = 13,
     SYS_rt_sigprocmask = 14, SYS_ioctl = 16, SYS_readv = 19, SYS_writev = 20,
-    SYS_sched_yield = 24, SYS_mremap = 25, SYS_madvise = 28, SYS_getpid = 39, SYS_exit = 60,
+    SYS_sched_yield = 24, SYS_mremap = 25, SYS_madvise = 28, SYS_nanosleep = 35, SYS_getpid = 39,
+    SYS_exit = 60,
     SYS_kill = 62, SYS_getuid = 102, SYS_getgid = 104, SYS_geteuid = 107, SYS_getegid = 108,
     SYS_arch_prctl = 158, SYS_gettid = 186, SYS_tkill = 200, SYS_time = 201, SYS_futex = 202,
-    SYS_set_tid_address = 218, SYS_clock_gettime = 228, SYS_clock_getres = 229,
+    SYS_set_tid_address = 218, SYS_clock_gettime = 228, SYS_clock_getres = 229, SYS_clock_nanosleep = 230,
     SYS_exit_group = 231, SYS_tgkill = 234, SYS_openat = 257,
 };
 enum { ENOENT = 2, EBADF = 9, ENOMEM = 12, EINVAL = 22, ENOTTY = 25, ESPIPE = 29, ENOSYS = 38 };
 enum { MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, ARCH_SET_FS = 0x1002, ARCH_GET_FS = 0x1003 };
-enum { CLOCK_REALTIME = 0, CLOCK_REALTIME_COARSE = 5, CLOCK_TAI = 11, FUTEX_WAKE = 1 };
+enum { CLOCK_REALTIME = 0, CLOCK_REALTIME_COARSE = 5, CLOCK_TAI = 11, FUTEX_WAKE = 1, TIMER_ABSTIME = 1 };
 
 #define PAGE 4096ul
 #define MSR_FS_BASE 0xC0000100u
 #define TSC_HZ 1000000000ull   /* the boot contract's TSC rate */
+#define MAX_HOLES 128          /* freed mmap ranges kept for reuse (beyond: the pages leak) */
 
 struct iovec_ { const void *base; size_t len; };
 struct timespec_ { int64_t sec, nsec; };
 
 static uintptr_t heap_bottom, brk_now, mmap_low, heap_top;
+/* Free ranges inside [mmap_low, heap_top): sorted, disjoint and not touching each other. */
+static struct { uintptr_t start, end; } holes[MAX_HOLES];
+static int hole_count;
+static int sleep_ready;
 static int64_t realtime_base = -1;  /* RTC seconds since the epoch at the first read */
 static uint64_t realtime_tsc;
 
@@ -74,20 +83,55 @@ static long brk(uintptr_t want) {
     return (long)brk_now;
 }
 
+static void remove_hole(int i) {
+    memmove(&holes[i], &holes[i + 1], (size_t)(hole_count - i - 1) * sizeof holes[0]);
+    hole_count--;
+}
+
 static long mmap_anon(uintptr_t addr, size_t len, long flags, long fd) {
     if (!(flags & MAP_ANONYMOUS) || fd != -1) return -EBADF;  /* no files */
     if ((flags & MAP_FIXED) || len == 0) return -EINVAL;
     len = (len + PAGE - 1) & ~(PAGE - 1);
+    (void)addr;
+    for (int i = 0; i < hole_count; i++) {   /* the first hole it fits in, from its top */
+        if (holes[i].end - holes[i].start >= len) {
+            holes[i].end -= len;
+            uintptr_t at = holes[i].end;
+            if (holes[i].end == holes[i].start) remove_hole(i);
+            memset((void *)at, 0, len);
+            return (long)at;
+        }
+    }
     if (len > mmap_low - brk_now) return -ENOMEM;
     mmap_low -= len;
     memset((void *)mmap_low, 0, len);
-    (void)addr;
     return (long)mmap_low;
 }
 
+/* Any pages of [addr, addr + len) that mmap gave become free: merged with the holes they touch,
+   and given back to the heap's middle if they are the lowest mapped pages. */
 static long munmap(uintptr_t addr, size_t len) {
-    len = (len + PAGE - 1) & ~(PAGE - 1);
-    if (addr == mmap_low && addr + len <= heap_top) mmap_low += len;  /* else kept: a leak */
+    if (addr & (PAGE - 1)) return -EINVAL;
+    uintptr_t start = addr, end = addr + ((len + PAGE - 1) & ~(PAGE - 1));
+    if (end <= start) return -EINVAL;
+    if (start < mmap_low) start = mmap_low;
+    if (end > heap_top) end = heap_top;
+    if (start >= end) return 0;
+    int i = 0;
+    while (i < hole_count && holes[i].end < start) i++;
+    while (i < hole_count && holes[i].start <= end) {   /* overlapping or touching: absorb */
+        if (holes[i].start < start) start = holes[i].start;
+        if (holes[i].end > end) end = holes[i].end;
+        remove_hole(i);
+    }
+    if (start == mmap_low) {
+        mmap_low = end;
+    } else if (hole_count < MAX_HOLES) {
+        memmove(&holes[i + 1], &holes[i], (size_t)(hole_count - i) * sizeof holes[0]);
+        holes[i].start = start;
+        holes[i].end = end;
+        hole_count++;
+    }
     return 0;
 }
 
@@ -110,6 +154,46 @@ static long clock_gettime(long clk, struct timespec_ *ts) {
         return -EINVAL;
     }
     return 0;
+}
+
+static void sleep_tick(unsigned vector) {
+    (void)vector;
+    pic_eoi(0);
+}
+
+/* Halt through PIT one-shots (at most ~55 ms each) until the TSC reaches `deadline`. Entered with
+   IF=0 (SYSCALL masks it); interrupts are taken only while halted. */
+static long sleep_until(uint64_t deadline) {
+    if (!sleep_ready) {
+        irq_install(0, sleep_tick);
+        sleep_ready = 1;
+    }
+    for (uint64_t now = rdtsc(); now < deadline; now = rdtsc()) {
+        uint64_t ns = deadline - now;
+        pit_init_mode(ns >= TSC_HZ ? 1 : (uint32_t)((TSC_HZ + ns - 1) / ns), 0);  /* mode 0: one shot */
+        sti_hlt();
+        cli();
+    }
+    return 0;
+}
+
+static long valid_time(const struct timespec_ *ts) {
+    return ts && ts->sec >= 0 && ts->nsec >= 0 && ts->nsec < (int64_t)TSC_HZ;
+}
+
+static long nanosleep_(const struct timespec_ *req) {
+    if (!valid_time(req)) return -EINVAL;
+    return sleep_until(rdtsc() + (uint64_t)req->sec * TSC_HZ + (uint64_t)req->nsec);
+}
+
+static long clock_nanosleep_(long clk, long flags, const struct timespec_ *req) {
+    if (!valid_time(req)) return -EINVAL;
+    if (!(flags & TIMER_ABSTIME)) return nanosleep_(req);
+    struct timespec_ now;
+    long r = clock_gettime(clk, &now);
+    if (r) return r;
+    int64_t ns = (req->sec - now.sec) * (int64_t)TSC_HZ + (req->nsec - now.nsec);
+    return ns > 0 ? sleep_until(rdtsc() + (uint64_t)ns) : 0;
 }
 
 long urr_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
@@ -139,6 +223,8 @@ long urr_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) 
     case SYS_mremap: return -ENOMEM;  /* musl's realloc then allocates and copies */
     case SYS_mprotect: case SYS_madvise: case SYS_sched_yield: return 0;
     case SYS_clock_gettime: return clock_gettime(a1, (struct timespec_ *)a2);
+    case SYS_nanosleep: return nanosleep_((const struct timespec_ *)a1);
+    case SYS_clock_nanosleep: return clock_nanosleep_(a1, a2, (const struct timespec_ *)a3);
     case SYS_clock_getres: {
         struct timespec_ *ts = (struct timespec_ *)a2;
         if (ts) { ts->sec = 0; ts->nsec = 1; }
