@@ -1,5 +1,6 @@
 /*
- * calls: a compute loop that calls one small function many times, under a 1 kHz PIT.
+ * calls: a compute loop that calls one small function many times, under a 1 kHz PIT
+ * (sdk/timedloop.c, which counts the ticks in timer_ticks).
  *
  * The guest of the GDB tests and benchmark that cross a breakpoint many times: `mix(call, acc)`
  * runs once per call number 0 .. CALLS-1 (compile time, -DCALLS=N), each doing WORK rounds of an
@@ -29,14 +30,8 @@
 #endif
 #define LEVEL_RUN 250
 
-static volatile uint64_t ticks;
 static uint64_t table[256];
 volatile uint64_t level;
-
-static void on_timer(unsigned vector) {
-    ticks++;
-    pic_eoi(0);
-}
 
 __attribute__((noinline)) uint64_t mix(uint64_t call, uint64_t acc) {
     level = call / LEVEL_RUN;
@@ -48,18 +43,13 @@ __attribute__((noinline)) uint64_t mix(uint64_t call, uint64_t acc) {
 }
 
 int kmain(uint64_t ram_size) {
-    serial_init();
-    idt_init();
-    pic_init();
-    irq_install(0, on_timer);
-    pit_init(1000);
+    timed_loop_init();
     printf(GUEST_NAME ": %d calls of %d rounds\n", CALLS, WORK);
     sti();
     uint64_t acc = 1;
     for (uint64_t call = 0; call < CALLS; call++)
         acc = mix(call, acc);
-    cli();
-    uint64_t n = ticks;
+    uint64_t n = timed_loop_end();
     printf("acc %#018lx level %lu ticks %lu\n", acc, level, n);
     return n ? URR_EXIT_PASS : URR_EXIT_FAIL;
 }

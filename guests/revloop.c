@@ -2,7 +2,7 @@
  * revloop: the reverse-debugging benchmark and test guest.
  *
  * cpuloop's compute loop (PIT at 1000 Hz interrupting an LCG-driven checksum over a 64 KiB
- * array, interrupts enabled, never halting), plus what reverse debugging is asked about:
+ * array, interrupts enabled, never halting: sdk/timedloop.c), plus what reverse debugging is asked about:
  *   - `seed_copy`, alone on its page, written once near the start (last-write, watchpoints);
  *   - `heartbeat`, alone on its page, written every round with the value it already holds
  *     (a write that changes no content: searches for writes must still find it);
@@ -24,28 +24,10 @@
 #define WORDS (65536 / 4)
 #define MIX_STEPS 285
 
-static volatile uint64_t ticks;
 static uint32_t data[WORDS];
 volatile uint64_t seed_copy __attribute__((aligned(4096)));
 volatile uint64_t heartbeat __attribute__((aligned(4096)));
 static uint8_t page_pad[4096] __attribute__((used, aligned(4096)));  /* keeps the pages apart */
-
-static void on_timer(unsigned vector) {
-    ticks++;
-    pic_eoi(0);
-}
-
-__attribute__((noinline)) static uint64_t churn(uint64_t *state, uint64_t sum) {
-    uint64_t x = *state;
-    for (int i = 0; i < WORDS; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t w = data[i] ^ (uint32_t)(x >> 32);
-        data[i] = w;
-        sum = ((sum << 5) | (sum >> 59)) ^ w;
-    }
-    *state = x;
-    return sum;
-}
 
 /* Inlined into kmain's loop: MIX_STEPS rounds of a xorshift-multiply, ~8 instructions each. */
 static inline __attribute__((always_inline)) uint64_t mix(uint64_t x, uint64_t salt) {
@@ -65,23 +47,18 @@ __attribute__((noinline)) static uint64_t scramble(uint64_t sum, uint64_t round)
 }
 
 int kmain(uint64_t ram_size) {
-    serial_init();
-    idt_init();
-    pic_init();
-    irq_install(0, on_timer);
-    pit_init(1000);
+    timed_loop_init();
     printf("revloop: %d rounds\n", ROUNDS);
     sti();
     uint64_t state = 12345, sum = 0;
     seed_copy = state ^ 0x5eed;
     for (int round = 0; round < ROUNDS; round++) {
-        sum = churn(&state, sum);
+        sum = churn(data, WORDS, &state, sum);
         heartbeat = 1;
         sum = mix(sum, round);
         sum = scramble(sum, round);
     }
-    cli();
-    uint64_t n = ticks;
+    uint64_t n = timed_loop_end();
     printf("checksum %#018lx ticks %lu seed %#lx\n", sum, n, seed_copy);
     printf("revloop %s\n", n ? "done" : "FAILED: no timer ticks");
     return n ? URR_EXIT_PASS : URR_EXIT_FAIL;

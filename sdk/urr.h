@@ -100,9 +100,11 @@ int strncmp(const char *a, const char *b, size_t n);
    for PIC interrupts must send the EOI themselves (pic_eoi). */
 typedef void (*isr_handler_t)(unsigned vector);
 void idt_init(void);                                     /* 256 gates to the stubs, lidt */
-/* After idt_init: every gate switches to a stack of its own (IST1 of a 64-bit TSS, in a GDT of
-   the SDK's with the boot GDT's code and data selectors), so interrupts leave the interrupted
-   stack alone, red zone included: for code built without -mno-red-zone (urr-cc's C library). */
+/* Every gate's IST index (0: the interrupted stack, 1-7: that stack of the TSS in TR). */
+void idt_set_ist(unsigned ist);
+/* After idt_init (ist.c): every gate switches to a stack of its own (IST1 of a 64-bit TSS, in a
+   GDT of the SDK's with the boot GDT's code and data selectors), so interrupts leave the
+   interrupted stack alone, red zone included: for code built with the red zone (urr-cc's). */
 void idt_use_ist(void);
 void idt_set_handler(unsigned vector, isr_handler_t fn); /* fn = 0: back to the default */
 /* Install fn for PIC line irq (vector PIC_VECTOR_BASE + irq) and unmask the line. */
@@ -128,6 +130,16 @@ void pit_init(uint32_t hz);         /* channel 0, mode 2 (rate generator), IRQ 0
 void pit_init_mode(uint32_t hz, int mode); /* channel 0 in mode 0, 2 or 3 */
 uint16_t pit_read(void);            /* channel 0 count through the latch command */
 extern uint32_t pit_divisor;        /* the reload value last programmed */
+
+/* ---- compute guests under a 1 kHz timer (timedloop.c) ---------------------------------------- */
+/* serial_init, idt_init, pic_init, IRQ 0 counted in timer_ticks (with its EOI), PIT at 1 kHz;
+   interrupts stay disabled until the caller's sti(). timed_loop_end: cli(), the ticks so far. */
+void timed_loop_init(void);
+uint64_t timed_loop_end(void);
+extern volatile uint64_t timer_ticks;
+/* One pass over data[0..words): an LCG (its state in *state) xored into each word, and a
+   rotate-xor checksum of the new words added to sum, returned. */
+uint64_t churn(uint32_t *data, int words, uint64_t *state, uint64_t sum);
 
 /* ---- 16550A UART, COM1 (serial.c) ------------------------------------------------------------ */
 #define COM1 0x3F8

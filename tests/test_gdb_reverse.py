@@ -89,7 +89,7 @@ def test_next_and_reverse_next_over_a_line_during_which_the_timer_fires(revloop,
 def test_reverse_next_over_a_loop(revloop, tmp_path):
     """reverse-next from the line after `sum = churn(...)` goes back over the call, whose loop
     runs ~160,000 instructions with the timer firing all along, to the start of its line."""
-    churn_line = revloop.source_line("sum = churn(&state, sum);")
+    churn_line = revloop.source_line("sum = churn(data, WORDS, &state, sum);")
     after = revloop.source_line("heartbeat = 1;")
     run = run_gdb(revloop, [f"break revloop.c:{after}", "continue", "continue", WHERE, "reverse-next", "frame",
                             WHERE, PC, "next", WHERE], tmp_path)

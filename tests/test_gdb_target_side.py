@@ -183,7 +183,7 @@ def test_next_uses_range_stepping_and_runs_through_timer_interrupts(calls, tmp_p
     loop, call = calls.source_line("for (uint64_t call = 0;"), calls.source_line("acc = mix(call, acc);")
     assert set(run.listed()[-nexts:]) == {loop, call}, run.out
     assert remote_log(run.out, "vCont;r") >= nexts and remote_log(run.out, "vCont;s") < nexts // 4, run.out
-    ticks = calls.elf.addr("ticks")
+    ticks = calls.elf.addr("timer_ticks")
     with Timeline.for_replay(calls.rrfile, calls.kernel, snapshot="init") as tl:
         for here, (pc, icount) in zip(icounts, list(zip(pcs, icounts))[1:]):
             tl.seek(here)

@@ -34,7 +34,7 @@ GUEST_FLAGS = ["-fno-pie", "-fno-asynchronous-unwind-tables", "-fno-unwind-table
 SDK_FLAGS = ["-O2", "-g", "-std=gnu11", "-ffreestanding", "-fno-builtin", "-mgeneral-regs-only",
              "-fno-stack-protector", "-fcf-protection=none", "-fno-tree-loop-distribute-patterns"]
 SDK_SOURCES = ("crt0.S", "libc/syscall_entry.S", "libc/start.c", "libc/syscalls.c", "serial.c", "rtc.c",
-               "idt.c", "isr.S", "pic.c", "pit.c")
+               "idt.c", "ist.c", "isr.S", "pic.c", "pit.c")
 LINK_FLAGS = ["-static", "-nostdlib", "-no-pie", "-Wl,--build-id=none", "-Wl,-z,noexecstack",
               "-Wl,-z,norelro", "-Wl,--no-dynamic-linker"]
 NO_LINK = {"-c", "-S", "-E", "-M", "-MM"}
