@@ -181,15 +181,19 @@ def test_runtime_services_record_and_replay(guests, tmp_path, part):
 def test_reverse_steps_through_interrupts_on_the_ist_stack(guests, tmp_path):
     """The debugger's undo record covers the frames interrupts push on the IST stack (not on the
     interrupted one): stepping back through timer interrupts in the red-zone part reaches the
-    states a straight replay has. The segment runner's write search finds those frames there."""
+    states a straight replay has. The segment runner's write search finds those frames there,
+    and snapshots taken along the way (TR, the SDK's own GDT) restore to the replay's state."""
     from debugger.timeline import Timeline
     from replay import log as L
     from tests.replays import Recording
 
     rrfile = str(tmp_path / "rz.rr")
     r = run_urr("-kernel", guests["runtime"], "-m", "16M", "-append", "redzone", "-serial", "stdio",
-                "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init", stdin=b"")
+                "-snapshots", "1ms:1s,1ms", "-icount", f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init", stdin=b"")
     assert r.status == 1, r.err
+    verify = subprocess.run([sys.executable, "-m", "snapshots.cli", "verify", rrfile, "-j", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stderr  # snapshots restore the TSS (TR) and the SDK's GDT
     rec = Recording("runtime", guests["runtime"], rrfile, 0, r.status, r.out)
     tl = Timeline.for_replay(rrfile, guests["runtime"], snapshot="init")
     try:
