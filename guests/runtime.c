@@ -11,6 +11,10 @@
  *     runtime munmap holes reused 1 all back 1
  *   runtime sleep      nanosleep and clock_nanosleep (absolute) against CLOCK_MONOTONIC
  *     runtime sleep slept 1 absolute 1 bad EINVAL
+ *   runtime init       a constructor ran before main, a destructor runs at exit (its line
+ *                      comes after main's)
+ *     runtime init constructor 1
+ *     runtime fini destructor 1
  *   runtime redzone    a periodic PIT interrupt (the SDK's default handler counts it) while
  *                      code keeps values in the 128 bytes below RSP, then musl's qsort and
  *                      printf with interrupts on
@@ -154,9 +158,24 @@ static int red_zone(void) {
     return ticks > 10 && clobbered == 0 && sorted && strcmp(text, "2.500") == 0;
 }
 
+static int constructed, initialising;
+
+__attribute__((constructor)) static void construct(void) { constructed = 1; }
+
+__attribute__((destructor)) static void destruct(void) {
+    if (initialising) printf("runtime fini destructor 1\n");
+}
+
+static int init(void) {
+    initialising = 1;
+    printf("runtime init constructor %d\n", constructed);
+    return constructed;
+}
+
 int main(int argc, char **argv) {
     const char *part = argc > 1 ? argv[1] : "";
     int ok = !strcmp(part, "tls") ? tls() : !strcmp(part, "munmap") ? munmap_holes()
-           : !strcmp(part, "sleep") ? sleeping() : !strcmp(part, "redzone") ? red_zone() : 0;
+           : !strcmp(part, "sleep") ? sleeping() : !strcmp(part, "redzone") ? red_zone()
+           : !strcmp(part, "init") ? init() : 0;
     return !ok;
 }

@@ -154,6 +154,7 @@ RUNTIME = {
     "munmap": "runtime munmap holes reused 1 all back 1",
     "sleep": "runtime sleep slept 1 absolute 1 bad EINVAL",
     "redzone": "runtime redzone ticks 1 clobbered 0 sorted 1",
+    "init": "runtime init constructor 1\nruntime fini destructor 1",
 }
 
 
@@ -161,13 +162,14 @@ RUNTIME = {
 def test_runtime_services_record_and_replay(guests, tmp_path, part):
     """guests/runtime.c (see its header for what each part checks inside the guest): _Thread_local
     data from musl's static TLS set-up, munmap of any mapping (holes reused, every page back),
-    nanosleep / clock_nanosleep measured on CLOCK_MONOTONIC, and a red zone left intact by
-    ~1 kHz timer interrupts (the SDK's IST stack); each records and replays to the same state.
+    nanosleep / clock_nanosleep measured on CLOCK_MONOTONIC, a red zone left intact by ~1 kHz
+    timer interrupts (the SDK's IST stack), constructors and destructors; each records and
+    replays to the same state.
     The sleeps halt the CPU (wake records) and wake on IRQ 0; the red-zone part takes its ticks."""
     from replay import log as L
 
     rec, rr = record_and_replay(tmp_path, 7, "-kernel", guests["runtime"], "-m", "16M", "-append", part)
-    assert lines(rec) == [RUNTIME[part]] and rec.status == 1, rec.err
+    assert lines(rec) == RUNTIME[part].splitlines() and rec.status == 1, rec.err
     kinds = [r.kind for c in L.LogReader(rr).chunks() for r in c.records]
     irqs = [r.fields[0] for c in L.LogReader(rr).chunks() for r in c.records if r.kind == L.IRQ]
     if part == "sleep":
