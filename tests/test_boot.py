@@ -262,7 +262,8 @@ def test_gdb_in_32_bit_code_gets_the_i386_description_and_amd64_after_reconnecti
     """GDB attached at the Multiboot entry (32-bit protected mode, -S) gets the i386 target
     description although the symbol file is an ELF64: `x/i` disassembles the 32-bit code as
     capstone does in 32-bit mode, EAX/EBX are as Multiboot passes them, CS is the 32-bit code
-    selector; stepi and reverse-stepi move by the 32-bit instructions' lengths. At a breakpoint
+    selector; stepi and reverse-stepi move by the 32-bit instructions' lengths; a watchpoint
+    stops after the instruction that writes its variable. At a breakpoint
     after the guest's switch to long mode urr says the connection keeps its registers; a
     `disconnect` and `target remote` again give the amd64 description, R15-sized registers and
     64-bit disassembly."""
@@ -275,7 +276,9 @@ def test_gdb_in_32_bit_code_gets_the_i386_description_and_amd64_after_reconnecti
     recording = Recording("multiboot", kernels["multiboot"], rrfile, 0, rec.status, rec.out)
     regs = 'printf "@pc=%#lx eax=%#x cs=%#x\\n", $pc, $eax, $cs'
     run = run_gdb(recording, ["show architecture", "x/3i $pc", regs, "stepi", regs, "stepi", regs, "reverse-stepi",
-                              regs, "break entry64", "continue", "disconnect", "target remote 127.0.0.1:{port}",
+                              regs, f"watch *(int *){_symbol(kernels['multiboot'], 'boot_info'):#x}", "continue", regs,
+                              "delete",
+                              "break entry64", "continue", "disconnect", "target remote 127.0.0.1:{port}",
                               "show architecture", "x/2i $pc", "stepi", 'printf "@rax=%#lx r15=%#lx\\n", $rax, $r15'],
                   tmp_path)
     entry = _symbol(kernels["multiboot"], "entry32")
@@ -293,7 +296,9 @@ def test_gdb_in_32_bit_code_gets_the_i386_description_and_amd64_after_reconnecti
     assert [(int(a, 16), m) for a, m in listed[3:5]] == [(i.address, i.mnemonic) for i in code64[:2]], run.out
     stops = re.findall(r"^@pc=(0x[0-9a-f]+) eax=(0x[0-9a-f]+) cs=(0x[0-9a-f]+)$", run.out, re.M)
     assert [(int(pc, 16), int(cs, 16)) for pc, _, cs in stops] == [
-        (first.address, 0x18), (second.address, 0x18), (third.address, 0x18), (second.address, 0x18)], run.out
+        (first.address, 0x18), (second.address, 0x18), (third.address, 0x18), (second.address, 0x18),
+        (third.address, 0x18)], run.out  # the last: the watchpoint on boot_info, written by the second
+    assert re.search(r"^Hardware watchpoint \d+: \*\(int \*\)0x", run.out, re.M), run.out
     assert int(stops[0][1], 16) == 0x2BADB002
     assert "urr: the CPU is in 64-bit long mode now; this connection keeps its i386 registers" in run.out
     assert re.search(r"^@rax=0x10 r15=0$", run.out, re.M), run.out  # mov $0x10, %eax ran in 64-bit code; R15 readable
