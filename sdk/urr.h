@@ -104,7 +104,9 @@ void idt_init(void);                                     /* 256 gates to the stu
 void idt_set_ist(unsigned ist);
 /* After idt_init (ist.c): every gate switches to a stack of its own (IST1 of a 64-bit TSS, in a
    GDT of the SDK's with the boot GDT's code and data selectors), so interrupts leave the
-   interrupted stack alone, red zone included: for code built with the red zone (urr-cc's). */
+   interrupted stack alone, red zone included: for code built with the red zone (urr-cc's).
+   A handler must then not enable interrupts: a nested one would start again at the top of the
+   same stack, over the first one's frame. */
 void idt_use_ist(void);
 void idt_set_handler(unsigned vector, isr_handler_t fn); /* fn = 0: back to the default */
 /* Install fn for PIC line irq (vector PIC_VECTOR_BASE + irq) and unmask the line. */
