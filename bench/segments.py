@@ -3,7 +3,7 @@
 Ray instance of 2 CPUs, and a projection to more workers from its measured segment times.
 
     verify_speedup_jobs2          verify, 1 process / 2 processes (wall time)
-    writes_query_speedup_jobs2    every write to `ticks` (~27 000), 1 process / 2 processes
+    writes_query_speedup_jobs2    every write to `timer_ticks` (~27 000), 1 process / 2 processes
     *_cpu                         the same from CPU seconds: the serial run's / the busier worker's
     ray_overhead_vs_processes     that query on local Ray (2 CPUs, running) / 2 processes
     verify_segment_(cpu_)s_jobs2  a 2-process verify's segments: each one's seconds in its worker
@@ -89,19 +89,19 @@ def bench_segments(runs: int, tmp: str) -> dict:
     verify = medians(runs, one=lambda: timed("v1", lambda: rec.verify(jobs=1)),
                      two=lambda: timed("v2", lambda: rec.verify(jobs=2)))
     print(f"segments: verify {verify}", file=sys.stderr)
-    writes = medians(runs, one=lambda: timed("w1", lambda: rec.writes("ticks", 8, jobs=1)),
-                     two=lambda: timed("w2", lambda: rec.writes("ticks", 8, jobs=2)))
+    writes = medians(runs, one=lambda: timed("w1", lambda: rec.writes("timer_ticks", 8, jobs=1)),
+                     two=lambda: timed("w2", lambda: rec.writes("timer_ticks", 8, jobs=2)))
     print(f"segments: writes {writes}", file=sys.stderr)
-    found = len(rec.writes("ticks", 8, jobs=2))
+    found = len(rec.writes("timer_ticks", 8, jobs=2))
     from history.raybackend import connect
 
     import ray
 
     started = connect("")  # a local instance of this machine's 2 CPUs, running before it is timed
     try:
-        rec.writes("ticks", 8, ray="")  # its workers start (and import urr) once
-        on_ray = medians(runs, processes=lambda: timed("p", lambda: rec.writes("ticks", 8, jobs=2)),
-                         ray=lambda: timed("r", lambda: rec.writes("ticks", 8, ray="")))
+        rec.writes("timer_ticks", 8, ray="")  # its workers start (and import urr) once
+        on_ray = medians(runs, processes=lambda: timed("p", lambda: rec.writes("timer_ticks", 8, jobs=2)),
+                         ray=lambda: timed("r", lambda: rec.writes("timer_ticks", 8, ray="")))
     finally:
         if started:
             ray.shutdown()

@@ -35,7 +35,7 @@ def test_step_range_stops_where_single_steps_leave_the_range(calls):
     mix = calls.elf.code("mix")
     ranges = [loop, (mix[0].address, mix[-1].address + mix[-1].size),  # leaves by its jne / by ret
               (mix[0].address, loop[0])]  # falls through into the loop
-    ticks = calls.elf.addr("ticks")
+    ticks = calls.elf.addr("timer_ticks")
     rng = random.Random(3)
     checked = 0
     with Timeline.for_replay(calls.rrfile, calls.kernel, snapshot="init") as tl:
