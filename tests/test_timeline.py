@@ -291,7 +291,7 @@ def test_record_mode_refuses_reverse_and_runs_forward(recorded, tmp_path):  # no
 
 
 # Watched spans for the write-index property test: name -> (symbol or None for the stack, size).
-_WATCHED = {"revloop": ["seed_copy", "heartbeat", "ticks", "data", None],
+_WATCHED = {"revloop": ["seed_copy", "heartbeat", "timer_ticks", "data", None],
             "corrupt": ["total_checks", "journal_next", "ticks", "audit_hash", None]}
 
 
