@@ -428,32 +428,44 @@ def _warm_worker() -> None:
         importlib.import_module(module)
 
 
+def _pooled(jobs: int, task, *columns: list) -> list:
+    """`task` over the rows of `columns`, in `jobs` spawned worker processes (no threads or locks
+    inherited), each running urr many times in-process; the workers are renewed after
+    RUNS_PER_WORKER tasks each, so what a run leaves behind goes with them (the pool's own
+    max_tasks_per_child hung under Python 3.11 here)."""
+    rows = list(zip(*columns))
+    results: list = []
+    step = jobs * RUNS_PER_WORKER
+    context = multiprocessing.get_context("spawn")
+    for first in range(0, len(rows), step):
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_warm_worker) as pool:
+            results += pool.map(task, *zip(*rows[first:first + step]))
+        if len(rows) > step:
+            print(f"soak: {len(results)}/{len(rows)} {task.__name__} done", file=sys.stderr, flush=True)
+    return results
+
+
 def soak(pairs: int, mutations: int, seed: int, jobs: int = 1, stub: int = 0, short: bool = False) -> Report:
     rng = random.Random(seed)
     names = guests()
     report = Report()
     start = time.monotonic()
-    # Workers are fresh interpreters (spawned: no threads or locks inherited), each running urr
-    # many times in-process, renewed now and then (what a run leaves behind goes with them).
-    context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="urr-soak-") as work, \
-            concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_warm_worker,
-                                                   max_tasks_per_child=RUNS_PER_WORKER) as pool:
+    with tempfile.TemporaryDirectory(prefix="urr-soak-") as work:
         # Each task gets its own seed, drawn in order: the draws do not depend on the order in
         # which the workers run.
         seeds = [rng.getrandbits(64) for _ in range(pairs)]
-        report.pairs = list(pool.map(one_pair, seeds, [names] * pairs, [work] * pairs, range(pairs),
-                                     [short] * pairs))
+        report.pairs = _pooled(jobs, one_pair, seeds, [names] * pairs, [work] * pairs, list(range(pairs)),
+                               [short] * pairs)
         if mutations:
-            bases = pool.submit(fuzz_bases, names, work).result()
+            bases = _pooled(1, fuzz_bases, [names], [work])[0]
             seeds = [rng.getrandbits(64) for _ in range(mutations)]
-            report.fuzzed = list(pool.map(one_mutation, seeds, [bases] * mutations, [work] * mutations,
-                                          range(mutations)))
+            report.fuzzed = _pooled(jobs, one_mutation, seeds, [bases] * mutations, [work] * mutations,
+                                    list(range(mutations)))
         if stub:
             from bench.stubfuzz import record_base
             base = record_base(work)
             seeds = [rng.getrandbits(32) for _ in range(stub)]
-            report.stubs = list(pool.map(one_stub_batch, seeds, [base] * stub, [work] * stub, range(stub)))
+            report.stubs = _pooled(jobs, one_stub_batch, seeds, [base] * stub, [work] * stub, list(range(stub)))
     report.seconds = time.monotonic() - start
     return report
 
