@@ -194,9 +194,10 @@ def fuzz(seed: int, packets: int, rrfile: str) -> Outcome:
                 outcome.packets += 1
                 if rng.random() < 0.02:
                     client.sock.sendall(rng.choice([b"\x03", b"+", b"-", b"garbage"]))
+                ends = good and body[:1] in (b"k", b"D")  # the stub reads k... and D... as k and D
                 try:
-                    if body == b"k":
-                        client.sock.sendall(b"$k#" + _checksum(b"k"))
+                    if ends and body[:1] == b"k":  # no reply to a kill
+                        client.sock.sendall(b"$" + body + b"#" + _checksum(body))
                         reply = "(none)"
                     else:
                         reply = client.exchange(body, good)
@@ -204,7 +205,7 @@ def fuzz(seed: int, packets: int, rrfile: str) -> Outcome:
                     outcome.failures.append(f"seed {seed} packet {n} {body[:60]!r}: {type(e).__name__} {e}")
                     break
                 outcome.replies[reply[:1] or "empty"] = outcome.replies.get(reply[:1] or "empty", 0) + 1
-                if body == b"k" or (body == b"D" and good):
+                if ends:
                     client.close()
                     time.sleep(0.05)
                     client = _Client(server.port)

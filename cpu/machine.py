@@ -41,6 +41,7 @@ from cpu.syscall import SyscallFault, SyscallTransfer
 from cpu.ram import Ram
 from cpu.timers import TimerQueue
 from replay import log as L
+from replay.digest import OutputDigest
 from replay.player import Divergence
 from replay.seam import Seam
 
@@ -124,6 +125,8 @@ class Machine:
         # vector: the debugger keeps the frame's old bytes to step back over it.
         self.interrupt_hooks: list[Callable[[int], None]] = []
         self.stop_requested = False  # set by `request_stop` (a signal handler may call it)
+        self.output = OutputDigest()  # what the guest printed since the last state digest
+        self._left_at = 0  # the icount `run` last returned at: any other at the next is a jump
         self._host_t0 = time.monotonic_ns()
         self._tsc_last = 0
 
@@ -135,12 +138,12 @@ class Machine:
         self.pic = self.board.add(Pic8259Pair(ctx))
         ctx.set_irq = self.pic.set_irq
         self.pit = self.board.add(Pit8254(ctx))
-        self.uart = self.board.add(Uart16550(ctx, serial_out))
+        self.uart = self.board.add(Uart16550(ctx, self.output.counted(serial_out)))
         self.rtc = self.board.add(Rtc146818(ctx))
         self.disk = disk
         self.ata = self.board.add(AtaDisk(ctx, disk))
         self.board.add(DebugExit(ctx, self._guest_exit))
-        self.board.add(DebugCon(ctx, debugcon_out))
+        self.board.add(DebugCon(ctx, self.output.counted(debugcon_out)))
         self.digest_timer = self.timers.new("digest", self._digest, internal=True)
         if seam.mode != "plain":
             self.digest_timer.arm(DIGEST_INTERVAL)
@@ -313,19 +316,23 @@ class Machine:
         """Run until the guest exits, `until` is reached, a breakpoint hook stops it, or (replay)
         the recording ends. In a replay a guest fault the recording did not end with is a
         divergence: the recording went on there."""
-        if not self.seam.core.replaying:
-            return self._run(until)
+        if self.icount != self._left_at:  # restored or rewound since: output seen only in part
+            self.output.whole = False
         try:
             return self._run(until)
         except RecordedFault:
             raise
         except GuestError as e:
+            if not self.seam.core.replaying:
+                raise
             player = self.seam.core.player
             rec = player.peek()
             if rec is not None and rec.kind == L.END and rec.icount == e.icount:  # an unmapped
                 player.take(L.END, e.icount)  # fetch faults at the end of the slice before it
                 raise self._as_recorded(rec.fields[1].decode(errors="replace"), e.icount, e) from None
             raise Divergence(e.icount, f"the guest faulted where the recording did not: {e}") from None
+        finally:
+            self._left_at = self.icount
 
     def _run(self, until: Optional[int]) -> Stop:
         replaying = self.seam.core.replaying
@@ -434,7 +441,7 @@ class Machine:
         if err is not None and err.errno == UC_ERR_FETCH_UNMAPPED:
             self.icount += counted  # the fetch failed before the next instruction was counted
         elif err is not None or self.stop_before is not None or counted > budget:
-            self.icount += counted - 1  # the last counted instruction did not run
+            self.icount += max(counted - 1, 0)  # the last counted instruction did not run
         else:
             self.icount += counted  # HLT: the only other way a slice ends, and it ran
         if self._hook_error is not None:
@@ -656,7 +663,7 @@ class Machine:
         other_hash = _hash_repr(other)
         ram_hash, changed = self.pages.take_digest()
         self.seam.digest.check(regs, other_hash, ram_hash.to_bytes(8, "little"), changed,
-                               self.pages.hash64)
+                               self.pages.hash64, self.output.take())
 
     def _final_digest(self) -> None:
         """Replay: check the digest a recording logs of its final state, just before its end

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
+import xxhash
+
 from replay import log as L
 from replay.player import Divergence
 
@@ -38,21 +40,50 @@ def unpack_pages(data: bytes) -> dict[int, int]:
     return {i: h for i, h in _PAGE.iter_unpack(data)}
 
 
+class OutputDigest:
+    """A hash of the guest's output (serial, debugcon) since the last state digest, which the
+    digest carries after the other registers' hash: a changed input that changes what the guest
+    prints is a divergence even where the state converges again. `whole` is false when the run
+    jumped in the interval (a snapshot restored, a replay started mid-run): a replay does not
+    check a hash of part of the output."""
+
+    def __init__(self) -> None:
+        self.hash = xxhash.xxh3_64()
+        self.whole = True
+
+    def counted(self, out: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """`out`, hashing what passes through it."""
+        def write(data: bytes) -> None:
+            self.hash.update(data)
+            out(data)
+        return write
+
+    def take(self) -> tuple[bytes, bool]:
+        """(the hash of the interval's output, whether it is all of it); a new interval starts."""
+        taken = self.hash.digest(), self.whole
+        self.hash, self.whole = xxhash.xxh3_64(), True
+        return taken
+
+
 class DigestCheck:
     def __init__(self, core) -> None:
         self.core = core
 
     def check(self, regs: dict[str, int], other_hash: bytes, ram_hash: bytes,
-              changed: list[tuple[int, int]], page_hash: Callable[[int], int]) -> None:
+              changed: list[tuple[int, int]], page_hash: Callable[[int], int],
+              output: tuple[bytes, bool]) -> None:
         """Record: log the digest. Replay: compare with the logged one; raise Divergence naming
-        the registers and pages that differ. `page_hash(page)` is the replay's 64-bit page hash."""
+        the registers and pages that differ. `page_hash(page)` is the replay's 64-bit page hash;
+        `output` is OutputDigest.take()'s (logs written before it have no output hash)."""
         gprs = _pack_gprs(regs)
         if not self.core.replaying:
-            self.core.log(L.DIGEST, gprs, other_hash, ram_hash, pack_pages(changed))
+            self.core.log(L.DIGEST, gprs, other_hash + output[0], ram_hash, pack_pages(changed))
             return
         rec = self.core.take(L.DIGEST)
         logged_gprs, logged_other, logged_ram, logged_pages = rec.fields
-        if (logged_gprs, logged_other, logged_ram) == (gprs, other_hash, ram_hash):
+        logged_other, logged_output = logged_other[:len(other_hash)], logged_other[len(other_hash):]
+        output_differs = bool(logged_output) and output[1] and logged_output != output[0]
+        if (logged_gprs, logged_other, logged_ram) == (gprs, other_hash, ram_hash) and not output_differs:
             return
         try:
             then = _unpack_gprs(logged_gprs)
@@ -68,4 +99,6 @@ class DigestCheck:
                            if recorded.get(p, -1) != page_hash(p))
             shown = ", ".join(f"{p * 4096:#x}" for p in pages[:16]) + (" ..." if len(pages) > 16 else "")
             what.append(f"RAM pages {shown}" if pages else "RAM (pages written before the last snapshot)")
+        if output_differs:
+            what.append("the guest's output (serial, debugcon) since the previous digest")
         raise Divergence(self.core.now(), "; ".join(what))

@@ -251,3 +251,21 @@ def test_a_pc_past_ram_is_a_fault_stop_not_an_emulator_error(served_replay, capl
     assert reply == "OK" and f"at icount 0, pc {tl.pc():#x}" in text and not tl.off_recording
     assert tl.pc() != 16 << 20
     assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
+def test_a_fault_before_the_first_instruction_of_a_slice_keeps_the_icount(guests, tmp_path):
+    """Found by the stub fuzz: with CR3 pointing at garbage no instruction runs; each step then
+    took one off the icount (the fault counted as an instruction that did not run), until a
+    recording's log went back in time and could not be closed."""
+    opts = parse_args(["-kernel", guests["hello"], "-display", "none", "-serial", "none", "-snapshots", "off",
+                       "-icount", f"shift=7,rr=record,rrfile={tmp_path / 'cr3.rr'}"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    tl = Timeline(session.machine, session.snapshots, False)
+    for _ in range(10):
+        tl.stepi()
+    tl.write_register("cr3", 0x2B)
+    for _ in range(3):
+        stop = tl.stepi()
+        assert (stop.reason, stop.icount) == ("fault", 10) and "(icount 10, " in stop.message
+    session.close(None, "test")  # the log's records in order: it closes
+    assert list(L.LogReader(str(tmp_path / "cr3.rr")).chunks())

@@ -442,3 +442,18 @@ def test_a_fault_the_recording_did_not_have_is_a_divergence(guests, ticks):
         assert not isinstance(caught.value, GuestError) and caught.value.icount == 0
     finally:
         session.close(None, "test")
+
+
+def test_a_changed_input_that_changes_only_the_output_is_a_divergence(guests, tmp_path):
+    """Found by the soak's log mutations: rdrand prints each random value and ends in the same
+    state whatever they were, so a forged value replayed to status 33 with other output. The
+    digests carry a hash of the guest's output since the previous one."""
+    rr, bad = str(tmp_path / "rdrand.rr"), str(tmp_path / "forged.rr")
+    rec = run_urr("-kernel", guests["rdrand"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off")
+    assert rec.status == 33, rec.err
+    first = next(r for r in records_of(rr)[1] if r.kind == L.RANDOM)
+    rewrite_log(rr, bad, lambda r: L.Record(r.kind, r.icount, (r.fields[0] ^ 1,)) if r == first else r)
+    rep = replay(guests, bad, guest="rdrand")
+    assert rep.status == 6, rep.err
+    assert one_line(rep).endswith("the guest's output (serial, debugcon) since the previous digest")
+    assert replay(guests, rr, guest="rdrand").status == 33
