@@ -138,12 +138,13 @@ class Machine:
         self.pic = self.board.add(Pic8259Pair(ctx))
         ctx.set_irq = self.pic.set_irq
         self.pit = self.board.add(Pit8254(ctx))
-        self.uart = self.board.add(Uart16550(ctx, self.output.counted(serial_out)))
+        self.serial_out, self.debugcon_out = serial_out, debugcon_out  # the host's sinks
+        self.uart = self.board.add(Uart16550(ctx, self.output.counted(lambda data: self.serial_out(data))))
         self.rtc = self.board.add(Rtc146818(ctx))
         self.disk = disk
         self.ata = self.board.add(AtaDisk(ctx, disk))
         self.board.add(DebugExit(ctx, self._guest_exit))
-        self.board.add(DebugCon(ctx, self.output.counted(debugcon_out)))
+        self.board.add(DebugCon(ctx, self.output.counted(lambda data: self.debugcon_out(data))))
         self.digest_timer = self.timers.new("digest", self._digest, internal=True)
         if seam.mode != "plain":
             self.digest_timer.arm(DIGEST_INTERVAL)

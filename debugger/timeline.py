@@ -34,8 +34,6 @@ import capstone
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
 from cpu import cpustate
-from cpu.devices.debugport import DebugCon
-from cpu.devices.uart import Uart16550
 from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
 from debugger.rangestep import range_exits
@@ -114,9 +112,9 @@ class Timeline:
         self._delivered: Optional[tuple[int, int]] = None  # (RIP, RSP) the last interrupt left
         self._irq_icounts: Optional[list[int]] = None  # where the recording delivered interrupts
         machine.interrupt_hooks.append(self._on_interrupt_delivery)
-        for dev in machine.board.devices:
-            if isinstance(dev, (Uart16550, DebugCon)):
-                dev.output = self._first_time(dev.output)
+        # The host's sinks are gated, not the devices' outputs: the machine hashes all output.
+        machine.serial_out = self._first_time(machine.serial_out)
+        machine.debugcon_out = self._first_time(machine.debugcon_out)
         if snapshots is not None and snapshots.nearest(self.start) is None:
             snapshots.take("start", "initial")
 
