@@ -275,13 +275,21 @@ class Machine:
         """A debugger's write to RAM: an input (logged in a recording; in a replay it takes the
         run off its recording). ValueError, nothing written, outside RAM."""
         self._poke_memory(address, data)
+        self._changed_by_debugger()
         self.seam.debugger.memory(address, data)  # once made: a refused write is no input
 
     def write_register(self, name: str, value: int) -> None:
         """A debugger's write to a register (cpu.cpustate's names; x87 registers take the 80-bit
         value, MSRs by name). ValueError, nothing logged, for a name or value it cannot take."""
         cpustate.write_register(self.uc, name, value)
+        self._changed_by_debugger()
         self.seam.debugger.register(name, value)
+
+    def _changed_by_debugger(self) -> None:
+        """In a replay, what the guest prints from here on is not the recording's, and a state
+        restored later may land here: this interval's output is not checked."""
+        if self.seam.core.replaying:
+            self.output.whole = False
 
     def _poke_memory(self, address: int, data: bytes) -> None:
         self.ram.write(address, data)  # ValueError, nothing written, past RAM
