@@ -16,6 +16,7 @@ import re
 import select
 import socket
 import sys
+import time
 from typing import Callable, Optional
 
 from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
@@ -30,6 +31,7 @@ THREAD = "01"  # the one thread GDB sees
 SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
 NAK_RETRIES = 5
 MAX_ERROR_TEXT = 200  # characters of an E.message reply
+SPIN_S = 0.001  # how long a wait for GDB polls before it sleeps (see _Wire._recv_soon)
 REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
 
 MONITOR_HELP = """\
@@ -133,13 +135,24 @@ class _Wire:
         if self.closed:
             raise _Disconnected
         try:
-            data = self.sock.recv(65536)
+            data = self._recv_soon()
         except OSError:
             data = b""
         if not data:
             self.closed = True
             raise _Disconnected
         self.buf += data
+
+    def _recv_soon(self) -> bytes:
+        """Bytes from GDB, polling for a short while before sleeping: GDB answers a reply within
+        tens of microseconds, and waking from a sleep costs more than that on an idle host."""
+        deadline = time.perf_counter() + SPIN_S
+        while time.perf_counter() < deadline:
+            try:
+                return self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+        return self.sock.recv(65536)
 
     def _send_raw(self, data: bytes) -> None:
         try:
