@@ -1,6 +1,6 @@
 """GDB remote serial protocol stub over a Timeline, for `urr -gdb tcp::1234` / `-s`.
 
-Speaks the protocol as GDB 13 uses it against a single-threaded all-stop target: target.xml from
+Speaks the protocol (its wire: debugger.gdbwire) as GDB 13 uses it against a single-threaded all-stop target: target.xml from
 debugger.tdesc, registers, memory, software/hardware breakpoints and watchpoints (all mapped onto
 the timeline's), forward and reverse (`bs`/`bc`) execution, Ctrl-C, and QEMU's replay monitor
 commands (`monitor info replay`, `replay_break`, `replay_delete_break`, `replay_seek`).
@@ -16,10 +16,10 @@ import re
 import select
 import socket
 import sys
-import time
 from typing import Callable, Optional
 
 from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
+from debugger.gdbwire import Disconnected, Wire, addr_len, escape, hex_int, unescape
 from debugger.tdesc import Description, Reg, for_mode
 from debugger.timeline import Stop, Timeline
 
@@ -29,9 +29,7 @@ PACKET_SIZE = 0x4000  # the largest packet we accept; GDB sizes its m/X/qXfer re
 MAX_MEMORY = (PACKET_SIZE - 16) // 2  # bytes of memory one hex-encoded `m` reply can carry
 THREAD = "01"  # the one thread GDB sees
 SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
-NAK_RETRIES = 5
 MAX_ERROR_TEXT = 200  # characters of an E.message reply
-SPIN_S = 0.001  # how long a wait for GDB polls before it sleeps (see _Wire._recv_soon)
 REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
 
 MONITOR_HELP = """\
@@ -50,59 +48,6 @@ _FRAME_REGISTERS = ("rbp", "rsp", "rip")  # what Timeline.frame_registers gives,
 _MSR_EFER, _EFER_LMA = "efer", 1 << 10
 _WATCH_STOP = {"w": "watch", "r": "rwatch", "a": "awatch"}
 _WATCH_KIND = {"2": "w", "3": "r", "4": "a"}
-_ESCAPED = b"$#}*"  # bytes a binary reply must escape ('*' would start a run-length code)
-
-
-class _Disconnected(Exception):
-    """GDB went away; ends the session."""
-
-
-def parse_gdb_address(spec: str) -> tuple[str, int]:
-    """(host, port) from QEMU's `-gdb tcp:[HOST]:PORT` syntax; HOST defaults to 127.0.0.1."""
-    usage = f"-gdb {spec!r}: expected tcp:[HOST]:PORT, e.g. tcp::1234 or tcp:0.0.0.0:5000"
-    if not spec.startswith("tcp:"):
-        raise ValueError(usage)
-    host, colon, port = spec[4:].rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(usage)
-    if host.startswith("[") and host.endswith("]"):  # tcp:[::1]:1234
-        host = host[1:-1]
-    return host or "127.0.0.1", int(port)
-
-
-def _checksum(body: bytes) -> int:
-    return sum(body) & 0xFF
-
-
-def _escape(data: bytes) -> bytes:
-    out = bytearray()
-    for b in data:
-        out += bytes((0x7D, b ^ 0x20)) if b in _ESCAPED else bytes((b,))
-    return bytes(out)
-
-
-def _unescape(data: bytes) -> bytes:
-    out, it = bytearray(), iter(data)
-    for b in it:
-        if b == 0x7D:
-            b = next(it, None)
-            if b is None:
-                raise ValueError("packet ends in an escape")
-            b ^= 0x20
-        out.append(b)
-    return bytes(out)
-
-
-def _hex_int(text: str) -> int:
-    """A hex number from a packet; ValueError (-> an E reply) for anything else."""
-    if not re.fullmatch(r"[0-9a-fA-F]+", text):
-        raise ValueError(f"bad hex number {text!r}")
-    return int(text, 16)
-
-
-def _addr_len(text: str) -> tuple[int, int]:
-    addr, length = text.split(",")
-    return _hex_int(addr), _hex_int(length)
 
 
 def _icount(text: str) -> int:
@@ -120,116 +65,6 @@ def _encode_reg(reg: Reg, value: Optional[int]) -> str:
     if value is None:  # "xx": GDB shows the register as <unavailable>
         return "xx" * reg.size
     return (value & ((1 << reg.bits) - 1)).to_bytes(reg.size, "little").hex()
-
-
-class _Wire:
-    """Packet framing on one connection: checksums, +/- acks until QStartNoAckMode, Ctrl-C."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.acks = True
-        self.closed = False
-
-    def _recv(self) -> None:
-        if self.closed:
-            raise _Disconnected
-        try:
-            data = self._recv_soon()
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            raise _Disconnected
-        self.buf += data
-
-    def _recv_soon(self) -> bytes:
-        """Bytes from GDB, polling for a short while before sleeping: GDB answers a reply within
-        tens of microseconds, and waking from a sleep costs more than that on an idle host."""
-        deadline = time.perf_counter() + SPIN_S
-        while time.perf_counter() < deadline:
-            try:
-                return self.sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-        return self.sock.recv(65536)
-
-    def _send_raw(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            self.closed = True
-            raise _Disconnected from None
-
-    def read_packet(self) -> Optional[bytes]:
-        """The next packet's body; None for a bad checksum in no-ack mode (there is no NAK then).
-
-        Bytes outside packets (stray acks, a Ctrl-C that raced a stop) are dropped."""
-        while True:
-            start = self.buf.find(b"$")
-            if start < 0:
-                self.buf.clear()
-                self._recv()
-                continue
-            end = self.buf.find(b"#", start)
-            if end < 0 or len(self.buf) < end + 3:
-                self._recv()
-                continue
-            body, sent = bytes(self.buf[start + 1:end]), self.buf[end + 1:end + 3].decode("latin-1")
-            del self.buf[:end + 3]
-            good = bool(re.fullmatch(r"[0-9a-fA-F]{2}", sent)) and int(sent, 16) == _checksum(body)
-            if not self.acks:
-                return body if good else None
-            self._send_raw(b"+" if good else b"-")
-            if good:
-                return body
-
-    def send(self, body: bytes) -> None:
-        """Send one packet; in ack mode resend it on '-' (a few times, then let GDB time out)."""
-        frame = b"$%s#%02x" % (body, _checksum(body))
-        for _ in range(NAK_RETRIES):
-            self._send_raw(frame)
-            if not self.acks or self._acked():
-                return
-
-    def _acked(self) -> bool:
-        while True:
-            while not self.buf:
-                self._recv()
-            byte = self.buf[0]
-            if byte == ord("$"):  # GDB sent its next packet instead: take that as the ack
-                return True
-            del self.buf[0]
-            if byte in b"+-":
-                return byte == ord("+")
-
-    def run_watched(self, action: Callable[[], Stop], timeline: Timeline) -> Stop:
-        """Run `action` with the timeline asking, wherever it checks for interrupt(), whether GDB
-        sent Ctrl-C (0x03) or hung up: the socket is read there without blocking, so a resume
-        costs no thread and no polling period. Once asked, every later check says so until the
-        action returns (a Timeline clears pending interrupts when a run starts, and one action
-        may start several)."""
-        requested = b"\x03" in self.buf  # sent right behind the resume packet
-        self.buf = self.buf.replace(b"\x03", b"")
-
-        def asked() -> bool:
-            nonlocal requested
-            if not requested and (self.closed or select.select([self.sock], [], [], 0)[0]):
-                try:
-                    data = b"" if self.closed else self.sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    self.closed = requested = True
-                else:
-                    requested = b"\x03" in data
-                    self.buf += data.replace(b"\x03", b"")
-            return requested
-        timeline.interrupt_poll = asked
-        try:
-            return action()
-        finally:
-            timeline.interrupt_poll = None
 
 
 class GdbServer:
@@ -260,7 +95,7 @@ class GdbServer:
         conn, _ = self._listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # many small request/replies
         try:
-            return _Session(self.timeline, _Wire(conn)).serve()
+            return _Session(self.timeline, Wire(conn)).serve()
         finally:
             conn.close()
 
@@ -273,7 +108,7 @@ class GdbServer:
 class _Session:
     """One GDB connection: packet handlers and the breakpoints GDB inserted through it."""
 
-    def __init__(self, timeline: Timeline, wire: _Wire) -> None:
+    def __init__(self, timeline: Timeline, wire: Wire) -> None:
         self.tl = timeline
         self.wire = wire
         self.last_stop = f"T{SIGTRAP:02x}thread:{THREAD};"
@@ -325,7 +160,7 @@ class _Session:
                     if packet == b"QStartNoAckMode":
                         self.wire.acks = False  # from after GDB's ack of our OK
             return self.ended
-        except _Disconnected:
+        except Disconnected:
             return "disconnect"
         finally:
             self.forget_breakpoints()
@@ -388,11 +223,11 @@ class _Session:
             return ""
         if annex != "target.xml":
             return "E00"
-        offset, length = _addr_len(span)
+        offset, length = addr_len(span)
         data = self.desc.xml().encode()
         chunk = data[offset:offset + length]
         more = offset + length < len(data)
-        return ("m" if more else "l") + _escape(chunk).decode("latin-1")
+        return ("m" if more else "l") + escape(chunk).decode("latin-1")
 
     def kill(self, _args: str) -> None:
         self.ended = "kill"  # GDB expects no reply to k
@@ -431,7 +266,7 @@ class _Session:
         self.tl.write_register(reg.machine_name, value)
 
     def _register(self, number: str) -> Reg:
-        n = _hex_int(number)
+        n = hex_int(number)
         if n >= len(self.registers):
             raise ValueError(f"no register {n}")
         return self.registers[n]
@@ -455,7 +290,7 @@ class _Session:
 
     def read_mem(self, args: str) -> str:
         """m: as many bytes as are readable from the start (GDB accepts short reads), E14 if none."""
-        addr, length = _addr_len(args)
+        addr, length = addr_len(args)
         length = min(length, MAX_MEMORY)
         try:
             return self.tl.read_memory(addr, length).hex()
@@ -480,12 +315,12 @@ class _Session:
 
     def write_mem(self, args: str) -> str:
         span, hexdata = args.split(":")
-        return self._store(*_addr_len(span), bytes.fromhex(hexdata))
+        return self._store(*addr_len(span), bytes.fromhex(hexdata))
 
     def write_binary(self, args: str) -> str:
         span, data = args.split(":", 1)
-        addr, length = _addr_len(span)
-        return self._store(addr, length, _unescape(data.encode("latin-1"))) if length else "OK"  # a probe
+        addr, length = addr_len(span)
+        return self._store(addr, length, unescape(data.encode("latin-1"))) if length else "OK"  # a probe
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -493,7 +328,7 @@ class _Session:
         """Run `action` and report its stop. A single step is not `watched` for Ctrl-C: it is
         over before it would look."""
         if addr:
-            self.tl.write_register("rip", _hex_int(addr))
+            self.tl.write_register("rip", hex_int(addr))
         try:
             stop = self.wire.run_watched(action, self.tl) if watched else action()
         except ValueError as e:  # e.g. no snapshot to go back to
@@ -527,11 +362,11 @@ class _Session:
 
     def step_signal(self, args: str) -> str:
         """S sig[;addr]: bare metal has no signals to deliver, so this is `s`."""
-        _hex_int(args.split(";")[0])
+        hex_int(args.split(";")[0])
         return self.step(args.partition(";")[2])
 
     def cont_signal(self, args: str) -> str:
-        _hex_int(args.split(";")[0])
+        hex_int(args.split(";")[0])
         return self.cont(args.partition(";")[2])
 
     def vcont(self, args: str) -> str:
@@ -544,14 +379,14 @@ class _Session:
         if action[:1] in ("S", "C"):  # with a signal, which bare metal has none to deliver
             if len(action) != 3:
                 raise ValueError(f"vCont action {action!r}: expected a two-digit signal")
-            _hex_int(action[1:])
+            hex_int(action[1:])
             action = action[0].lower()
         if action == "s":
             return self._run(self.tl.stepi, watched=False)
         if action == "c":
             return self._run(self.tl.cont)
         if action.startswith("r"):  # rSTART,END: step while the PC stays in [START, END)
-            start, end = (_hex_int(a) for a in action[1:].split(","))
+            start, end = (hex_int(a) for a in action[1:].split(","))
             if end <= start:
                 raise ValueError(f"empty step range {start:#x}-{end:#x}")
             return self._run(lambda: self.tl.step_range(start, end))
@@ -597,7 +432,7 @@ class _Session:
 
     def _z_args(self, args: str) -> tuple[str, int, int]:
         kind, addr, length = args.split(";")[0].split(",")
-        return kind, _hex_int(addr), _hex_int(length)
+        return kind, hex_int(addr), hex_int(length)
 
     def _condition(self, args: str) -> Optional[Callable[[], bool]]:
         """The breakpoint condition of a Z0/Z1 packet's cond_list, as the timeline checks it at each

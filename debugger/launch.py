@@ -61,7 +61,8 @@ def run_debugger(session: Session, opts) -> int:
     status: Optional[int] = None
     try:
         if opts.gdb:
-            from debugger.gdbstub import GdbServer, parse_gdb_address
+            from debugger.gdbstub import GdbServer
+            from debugger.gdbwire import parse_gdb_address
 
             try:
                 host, port = parse_gdb_address(opts.gdb)

@@ -13,7 +13,8 @@ from typing import Callable, Optional
 import pytest
 
 from debugger import tdesc
-from debugger.gdbstub import GdbServer, parse_gdb_address
+from debugger.gdbstub import GdbServer
+from debugger.gdbwire import parse_gdb_address
 from debugger.timeline import Stop
 
 CODE = 0x1000  # fake instructions are 4 bytes apart from here
