@@ -10,9 +10,7 @@ the executor takes interrupts, wake-ups and input bytes from the log instead of 
 from __future__ import annotations
 
 import ctypes
-import re
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import capstone
@@ -33,22 +31,20 @@ from cpu.devices.pit import Pit8254
 from cpu.devices.rtc import Rtc146818
 from cpu.devices.uart import Uart16550
 from cpu.disk import DiskImage
+from cpu.following import Follower
 from cpu.icount import SliceCounter
 from cpu.interrupts import IF, InterruptDelivery, InterruptError
 from cpu.loader import Kernel
+from cpu.outcome import EXIT_REASON, FAULT_REASON, GuestError, RecordedFault, Stop
 from cpu.pagetrack import PageTracker
 from cpu.syscall import SyscallFault, SyscallTransfer
 from cpu.ram import Ram
 from cpu.timers import TimerQueue
-from replay import log as L
 from replay.digest import OutputDigest
 from replay.player import Divergence
 from replay.seam import Seam
 
 MAX_SLICE = 1 << 17  # longest slice: bounds Python overhead, not correctness
-FAULT_REASON = "guest fault: "  # how a recording that ended in a guest fault says so (END record)
-EXIT_REASON = "exit"  # the END record's reason when the guest exited (with its status)
-TRUNCATED_REASON = "the log ends here, without an end record"
 DIGEST_INTERVAL = 1 << 20  # icounts between state digests in a recording
 END_ADDRESS = (1 << 64) - 1  # never reached: slices end by count only
 EXCEPTIONS = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (int3)", 4: "#OF overflow",
@@ -57,29 +53,6 @@ EXCEPTIONS = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (int3)",
               12: "#SS stack fault", 13: "#GP general protection", 14: "#PF page fault",
               16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
               19: "#XM SIMD exception"}
-
-
-class GuestError(RuntimeError):
-    """The guest did something the machine cannot continue from (a fault, a halt forever)."""
-
-    def __init__(self, message: str, icount: int, rip: int) -> None:
-        super().__init__(f"{message} (icount {icount}, rip {rip:#x})")
-        self.icount = icount
-        self.rip = rip
-
-
-class RecordedFault(GuestError):
-    """Replay: the guest fault the recording ended with, met again at its icount and RIP."""
-
-
-@dataclass
-class Stop:
-    """Why `Machine.run` returned."""
-
-    reason: str  # "exit" | "limit" | "end" | "interrupt", or what a debugger hook asked for ("breakpoint", ...)
-    icount: int
-    status: Optional[int] = None  # the guest's exit status, for "exit"
-    message: str = ""
 
 
 class Machine:
@@ -148,6 +121,7 @@ class Machine:
         self.digest_timer = self.timers.new("digest", self._digest, internal=True)
         if seam.mode != "plain":
             self.digest_timer.arm(DIGEST_INTERVAL)
+        self.follower = Follower(self)  # replay: the log's records, taken where they were made
         self._install_hooks()
         self._boot()
 
@@ -295,18 +269,6 @@ class Machine:
         self.ram.write(address, data)  # ValueError, nothing written, past RAM
         self.uc.ctl_remove_cache(address, address + max(len(data), 1))  # code may have changed
 
-    def _replay_debugger_write(self, rec: L.Record) -> None:
-        """Replay: make the write the recording's debugger made here."""
-        self.seam.core.player.take(rec.kind, self.icount)
-        try:
-            if rec.kind == L.MEMWRITE:
-                self._poke_memory(rec.fields[0], rec.fields[1])
-            else:
-                cpustate.write_register(self.uc, rec.fields[0].decode("ascii", errors="replace"), rec.fields[1])
-        except ValueError as e:
-            raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} here cannot be "
-                                          f"made: {e}") from None
-
     # -- running ------------------------------------------------------------------------------
 
     def rip(self) -> int:
@@ -334,12 +296,7 @@ class Machine:
         except GuestError as e:
             if not self.seam.core.replaying:
                 raise
-            player = self.seam.core.player
-            rec = player.peek()
-            if rec is not None and rec.kind == L.END and rec.icount == e.icount:  # an unmapped
-                player.take(L.END, e.icount)  # fetch faults at the end of the slice before it
-                raise self._as_recorded(rec.fields[1].decode(errors="replace"), e.icount, e) from None
-            raise Divergence(e.icount, f"the guest faulted where the recording did not: {e}") from None
+            raise self.follower.fault(e) from None
         finally:
             self._left_at = self.icount
 
@@ -348,7 +305,7 @@ class Machine:
         while True:
             if self.exit_status is not None:
                 if replaying:
-                    cut = self._replay_exit()
+                    cut = self.follower.exit()
                     if cut is not None:
                         return cut
                 return Stop("exit", self.icount, self.exit_status)
@@ -357,7 +314,7 @@ class Machine:
                 self.stop_requested = False
                 return Stop("interrupt", self.icount)
             if replaying:
-                end = self._replay_events()
+                end = self.follower.events()
                 if end is not None:
                     return end
             else:
@@ -563,103 +520,6 @@ class Machine:
             if deadline is None and not self.seam.char.live:
                 raise GuestError("the guest halted and its input ended", self.icount, self.rip())
 
-    def _replay_events(self) -> Optional[Stop]:
-        """Do what the recording did at this icount: deliver, wake, feed input, or end."""
-        player = self.seam.core.player
-        while True:
-            self._final_digest()
-            rec = player.peek()
-            if rec is not None and rec.icount < self.icount:
-                raise Divergence(self.icount, f"the recording's {L.NAMES[rec.kind]} at icount "
-                                              f"{rec.icount} was never reached")
-            if rec is None or rec.icount != self.icount or rec.kind not in L.ASYNC:
-                break
-            if rec.kind == L.IRQ:
-                player.take(L.IRQ, self.icount)
-                if not self.pic.pending():
-                    raise Divergence(self.icount, f"the recording delivered vector {rec.fields[0]:#x} "
-                                                  "but no interrupt is pending")
-                vector = self.pic.acknowledge()
-                if vector != rec.fields[0]:
-                    raise Divergence(self.icount, f"interrupt vector {vector:#x} where the recording "
-                                                  f"delivered {rec.fields[0]:#x}")
-                self._interrupt(vector)
-            elif rec.kind == L.WAKE:
-                if not self.halted:
-                    raise Divergence(self.icount, "the recording woke a halted CPU here; this one runs")
-                player.take(L.WAKE, self.icount)
-                self.icount += rec.fields[0]  # still halted until an interrupt is delivered
-                self.timers.fire_due(self.icount)
-            elif rec.kind == L.CHAR:
-                self.uart.receive(self.seam.char.logged())
-            elif rec.kind in (L.MEMWRITE, L.REGWRITE):
-                self._replay_debugger_write(rec)
-            else:  # END
-                status, reason = rec.fields[0], rec.fields[1].decode(errors="replace")
-                if status >= 0:
-                    raise Divergence(self.icount, f"the recording's guest exited here with status "
-                                                  f"{status}; the replay's runs on")
-                player.take(L.END, self.icount)
-                if reason.startswith(FAULT_REASON):
-                    self._fault_again(reason)
-                return Stop("end", self.icount, None, reason)
-        return self._log_cut()
-
-    def _log_cut(self) -> Optional[Stop]:
-        """Replay: the end of a log that has no end record (a killed recording), once reached."""
-        player = self.seam.core.player
-        if self.icount >= player.end_icount and not player.finished:
-            return Stop("end", self.icount, None, TRUNCATED_REASON)
-        return None
-
-    def _replay_exit(self) -> Optional[Stop]:
-        """Replay: the guest exited, so the recording must end here with the same status (its end
-        record is taken), unless the log was cut off before it got here."""
-        player = self.seam.core.player
-        self._final_digest()
-        rec = player.peek()
-        if rec is None:
-            last = player.records[-1] if player.records else None
-            if last is not None and last.kind == L.END and last.icount == self.icount \
-                    and last.fields[0] == self.exit_status:
-                return None  # taken already: the position was at this exit before
-            cut = self._log_cut()
-            if cut is not None:
-                return cut
-        said = f"the guest exited with status {self.exit_status}"
-        if rec is None or rec.kind != L.END or rec.icount != self.icount:
-            where = "has no more records" if rec is None else \
-                f"has {L.NAMES[rec.kind]} at icount {rec.icount}"
-            raise Divergence(self.icount, f"{said} but the log {where}")
-        reason = rec.fields[1].decode(errors="replace")
-        if rec.fields[0] != self.exit_status or reason != EXIT_REASON:
-            status = "no status" if rec.fields[0] < 0 else f"status {rec.fields[0]}"
-            raise Divergence(self.icount, f"{said} where the recording ended with {status} ({reason})")
-        player.take(L.END, self.icount)
-        return None
-
-    def _fault_again(self, reason: str) -> None:
-        """The recording ended in a guest fault here: the replay must meet it too, and raises the
-        same GuestError; running on instead is a divergence."""
-        at = self.icount
-        try:
-            if self.halted:
-                self._idle(None)
-            else:
-                self._slice(1)
-        except GuestError as e:
-            raise self._as_recorded(reason, at, e) from None
-        raise Divergence(at, f"the recording ended here with '{reason}'; the replay runs on")
-
-    def _as_recorded(self, reason: str, at: int, e: GuestError) -> Exception:
-        """What the replay's fault `e` is where the recording ended with `reason`: the same
-        fault (icount and RIP), told in the recording's words (why a halt is final depends on
-        whether host input was still open, which a replay does not have), or a divergence."""
-        recorded = re.fullmatch(rf"{re.escape(FAULT_REASON)}(.*) \(icount (\d+), rip (0x[0-9a-f]+)\)", reason)
-        if recorded is None or (int(recorded[2]), int(recorded[3], 16)) != (e.icount, e.rip):
-            return Divergence(at, f"the recording ended here with '{reason}'; the replay with '{FAULT_REASON}{e}'")
-        return RecordedFault(recorded[1], e.icount, e.rip)
-
     def _digest(self, when: int) -> None:
         """Log (record) or check (replay) the state digest, then schedule the next one."""
         self._state_digest()
@@ -673,19 +533,6 @@ class Machine:
         ram_hash, changed = self.pages.take_digest()
         self.seam.digest.check(regs, other_hash, ram_hash.to_bytes(8, "little"), changed,
                                self.pages.hash64, self.output.take())
-
-    def _final_digest(self) -> None:
-        """Replay: check the digest a recording logs of its final state, just before its end
-        record (a run that ends within 2^20 icounts of the last digest, or before the first, is
-        checked too; recordings that ended in a fault, which are checked by where it is, and
-        logs written before it have none)."""
-        player = self.seam.core.player
-        rec = player.peek()
-        if rec is None or rec.kind != L.DIGEST or rec.icount != self.icount:
-            return
-        following = player.records[player.pos + 1] if player.pos + 1 < len(player.records) else None
-        if following is not None and following.kind == L.END and following.icount == self.icount:
-            self._state_digest()
 
     def finish(self, status: Optional[int], reason: str) -> None:
         """Record the machine's end in the log (nothing in other modes). A guest that exited

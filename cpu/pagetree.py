@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from cpu.ram import page_digest
 
@@ -146,6 +146,41 @@ class PageTree:
                     if pages[k] != targets[k]:
                         out[base + k] = targets[k]
         return out
+
+
+def named_below(root: bytes, nodes: dict[bytes, bytes], base: Optional[bytes],
+                node: NodeSource) -> tuple[set[bytes], set[bytes]]:
+    """What the tree `root` names below the given `nodes` and the root, apart from what it
+    shares with the tree `base` (nodes from `node`) at the same place: the nodes not given, and
+    the page hashes the given leaves name. A store checks a new snapshot at the cost of what
+    changed since `base`, whose whole tree it holds."""
+    need_nodes: set[bytes] = set()
+    need_pages: set[bytes] = set()
+    base_mids = entries(base) if base is not None else None
+    for m, mid in enumerate(entries(root)):
+        if mid == EMPTY or (base_mids is not None and base_mids[m] == mid):
+            continue
+        if mid not in nodes:
+            need_nodes.add(mid)
+            continue
+        base_leaves = _entries_below(base_mids, m, node)
+        for j, leaf in enumerate(entries(nodes[mid])):
+            if leaf == EMPTY or (base_leaves is not None and base_leaves[j] == leaf):
+                continue
+            if leaf not in nodes:
+                need_nodes.add(leaf)
+                continue
+            base_pages = _entries_below(base_leaves, j, node)
+            need_pages.update(h for k, h in enumerate(entries(nodes[leaf]))
+                              if h != EMPTY and (base_pages is None or base_pages[k] != h))
+    return need_nodes, need_pages
+
+
+def _entries_below(hashes: Optional[list[bytes]], i: int, node: NodeSource) -> Optional[list[bytes]]:
+    """The entries of the node `hashes[i]` names (None where there is none)."""
+    if hashes is None or hashes[i] == EMPTY:
+        return None
+    return entries(node(hashes[i]))
 
 
 def walk(root: bytes, node: NodeSource) -> Iterator[tuple[int, bytes]]:

@@ -34,106 +34,27 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import struct
 import urllib.parse
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import lz4.block
 import sqlite_utils
 
 from cpu import pagetree
 from cpu.pagemap import PAGE
-from cpu.ram import page_digest
+from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, content_hash, pack_map,
+                                unpack_map, tree_of)
 
 FORMAT_VERSION = 2
 KINDS = ("initial", "named", "periodic")
 DEFAULT_CACHE_BLOBS = 8192  # decompressed blobs kept per open catalog: 32 MiB of pages
 NODE_CACHE = 32768  # decompressed tree nodes kept per open catalog (32 MiB): a tree's upper
 # levels are read by every restore and every gc
-_ENTRY = struct.Struct("<I16s")
 _IN_CHUNK = 500  # hashes per `IN (...)` query, well under SQLite's parameter limit
 _INFO = "SELECT name, kind, icount, vtime_ns, pages, bytes FROM snapshots"
-
-
-class CatalogError(ValueError):
-    """The catalog cannot be used as asked; the message is one line for the user."""
-
-
-class TreePages(Mapping[int, bytes]):
-    """A snapshot's pages as its tree: the root, and the nodes fetched when needed. Restores
-    compare trees (`root`); reading it as a mapping walks the whole tree once (O(RAM))."""
-
-    def __init__(self, root: bytes, count: int, node: pagetree.NodeSource) -> None:
-        self.root, self.count, self.node = root, count, node
-        self._map: Optional[dict[int, bytes]] = None
-
-    def _pages(self) -> dict[int, bytes]:
-        if self._map is None:
-            self._map = dict(pagetree.walk(self.root, self.node))
-        return self._map
-
-    def __getitem__(self, page: int) -> bytes:
-        return self._pages()[page]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._pages())
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __reduce__(self) -> tuple:
-        """Pickled (to another process) as the plain map: its node source stays here."""
-        return dict, (self._pages(),)
-
-
-def tree_of(pages: Mapping[int, bytes], ram_size: int) -> tuple[bytes, dict[bytes, bytes]]:
-    """The root of a page map and the nodes it needs that may not be stored: none for a tree,
-    all of them for a plain map (a snapshot made by hand)."""
-    if isinstance(pages, TreePages):
-        return pages.root, {}
-    try:
-        return pagetree.build(dict(pages), ram_size // PAGE)
-    except ValueError as e:
-        raise CatalogError(str(e)) from None
-
-
-@dataclass
-class Snapshot:
-    """A machine state at an exact icount, with RAM and disk by content hash."""
-    name: str
-    kind: str  # "initial" | "named" | "periodic"
-    icount: int
-    vtime_ns: int
-    cpu: dict  # JSON-able
-    devices: dict  # JSON-able
-    log_pos: dict  # JSON-able
-    pages: Mapping[int, bytes]  # 4 KiB page number -> content hash, non-zero pages only
-    disk: dict[int, bytes]  # overlay sector number -> content hash
-    ram_size: int
-
-    def references(self) -> set[bytes]:
-        """Every content hash the snapshot needs: its pages' and its sectors' (O(RAM) for a
-        tree: for checks and tools, not for a running machine)."""
-        return set(self.pages.values()) | set(self.disk.values())
-
-
-@dataclass
-class SnapshotInfo:
-    """A snapshot's listing, without its state.
-
-    `bytes` is what saving the snapshot added to the file: its row (state JSON and maps) plus
-    the compressed size of the content it brought that the file did not hold yet. It is fixed
-    when saved, so content shared by many snapshots counts once, in the first that stored it,
-    and the column adds up to about the size of the catalog's content."""
-    name: str
-    kind: str
-    icount: int
-    vtime_ns: int
-    pages: int
-    bytes: int
 
 
 @dataclass
@@ -170,26 +91,6 @@ class CatalogStats:
     def tree_sharing(self) -> float:
         """Node references per stored node: how many snapshots share a node, on average."""
         return self.node_references / self.nodes if self.nodes else 1.0
-
-
-def content_hash(data: bytes) -> bytes:
-    """The key content is stored under: the hash the machine names its pages by."""
-    return page_digest(data)
-
-
-def _pack_map(entries: dict[int, bytes]) -> bytes:
-    keys = sorted(entries)
-    return lz4.block.compress(b"".join(map(_ENTRY.pack, keys, map(entries.__getitem__, keys))))
-
-
-def _unpack_map(blob: bytes, owner: str) -> dict[int, bytes]:
-    try:
-        raw = lz4.block.decompress(blob)
-    except (lz4.block.LZ4BlockError, TypeError, ValueError):
-        raw = None
-    if raw is None or len(raw) % _ENTRY.size:
-        raise CatalogError(f"{owner} is corrupt (its page map cannot be read)")
-    return dict(_ENTRY.iter_unpack(raw))
 
 
 def _decompress(size: int, data: bytes) -> Optional[bytes]:
@@ -444,10 +345,10 @@ class Catalog:
         nodes = {**built, **nodes}
         if len(root) != pagetree.mids_for(snap.ram_size // PAGE) * pagetree.HASH:
             raise CatalogError(f"snapshot '{snap.name}' has a page tree that does not fit its RAM size")
-        disk_map = _pack_map(snap.disk)
+        disk_map = pack_map(snap.disk)
         if base is not None and len(base) != len(root):
             base = None
-        need_nodes, need_blobs = self._named_by(root, nodes, base)
+        need_nodes, need_blobs = pagetree.named_below(root, nodes, base, self.get_node)
         need_blobs |= set(snap.disk.values())
         present_nodes = self.has_nodes(need_nodes | nodes.keys())
         present = self.has_blobs(need_blobs | blobs.keys())
@@ -492,39 +393,6 @@ class Catalog:
         self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
         self.rows_stored += len(new)
         return sum(len(c) for _, _, c in new)
-
-    def _named_by(self, root: bytes, nodes: dict[bytes, bytes],
-                  base: Optional[bytes]) -> tuple[set[bytes], set[bytes]]:
-        """What the tree `root` names below the given `nodes` and the root, apart from what it
-        shares with the tree `base` at the same place: the nodes to find stored, and the page
-        contents the given leaves name."""
-        need_nodes: set[bytes] = set()
-        need_blobs: set[bytes] = set()
-        empty = pagetree.EMPTY
-        base_mids = pagetree.entries(base) if base is not None else None
-        for m, mid in enumerate(pagetree.entries(root)):
-            if mid == empty or (base_mids is not None and base_mids[m] == mid):
-                continue
-            if mid not in nodes:
-                need_nodes.add(mid)
-                continue
-            base_leaves = self._entries_below(base_mids, m)
-            for j, leaf in enumerate(pagetree.entries(nodes[mid])):
-                if leaf == empty or (base_leaves is not None and base_leaves[j] == leaf):
-                    continue
-                if leaf not in nodes:
-                    need_nodes.add(leaf)
-                    continue
-                base_pages = self._entries_below(base_leaves, j)
-                need_blobs.update(h for k, h in enumerate(pagetree.entries(nodes[leaf]))
-                                  if h != empty and (base_pages is None or base_pages[k] != h))
-        return need_nodes, need_blobs
-
-    def _entries_below(self, entries: Optional[list[bytes]], i: int) -> Optional[list[bytes]]:
-        """The entries of the node `entries[i]` names (None where there is none)."""
-        if entries is None or entries[i] == pagetree.EMPTY:
-            return None
-        return pagetree.entries(self.get_node(entries[i]))
 
     def delete(self, *names: str) -> int:
         """Delete snapshots by name; how many existed. Their content stays until `gc`."""
@@ -576,7 +444,7 @@ class Catalog:
                             refs.blobs.update(pagetree.children(self.get_node(leaf)))
                 refs.node_references += 1 + refs.mid_children[mid]
         for name, disk_map in self._rows("SELECT name, disk_map FROM snapshots"):
-            hashes = _unpack_map(disk_map, f"snapshot '{name}' in {self.path}").values()
+            hashes = unpack_map(disk_map, f"snapshot '{name}' in {self.path}").values()
             refs.disk_references += len(hashes)
             refs.blobs.update(hashes)
         return refs
@@ -617,7 +485,7 @@ class Catalog:
         if not isinstance(root, bytes) or len(root) % pagetree.HASH:
             raise CatalogError(f"{owner} is corrupt (its page tree cannot be read)")
         return Snapshot(name, kind, icount, vtime_ns, cpu, devices, log_pos,
-                        TreePages(root, pages, self.get_node), _unpack_map(disk_map, owner), ram_size)
+                        TreePages(root, pages, self.get_node), unpack_map(disk_map, owner), ram_size)
 
     def get_node(self, h: bytes) -> bytes:
         """A tree node by hash, verified against it."""

@@ -7,7 +7,8 @@ import lz4.block
 
 from cpu import pagetree
 from cpu.pagemap import PAGE
-from snapshots.catalog import FORMAT_VERSION, Catalog, CatalogError, _connect, _unpack_map
+from snapshots.catalog import FORMAT_VERSION, Catalog, CatalogError, _connect
+from snapshots.snapshot import unpack_map
 
 
 def upgrade(path: str) -> tuple[int, int]:
@@ -47,7 +48,7 @@ def _convert(catalog: Catalog) -> tuple[int, int]:
                         "page_map, disk_map, pages, bytes FROM snapshots_format1").fetchall()
     for (name, kind, icount, vtime_ns, ram_size, cpu, devices, log_pos, page_map, disk_map,
          pages, added) in rows:
-        page_hashes = _unpack_map(page_map, f"snapshot '{name}' in {catalog.path}")
+        page_hashes = unpack_map(page_map, f"snapshot '{name}' in {catalog.path}")
         root, nodes = pagetree.build(page_hashes, ram_size // PAGE)
         before = conn.total_changes
         conn.executemany("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)",
