@@ -294,7 +294,11 @@ class Timeline:
         return stop, hits
 
     def _collect_to(self, until: int) -> list[Hit]:
-        return self._replay_to(until)[1]
+        """A reverse search's replay: it takes no snapshots (see SnapshotManager.held)."""
+        if self.snapshots is None:
+            return self._replay_to(until)[1]
+        with self.snapshots.held():
+            return self._replay_to(until)[1]
 
     def _take_interrupt(self) -> bool:
         """Whether interrupt() was called or interrupt_poll says so (then cleared: it is answered)."""
@@ -539,9 +543,7 @@ class Timeline:
         before it for reverse steps (debugger.checkpoints), and taking periodic snapshots only
         in the last snapshot interval before it."""
         assert self.snapshots is not None
-        interval = self.snapshots.interval or 0
-        self.snapshots.hold_until = icount - interval
-        try:
+        with self.snapshots.held(icount - (self.snapshots.interval or 0)):
             if icount - span > self.icount:
                 stop, _ = self._replay_to(icount - span)
                 if stop.reason != "limit":
@@ -549,8 +551,6 @@ class Timeline:
             self._step_span = span
             stop = self.steps.build(icount, self._run_to)
             return stop if stop is not None else MachineStop("limit", self.icount)
-        finally:
-            self.snapshots.hold_until = 0
 
     def _run_to(self, icount: int) -> MachineStop:
         return self._replay_to(icount)[0]

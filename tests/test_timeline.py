@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from debugger.console import load_symbols
 from debugger.timeline import Stop, Timeline
 from tests.conftest import run_urr
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
@@ -433,3 +434,25 @@ def test_a_seek_takes_periodic_snapshots_only_near_where_it_lands(recorded, tmp_
         tl.cont()  # takes them all
         grid = {i.icount // interval for i in tl.snapshots.infos.values() if i.kind == "periodic"}
         assert set(range(origin // interval + 1, target // interval)) <= grid
+
+
+def test_a_reverse_search_takes_and_deletes_no_snapshots_on_its_way(recorded, tmp_path):  # noqa: F811
+    """A reverse-continue replays stretches it then leaves: it takes periodic snapshots only in
+    the last interval before the hit it lands on, and thins none (thinning at the search's
+    position would delete the dense snapshots where the user works)."""
+    rec = recorded("revloop")
+    rrfile = str(tmp_path / "sparse.rr")
+    run_urr("-kernel", rec.kernel, "-serial", "none", "-snapshots", "100ms", "-icount",
+            f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    with Timeline.for_replay(rrfile, rec.kernel, snapshot="init") as tl:
+        interval = tl.snapshots.interval
+        end = sorted(i.icount for i in tl.snapshots.infos.values())[-1] - 2000
+        tl.seek(end)
+        before = set(tl.snapshots.infos)
+        tl.add_breakpoint(load_symbols(rec.kernel)["pit_init"])
+        stop = tl.reverse_cont()
+        assert stop.reason == "breakpoint" and end - stop.icount > 5 * interval
+        taken = [i.icount for name, i in tl.snapshots.infos.items() if name not in before]
+        assert all(stop.icount - interval <= n <= stop.icount for n in taken), (taken, stop.icount, interval)
+        assert before <= set(tl.snapshots.infos)
+        assert state(tl) == rec.straight_states([stop.icount])[stop.icount]
