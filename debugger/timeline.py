@@ -30,14 +30,13 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
-import capstone
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
-from cpu import cpustate
 from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
 from debugger.rangestep import range_exits
 from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearch
+from debugger.stateview import StateView
 from debugger.stoppoints import StopPoints
 from replay import log as L
 from replay.player import Divergence
@@ -47,7 +46,6 @@ from snapshots.writeindex import WriteIndex
 if TYPE_CHECKING:
     from urr.session import Session
 
-_DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 # A seek that restores a snapshot (a reverse step outside the stretch kept for fast steps is
 # one) records this many instructions before its target; each further stretch, as the user keeps
@@ -55,10 +53,6 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 STEP_SPAN = 1 << 10
 STEP_SPAN_MAX = 1 << 16
 NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
-
-# GDB register name -> name in cpu.cpustate's capture.
-_GDB_TO_STATE = {"eflags": "rflags", "fctrl": "fpcw", "fstat": "fpsw", "ftag": "fptag",
-                 "fiseg": "fcs", "fioff": "fip", "foseg": "fds", "fooff": "fdp", "fop": "fop"}
 
 
 @dataclass
@@ -79,13 +73,12 @@ class Stop:
     message: str = ""
 
 
-class Timeline:
+class Timeline(StateView):
     """The position in a run, moved forwards and (in a replay) backwards; see the module doc."""
 
     def __init__(self, machine: Machine, snapshots: Optional[SnapshotManager], replaying: bool) -> None:
-        self.machine = machine
+        super().__init__(machine, replaying)
         self.snapshots = snapshots
-        self.replaying = replaying
         self.can_reverse = replaying and snapshots is not None
         self.start = machine.icount
         self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
@@ -98,7 +91,6 @@ class Timeline:
         # Asked too where runs check for interrupt(), when set: the GDB stub reads its socket for
         # Ctrl-C there rather than keep a thread watching it.
         self.interrupt_poll: Optional[Callable[[], bool]] = None
-        self._frame_regs = cpustate.RegisterBatch(machine.uc, ("rbp", "rsp", "rip"))
         self._exited: Optional[MachineStop] = None
         self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
@@ -186,66 +178,8 @@ class Timeline:
         """The guest's exit status once the position is at its exit, else None."""
         return self._exited.status if self._exited is not None else None
 
-    def pc(self) -> int:
-        return self.machine.rip()
-
-    def _rsp(self) -> int:
-        return self.machine.uc.reg_read(_RSP)
-
-    def frame_registers(self) -> list[int]:
-        """RBP, RSP, RIP: what a debugger unwinding the stack needs first."""
-        return self._frame_regs.read()
-
-    def _insn(self) -> Optional[capstone.CsInsn]:
-        """The instruction at the PC (None if it does not decode)."""
-        pc = self.pc()
-        return next(_DISASM.disasm(self.read_memory(pc, 16), pc, 1), None)
-
-    def read_registers(self) -> dict[str, int]:
-        regs = self.machine.registers.read()
-        out = {k: v for k, v in regs.items() if not isinstance(v, list)}
-        out["eflags"] = regs["rflags"]
-        for gdb, ours in _GDB_TO_STATE.items():
-            out[gdb] = regs[ours]
-        for i in range(8):
-            mantissa, exponent = regs[f"st{i}"]
-            out[f"st{i}"] = mantissa | (exponent << 64)
-        return out
-
-    def read_register(self, name: str) -> int:
-        """One register (up to 64 bits) by its GDB name: what a breakpoint condition reads at each
-        hit, where reading them all would cost ~50 times more."""
-        name = _GDB_TO_STATE.get(name, name)
-        if name in cpustate.MSRS:
-            return self.machine.uc.msr_read(cpustate.MSRS[name])
-        return self.machine.uc.reg_read(cpustate.reg_id(name))
-
-    def write_register(self, name: str, value: int) -> None:
-        """An input (see write_memory); ValueError for a register or value it cannot take."""
-        self.machine.write_register(_GDB_TO_STATE.get(name, name), value)
-        self._state_changed()
-
-    def read_memory(self, addr: int, length: int) -> bytes:
-        return self.machine.ram.read(addr, length)
-
-    def write_memory(self, addr: int, data: bytes) -> None:
-        """An input: logged in a recording (its replay makes it too); in a replay it takes the
-        timeline off the recording (see off_recording)."""
-        self.machine.write_memory(addr, data)
-        self._state_changed()
-
-    @property
-    def off_recording(self) -> bool:
-        """A replay the debugger changed: until going back (a snapshot restored) its state is not
-        the recording's, so no snapshot of it is stored and leaving it so is a divergence."""
-        return self.replaying and self.machine.seam.debugger.changed_at is not None
-
-    def divergence(self) -> Divergence:
-        """What leaving the replay here says, while off_recording."""
-        writes = self.machine.seam.debugger
-        return Divergence(writes.changed_at or 0, writes.divergence_text())
-
     def _state_changed(self) -> None:
+        """The debugger wrote to the machine's state here."""
         self.steps.clear()  # what they kept is the state before the write
         if self.off_recording and self.snapshots is not None:
             self.snapshots.pause()
