@@ -410,15 +410,22 @@ def test_next_passes_breakpoints_whose_condition_is_false(open_timeline):
     assert (tl.next().reason, tl.pc(), tl.icount) == ("breakpoint", entry, at_call.icount + 1)
 
 
-def test_a_seek_takes_periodic_snapshots_only_near_where_it_lands(recorded, tmp_path):  # noqa: F811
-    """A seek passing through many snapshot intervals on its way takes a periodic snapshot only
-    in the last one before its target (each costs a capture); the state it lands in is a
-    straight replay's all the same. (A recording with snapshots 100 ms apart; the replay's are
-    10 ms apart.)"""
+@pytest.fixture
+def sparse(recorded, tmp_path) -> tuple[Recording, str]:  # noqa: F811
+    """revloop's recording again with snapshots 100 ms apart (a replay takes them 10 ms apart):
+    (the Recording, the new rrfile)."""
     rec = recorded("revloop")
     rrfile = str(tmp_path / "sparse.rr")
     run_urr("-kernel", rec.kernel, "-serial", "none", "-snapshots", "100ms", "-icount",
             f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    return rec, rrfile
+
+
+def test_a_seek_takes_periodic_snapshots_only_near_where_it_lands(sparse):
+    """A seek passing through many snapshot intervals on its way takes a periodic snapshot only
+    in the last one before its target (each costs a capture); the state it lands in is a
+    straight replay's all the same."""
+    rec, rrfile = sparse
     with Timeline.for_replay(rrfile, rec.kernel, snapshot="init") as tl:
         interval = tl.snapshots.interval
         target = sorted(i.icount for i in tl.snapshots.infos.values())[-2] - 2000  # far from the one before
@@ -436,14 +443,11 @@ def test_a_seek_takes_periodic_snapshots_only_near_where_it_lands(recorded, tmp_
         assert set(range(origin // interval + 1, target // interval)) <= grid
 
 
-def test_a_reverse_search_takes_and_deletes_no_snapshots_on_its_way(recorded, tmp_path):  # noqa: F811
+def test_a_reverse_search_takes_and_deletes_no_snapshots_on_its_way(sparse):
     """A reverse-continue replays stretches it then leaves: it takes periodic snapshots only in
     the last interval before the hit it lands on, and thins none (thinning at the search's
     position would delete the dense snapshots where the user works)."""
-    rec = recorded("revloop")
-    rrfile = str(tmp_path / "sparse.rr")
-    run_urr("-kernel", rec.kernel, "-serial", "none", "-snapshots", "100ms", "-icount",
-            f"shift=7,rr=record,rrfile={rrfile},rrsnapshot=init")
+    rec, rrfile = sparse
     with Timeline.for_replay(rrfile, rec.kernel, snapshot="init") as tl:
         interval = tl.snapshots.interval
         end = sorted(i.icount for i in tl.snapshots.infos.values())[-1] - 2000
