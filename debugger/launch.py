@@ -6,7 +6,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Optional
 
+from cpu.machine import FAULT_REASON, GuestError
 from debugger.timeline import Stop, Timeline
+from urr.cli import EXIT_GUEST_FAULT
 from urr.session import Session
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
 def run_debugger(session: Session, opts) -> int:
     """Serve GDB (from the start with -S, else wherever it interrupts the run) or the console
     (from the start) until the user detaches or quits; returns the exit status: the guest's if
-    the position is at its exit by then (a detach runs to the end first), else 0; 6 for a replay
+    the position is at its exit by then (a detach runs to the end first), 4 at a guest fault
+    (see _fault_here), else 0; 6 for a replay
     the debugger changed and left so (see Timeline.off_recording), or whose run on diverged."""
     timeline = make_timeline(session)
     reason = "debugger session ended"
@@ -84,6 +87,10 @@ def run_debugger(session: Session, opts) -> int:
             from debugger.console import Console
 
             Console(timeline, opts.kernel).cmdloop()
+        fault = _fault_here(timeline) if status is None else None
+        if fault is not None:  # left where the guest faulted: the run ends as that fault ends it
+            status, reason = EXIT_GUEST_FAULT, f"{FAULT_REASON}{fault}"
+            print(f"urr: {reason}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # Ctrl-C while no debugger is attached to take it
         reason = "interrupted"
         print(f"urr: interrupted at icount {timeline.icount}; state {session.state_hash()}", file=sys.stderr)
@@ -96,12 +103,19 @@ def run_debugger(session: Session, opts) -> int:
     return status if status is not None else timeline.exit_status or 0
 
 
+def _fault_here(timeline: Timeline) -> Optional[GuestError]:
+    """The guest fault at the position, if the last run stopped at one and nothing moved or
+    changed the machine since (Timeline.failure): leaving the debugger there (`kill`, the
+    console's `quit`) ends the run with that fault, in the log's end record too, as without a
+    debugger; else the end record would say only that the debugger's session ended."""
+    failure = timeline.failure
+    return failure if isinstance(failure, GuestError) and failure.icount == timeline.icount else None
+
+
 def _serve(server: GdbServer, timeline: Timeline, host: str) -> tuple[Optional[int], str]:
     """GDB connections, one after another, until one detaches or kills: a dropped connection
     leaves the position as it is and waits for the next, as QEMU does. Returns the exit status
     a detach's run on decided (None: the usual), and the reason the run ended."""
-    from cpu.machine import FAULT_REASON, GuestError
-
     while True:
         how = server.serve_one()
         if how == "kill" or (how == "disconnect" and not timeline.replaying and timeline.exit_status is not None):
@@ -114,7 +128,7 @@ def _serve(server: GdbServer, timeline: Timeline, host: str) -> tuple[Optional[i
                 return None, "debugger session ended"
             print(f"urr: {stop.message}", file=sys.stderr, flush=True)
             if isinstance(timeline.failure, GuestError):
-                return 4, f"{FAULT_REASON}{stop.message}"
+                return EXIT_GUEST_FAULT, f"{FAULT_REASON}{stop.message}"
             return 6, "debugger session ended"
         print(f"urr: gdb went away at icount {timeline.icount}; waiting for gdb on "
               f"{host}:{server.port} (Ctrl-C ends urr)", file=sys.stderr, flush=True)

@@ -181,6 +181,7 @@ class Timeline(StateView):
     def _state_changed(self) -> None:
         """The debugger wrote to the machine's state here."""
         self.steps.clear()  # what they kept is the state before the write
+        self.failure = None  # the fault a run stopped at here may not be met again
         if self.off_recording and self.snapshots is not None:
             self.snapshots.pause()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sqlite3
 import struct
 from typing import Callable, Optional
@@ -457,3 +458,52 @@ def test_a_changed_input_that_changes_only_the_output_is_a_divergence(guests, tm
     assert rep.status == 6, rep.err
     assert one_line(rep).endswith("the guest's output (serial, debugcon) since the previous digest")
     assert replay(guests, rr, guest="rdrand").status == 33
+
+
+def _recorded_under_a_debugger(guests, tmp_path, debugger: str, commands: list[str]):
+    """fault-ud2 recorded into tmp_path/debugged.rr under GDB (commands as -ex) or the console
+    (commands on its standard input): urr's exit status and standard error."""
+    rr = str(tmp_path / "debugged.rr")
+    if debugger == "console":
+        r = run_urr("-kernel", guests["fault-ud2"], "-serial", "none", "-debugger",
+                    "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init",
+                    stdin="".join(f"{c}\n" for c in commands).encode())
+        return rr, r.status, r.err
+    from tests.replays import Recording
+    from tests.test_gdb_e2e import run_gdb
+    run = run_gdb(Recording("fault-ud2", guests["fault-ud2"], rr, 0, 4, b""), commands, tmp_path,
+                  mode="record", rrfile=rr)
+    return rr, run.status, run.urr_err
+
+
+@pytest.mark.parametrize("debugger,commands", [("gdb", ["continue", "kill"]), ("console", ["continue", "quit"])])
+def test_leaving_a_debugger_at_a_guest_fault_records_that_fault(guests, tmp_path, debugger, commands):
+    """Before: the end record said "debugger session ended" (urr exited 0), so the replay
+    stopped there as at a Ctrl-C instead of meeting the fault the recording met."""
+    if debugger == "gdb" and shutil.which("gdb") is None:
+        pytest.skip("gdb is not installed")
+    plain = str(tmp_path / "plain.rr")
+    alone = run_urr("-kernel", guests["fault-ud2"], "-serial", "none",
+                    "-icount", f"shift=7,rr=record,rrfile={plain},rrsnapshot=init")
+    assert alone.status == 4, alone.err
+    rr, status, err = _recorded_under_a_debugger(guests, tmp_path, debugger, commands)
+    assert status == 4, err
+    assert records_of(rr)[1][-1] == records_of(plain)[1][-1]  # the same END: icount, status, reason
+    fault = alone.note("guest fault")
+    assert fault in err.splitlines(), err
+    rep = replay(guests, rr, guest="fault-ud2")
+    assert rep.status == 4 and rep.note("guest fault") == fault, rep.err
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_a_fault_the_debugger_stepped_over_is_not_the_end(guests, tmp_path):
+    """After the fault the user moved RIP past the ud2: the position is no fault any more, so
+    leaving ends the recording as a debugger session, and its replay (which makes the same
+    write) reaches that end without a fault."""
+    rr, status, err = _recorded_under_a_debugger(guests, tmp_path, "gdb",
+                                                 ["continue", "set var $pc = $pc + 2", "kill"])
+    assert status == 0, err
+    end = records_of(rr)[1][-1]
+    assert end.kind == L.END and end.fields == (-1, b"debugger session ended")
+    rep = replay(guests, rr, guest="fault-ud2")
+    assert rep.status == 0 and "guest fault" not in rep.err, rep.err
