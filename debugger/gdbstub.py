@@ -30,7 +30,6 @@ MAX_MEMORY = (PACKET_SIZE - 16) // 2  # bytes of memory one hex-encoded `m` repl
 THREAD = "01"  # the one thread GDB sees
 SIGINT, SIGTRAP, SIGSEGV = 0x02, 0x05, 0x0B
 MAX_ERROR_TEXT = 200  # characters of an E.message reply
-REVERSE_REFUSED = "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording\n"
 
 MONITOR_HELP = """\
 info replay            the current position in the recording (icount)
@@ -329,11 +328,15 @@ class _Session:
         over before it would look."""
         if addr:
             self.tl.write_register("rip", hex_int(addr))
+        changed_at = self._changed_at()
         try:
             stop = self.wire.run_watched(action, self.tl) if watched else action()
         except ValueError as e:  # e.g. no snapshot to go back to
             self.console(f"urr: {e}\n")
             return "E01"
+        back = self._back_on_recording(changed_at)
+        if back:
+            self.console(back)
         if stop.reason == "fault" and stop.message:
             self.console(f"urr: {stop.message}\n")
         elif stop.reason == "icount-break":  # GDB itself can only say SIGTRAP
@@ -353,6 +356,18 @@ class _Session:
             now = "64-bit long mode" if long_mode else "32-bit protected mode"
             self.console(f"urr: the CPU is in {now} now; this connection keeps its {self.desc.architecture} "
                          f"registers (`disconnect`, then `target remote` again, for {for_mode(long_mode).architecture})\n")
+
+    def _changed_at(self) -> Optional[int]:
+        """Where the debugger first changed this replay (None while it is on its recording)."""
+        return self.tl.divergence().icount if self.tl.off_recording else None
+
+    def _back_on_recording(self, changed_at: Optional[int]) -> str:
+        """The console line for a run or seek that went back (or far ahead) from a replay the
+        debugger changed: it restored the recorded state, so the user's writes are gone."""
+        if changed_at is None or self.tl.off_recording:
+            return ""
+        return (f"urr: back on the recording at icount {self.tl.icount}: the debugger's changes "
+                f"(since icount {changed_at}) are undone\n")
 
     def step(self, addr: str) -> str:
         return self._run(self.tl.stepi, addr, watched=False)
@@ -393,11 +408,11 @@ class _Session:
         raise ValueError(f"unknown vCont action {action!r}")
 
     def reverse(self, action: Callable[[], Stop], watched: bool = True) -> str:
-        """bs/bc.  GDB only sends them when qSupported offered ReverseStep/ReverseContinue, which a
-        recording does not; a forced one gets the reason on the console and E01. A reverse step,
-        like a step, is not `watched` for Ctrl-C."""
+        """bs/bc.  GDB sends them when qSupported offered ReverseStep/ReverseContinue, which a
+        recording does not: so to a replay branched since (GDB does not ask again), or forced. Those
+        get the reason on the console and E01. A reverse step, like a step, is not `watched` for Ctrl-C."""
         if not self.tl.can_reverse:
-            self.console(REVERSE_REFUSED)
+            self.console(f"urr: {self.tl.reverse_refusal()}\n")
             return "E01"
         return self._run(action, watched=watched)
 
@@ -536,10 +551,11 @@ class _Session:
         return "replay breakpoint deleted\n"
 
     def replay_seek(self, icount: int) -> str:
+        changed_at = self._changed_at()
         stop = self.tl.seek(icount)
         self.last_stop = self.stop_reply(stop)
         fault = f"urr: {stop.message}\n" if stop.reason == "fault" and stop.message else ""
-        return (f"{fault}at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
+        return (f"{self._back_on_recording(changed_at)}{fault}at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
                 f" 'maintenance flush register-cache'\n")
 
     def replay_branch(self, words: list[str]) -> str:

@@ -432,7 +432,19 @@ class Timeline(StateView):
 
     def _require_reverse(self) -> None:
         if not self.can_reverse:
-            raise ValueError("reverse execution needs a replay (rr=replay) with a snapshot catalog")
+            raise ValueError(self.reverse_refusal())
+
+    def reverse_refusal(self) -> str:
+        """Why going back is refused here, in one line ("" where it is not): a branch says where
+        its recording went, since the debugger that branched still offers reverse commands."""
+        if self.can_reverse:
+            return ""
+        parent = self.session.config.get("parent") if self.session is not None and not self.replaying else None
+        if isinstance(parent, dict):
+            return (f"reverse execution needs a replay: from icount {parent.get('icount')} this run records "
+                    f"into {self.session.opts.rrfile}, a branch of {parent.get('rrfile')} (replay either to go back)")
+        this = "this replay has none" if self.replaying else "this is a recording"
+        return f"reverse execution needs a replay (rr=replay) with a snapshot catalog; {this}"
 
     def _restore_before(self, icount: int) -> int:
         """Restore the latest snapshot at or before `icount` (never before the start)."""

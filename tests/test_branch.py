@@ -238,7 +238,8 @@ def test_gdb_patch_then_branch_fixes_corrupt(recorded, tmp_path):  # noqa: F811
     m = re.search(rf"^branched at icount (\d+) into {re.escape(new)}, recording from here", gdb.stdout, re.M)
     assert m, gdb.stdout
     assert f"Recording position: icount {m.group(1)}" in gdb.stdout
-    assert "urr: reverse execution needs a replay (rr=replay) with snapshots; this is a recording" in gdb.stdout
+    assert (f"urr: reverse execution needs a replay: from icount {m.group(1)} this run records into {new}, "
+            f"a branch of {rec.rrfile} (replay either to go back)") in gdb.stdout.splitlines(), gdb.stdout
     assert "exited with code 041]" in gdb.stdout, gdb.stdout  # 0x10 -> (0x10 << 1) | 1 = 33
     assert proc.returncode == 33
     assert b"no corruption after 6000 ticks" in out, out
@@ -266,7 +267,8 @@ def test_console_branch_needs_consent_and_refuses_an_exited_guest(recorded, tmp_
     assert f"error: {new} exists: give -f (monitor, console) or -overwrite (command line) to replace it\n" in out
     assert out.count("error: usage: branch [-f] NEWFILE\n") == 2, out
     assert re.search(rf"^\(urr\) branched at icount 50 into {re.escape(str(new))}, recording from here", out, re.M), out
-    assert "error: reverse execution needs a replay" in out
+    assert (f"error: reverse execution needs a replay: from icount 50 this run records into {new}, a branch of "
+            f"{rec.rrfile} (replay either to go back)\n") in out, out
     assert f"guest exited with status {rec.status}\nicount {rec.icount} " in out, out
     assert r.status == rec.status, r.err
     again = replay(rec.kernel, str(new))

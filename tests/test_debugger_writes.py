@@ -112,11 +112,14 @@ def test_leaving_a_changed_replay_is_a_divergence(recorded, tmp_path):  # noqa: 
 @needs_gdb
 def test_going_back_after_a_change_leaves_the_replay_on_its_recording(recorded, tmp_path):  # noqa: F811
     hello = recorded("hello")
-    run = run_gdb(hello, ["break kmain", "continue", "set var $rdi = 1234", "reverse-stepi", "stepi",
-                          "print $rdi", "detach"], tmp_path)
+    run = run_gdb(hello, ["break kmain", "continue", "monitor info replay", "set var $rdi = 1234", "reverse-stepi",
+                          "stepi", "print $rdi", "detach"], tmp_path)
     assert run.status == hello.status, run.urr_err
     assert f"$1 = {16 << 20}" in run.out  # the recorded ram_size argument again
     assert "diverged" not in run.urr_err
+    at, = run.icounts()  # and GDB's console said the write was undone (before: nothing did)
+    assert (f"urr: back on the recording at icount {at - 1}: the debugger's changes (since icount {at}) "
+            "are undone") in run.out.splitlines(), run.out
 
 
 def rodata_address(rec: Recording, text: bytes) -> int:
@@ -224,8 +227,11 @@ def test_seeking_and_stepping_back_after_a_change_are_answered(served_replay, ca
     assert client.ask("s").startswith("T05")
     text, reply = client.ask_console("qRcmd," + b"replay_seek 20".hex())
     assert reply == "OK" and "at icount 20" in text and not tl.off_recording
+    assert text.startswith("urr: back on the recording at icount 20: the debugger's changes (since icount 50) ")
     assert client.ask(f"P{regnum('rsp'):x}=" + (0x1000).to_bytes(8, "little").hex()) == "OK"
-    assert client.ask("bs").startswith("T05") and tl.icount == 19 and not tl.off_recording
+    text, reply = client.ask_console("bs")
+    assert reply.startswith("T05") and tl.icount == 19 and not tl.off_recording
+    assert text == "urr: back on the recording at icount 19: the debugger's changes (since icount 20) are undone\n"
     assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
 
 

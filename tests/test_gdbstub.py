@@ -162,9 +162,14 @@ class FakeTimeline:
     def interrupt(self) -> None:
         self._interrupt.set()
 
+    off_recording = False  # its writes are not inputs: a replay the debugger changed stays on its recording
+
+    def reverse_refusal(self) -> str:
+        return "" if self.can_reverse else "reverse execution needs a replay"
+
     def _require_reverse(self) -> None:
         if not self.can_reverse:
-            raise ValueError("reverse execution needs a replay")
+            raise ValueError(self.reverse_refusal())
 
     def seek(self, icount: int) -> Stop:
         if icount < self.icount or self.exited is not None:
