@@ -72,6 +72,8 @@ class Follower:
         m.seam.core.player.take(rec.kind, m.icount)
         try:
             if rec.kind == L.MEMWRITE:
+                for hook in m.debugger_write_hooks:
+                    hook(rec.fields[0], rec.fields[1])
                 m._poke_memory(rec.fields[0], rec.fields[1])
             else:
                 cpustate.write_register(m.uc, rec.fields[0].decode("ascii", errors="replace"), rec.fields[1])

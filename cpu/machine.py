@@ -97,6 +97,9 @@ class Machine:
         # Called right before an interrupt is delivered (its frame written to RAM), with the
         # vector: the debugger keeps the frame's old bytes to step back over it.
         self.interrupt_hooks: list[Callable[[int], None]] = []
+        # Replay: called with (address, bytes) right before the recording's debugger write to
+        # memory is made again, so whole-history queries see it among the writes.
+        self.debugger_write_hooks: list[Callable[[int, bytes], None]] = []
         self.stop_requested = False  # set by `request_stop` (a signal handler may call it)
         self.output = OutputDigest()  # what the guest printed since the last state digest
         self._left_at = 0  # the icount `run` last returned at: any other at the next is a jump

@@ -22,6 +22,7 @@ from snapshots.catalog import SnapshotInfo
 WIDEST_ACCESS = 16  # Unicorn matches a write hook's range by the access's first byte
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 _WROTE = "history-write"  # the stop a write hook asks for, right after the writing instruction
+DEBUGGER_WRITE = "(written from the debugger while recording)"  # a Write's `instruction` for a logged debugger write
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,9 @@ class HistoryQuery:
 
 
 class Writes(HistoryQuery):
-    """Every write to [addr, addr+length), same-value writes included: by an instruction, or
-    by the CPU pushing an interrupt's frame.
+    """Every write to [addr, addr+length), same-value writes included: by an instruction, by
+    the CPU pushing an interrupt's frame, or by a debugger while the recording was made (GDB's
+    `set var`, logged and made again by the replay: DEBUGGER_WRITE, at its icount).
 
     The write hook notes the icount, RIP and the old bytes and ends the slice right after the
     instruction, where the new bytes are read. An interrupt frame overlapping the memory is
@@ -131,10 +133,19 @@ class Writes(HistoryQuery):
                 icount, rip, vector, old = frame.pop()
                 found.append(Write(icount, rip, f"(interrupt {vector:#x}: the CPU pushes its frame)", old,
                                    machine.ram.read(self.addr, self.length)))
+        def debugger_write(address: int, data: bytes) -> None:  # the recording's, made again
+            first, end = max(address, self.addr), min(address + len(data), self.addr + self.length)
+            if first < end:
+                old = machine.ram.read(self.addr, self.length)
+                new = bytearray(old)
+                new[first - self.addr:end - self.addr] = data[first - address:end - address]
+                found.append(Write(machine.icount, machine.rip(), DEBUGGER_WRITE, old, bytes(new)))
         machine.interrupt_hooks.append(before_delivery)
         machine.boundary_hooks.append(after_delivery)
+        machine.debugger_write_hooks.append(debugger_write)
         return [lambda: machine.uc.hook_del(handle), lambda: machine.interrupt_hooks.remove(before_delivery),
-                lambda: machine.boundary_hooks.remove(after_delivery)]
+                lambda: machine.boundary_hooks.remove(after_delivery),
+                lambda: machine.debugger_write_hooks.remove(debugger_write)]
 
     def _on_write(self, uc: Uc, access: int, address: int, size: int, value: int, machine: Machine) -> None:
         if address + size <= self.addr or address >= self.addr + self.length:

@@ -4,6 +4,7 @@ going back returns to the recording, leaving it so is a divergence, exit 6); GDB
 and reconnect; stub errors are replies, never tracebacks."""
 from __future__ import annotations
 
+import csv
 import io
 import re
 import shutil
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from debugger.timeline import Timeline
+from history.queries import DEBUGGER_WRITE
 from replay import log as L
 from tests.conftest import ROOT, run_urr
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
@@ -144,6 +146,30 @@ def test_a_recording_with_debugger_writes_replays_exactly(recorded, tmp_path):  
     assert replay.status == hello.status, replay.err
     assert b"Jello from urr" in replay.out and b"RAM: 32 MiB" in replay.out
     assert f"replayed {records[-1].icount} instructions" in replay.note("replayed")
+
+
+@needs_gdb
+def test_the_history_of_writes_lists_a_debugger_write_as_such(recorded, tmp_path):  # noqa: F811
+    """Before: `urr-snap writes` listed the guest's writes only, so a `set var` made while
+    recording was missing from the history of the bytes it changed. The write is made ~34 M
+    instructions in, in a page the guest never writes: the query finds it only if the log's
+    digests list the page there (the write index skips the other intervals)."""
+    corrupt = recorded("corrupt")
+    rrfile = str(tmp_path / "patched.rr")
+    addr = rodata_address(corrupt, b"corruption detected")
+    run = run_gdb(corrupt, ["break report_corruption", "continue", "monitor info replay",
+                            f"set var *(char *){addr:#x} = 'K'", "delete", "continue"],
+                  tmp_path, mode="record", rrfile=rrfile)
+    assert run.status == corrupt.status, run.urr_err
+    at, = run.icounts()
+    query = subprocess.run([sys.executable, "-m", "snapshots.cli", "writes", rrfile, f"{addr:#x}:4", "--kernel",
+                            corrupt.kernel, "--csv", "--jobs", "2"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+    assert query.returncode == 0, query.stderr
+    rows = list(csv.reader(io.StringIO(query.stdout)))
+    pc = corrupt.elf.addr("report_corruption")
+    assert rows[1:] == [[str(at), f"{pc:#x}", f"{pc:#x} <report_corruption+0>", DEBUGGER_WRITE,
+                         b"corr".hex(" "), b"Korr".hex(" ")]], query.stdout
 
 
 def gdb_batch(port: int, kernel: str, commands: list[str]) -> str:
