@@ -6,14 +6,15 @@ step back into a stretch replays it once while keeping
 - a light checkpoint every CHECKPOINT_EVERY instructions: the CPU (Unicorn's context, a 5.6 KiB
   copy), the devices, the timers, the log cursor and the disk overlay, but no RAM;
 - the old bytes of every RAM write: UC_HOOK_MEM_WRITE fires before the store, and the machine's
-  interrupt hooks before an interrupt frame is pushed (the only RAM the executor writes).
+  interrupt and debugger-write hooks before an interrupt frame is pushed or a write the
+  recording's debugger made is made again (the only RAM the executor writes).
 Going back to t then undoes the writes made since the checkpoint at or before t, newest first,
 restores that checkpoint and replays forward to t: a few hundred instructions, tens of
 microseconds, instead of a snapshot interval.
 
 A write is keyed by the position it leads away from: an instruction's writes by its own icount,
 an interrupt frame delivered at icount N by N - 1 (position N shows the handler's first
-instruction, frame pushed). The record depends only on the recording, so it serves whenever the
+instruction, frame pushed), and so a logged debugger write made at N. The record depends only on the recording, so it serves whenever the
 machine is at a position inside it in the replay's own state, however it got there; a change
 made by the user (registers, memory) must `clear` it.
 """
@@ -64,6 +65,7 @@ class StepCache:
         self.begin = self.end = -1
         self._recording = False
         machine.interrupt_hooks.append(self._on_interrupt)
+        machine.debugger_write_hooks.append(self._on_debugger_write)
 
     def clear(self) -> None:
         self.checkpoints, self.keys = [], []
@@ -114,19 +116,24 @@ class StepCache:
             disk=dict(m.disk.get_overlay()) if m.disk is not None else None,
             writes=len(self.write_at)))
 
-    def _on_write(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> None:
-        self.write_at.append(self.machine.now())
+    def _keep(self, key: int, address: int, size: int) -> None:
+        """The old bytes of a write about to be made, keyed as the module doc says."""
+        self.write_at.append(key)
         self.write_addr.append(address)
         self.write_old.append(self.machine.ram.mm[address:address + size])
 
+    def _on_write(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> None:
+        self._keep(self.machine.now(), address, size)
+
     def _on_interrupt(self, vector: int) -> None:
-        if not self._recording:
-            return
-        m = self.machine
-        address, size = m.interrupts.frame_span(m.uc.reg_read(_RSP), vector=vector)
-        self.write_at.append(m.icount - 1)
-        self.write_addr.append(address)
-        self.write_old.append(m.ram.mm[address:address + size])
+        if self._recording:
+            m = self.machine
+            self._keep(m.icount - 1, *m.interrupts.frame_span(m.uc.reg_read(_RSP), vector=vector))
+
+    def _on_debugger_write(self, address: int, data: bytes) -> None:
+        """The recording's debugger write, made again at position N: like a frame, keyed N - 1."""
+        if self._recording:
+            self._keep(self.machine.icount - 1, address, len(data))
 
     # -- going back -----------------------------------------------------------------------------
 

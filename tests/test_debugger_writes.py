@@ -149,6 +149,32 @@ def test_a_recording_with_debugger_writes_replays_exactly(recorded, tmp_path):  
 
 
 @needs_gdb
+def test_steps_back_over_a_recorded_debugger_write_undo_it(recorded, tmp_path):  # noqa: F811
+    """Before: the undo record of reverse steps kept the old bytes of the guest's writes and of
+    interrupt frames only, so stepping back over the recording's `set var` kept its new bytes: a
+    silently wrong state before the write."""
+    hello = recorded("hello")
+    rrfile = str(tmp_path / "written.rr")
+    greeting = rodata_address(hello, b"Hello from urr")
+    run = run_gdb(hello, ["break kmain", "continue", "monitor info replay",
+                          f"set var *(char *){greeting:#x} = 'J'", "delete", "continue"],
+                  tmp_path, mode="record", rrfile=rrfile)
+    assert run.status == hello.status, run.urr_err
+    at, = run.icounts()
+    with Timeline.for_replay(rrfile, hello.kernel, snapshot="init") as tl:
+        tl.seek(at + 600)
+        stepped = {}
+        while tl.icount > at - 2:
+            tl.reverse_stepi()
+            stepped[tl.icount] = (tl.read_memory(greeting, 1), tl.session.state_hash())
+    with Timeline.for_replay(rrfile, hello.kernel, snapshot="init") as straight:
+        for icount in (at - 1, at, at + 1):  # forwards from the start, no step back
+            straight.seek(icount)
+            assert stepped[icount] == (straight.read_memory(greeting, 1), straight.session.state_hash()), icount
+    assert stepped[at - 1][0] == b"H" and stepped[at][0] == b"J"
+
+
+@needs_gdb
 def test_the_history_of_writes_lists_a_debugger_write_as_such(recorded, tmp_path):  # noqa: F811
     """Before: `urr-snap writes` listed the guest's writes only, so a `set var` made while
     recording was missing from the history of the bytes it changed. The write is made ~34 M
