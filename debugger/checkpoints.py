@@ -14,9 +14,9 @@ microseconds, instead of a snapshot interval.
 
 A write is keyed by the position it leads away from: an instruction's writes by its own icount,
 an interrupt frame delivered at icount N by N - 1 (position N shows the handler's first
-instruction, frame pushed), and so a logged debugger write made at N. The record depends only on the recording, so it serves whenever the
-machine is at a position inside it in the replay's own state, however it got there; a change
-made by the user (registers, memory) must `clear` it.
+instruction, frame pushed), and so a logged debugger write made at N. The record depends only
+on the recording, so it serves whenever the machine is at a position inside it in the replay's
+own state, however it got there; a change made by the user (registers, memory) must `clear` it.
 """
 from __future__ import annotations
 

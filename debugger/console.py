@@ -8,7 +8,7 @@ import cmd
 import shlex
 import signal
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import capstone
 
@@ -27,7 +27,7 @@ class Console(cmd.Cmd):
     intro = "urr debugger: 'help' lists commands; reverse-stepi, reverse-continue, last-write ..."
     prompt = "(urr) "
 
-    def __init__(self, timeline: Timeline, kernel: str, **kw) -> None:
+    def __init__(self, timeline: Timeline, kernel: str, **kw: Any) -> None:  # kw: cmd.Cmd's (stdin, stdout)
         super().__init__(**kw)
         self.tl = timeline
         self.syms = Symbols(kernel)

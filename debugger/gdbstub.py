@@ -1,9 +1,10 @@
 """GDB remote serial protocol stub over a Timeline, for `urr -gdb tcp::1234` / `-s`.
 
-Speaks the protocol (its wire: debugger.gdbwire) as GDB 13 uses it against a single-threaded all-stop target: target.xml from
-debugger.tdesc, registers, memory, software/hardware breakpoints and watchpoints (all mapped onto
-the timeline's), forward and reverse (`bs`/`bc`) execution, Ctrl-C, and QEMU's replay monitor
-commands (`monitor info replay`, `replay_break`, `replay_delete_break`, `replay_seek`).
+Speaks the protocol (its wire: debugger.gdbwire) as GDB 13 uses it against a single-threaded
+all-stop target: target.xml from debugger.tdesc, registers, memory, software/hardware breakpoints
+and watchpoints (all mapped onto the timeline's), forward and reverse (`bs`/`bc`) execution,
+Ctrl-C, and QEMU's replay monitor commands (`monitor info replay`, `replay_break`,
+`replay_delete_break`, `replay_seek`).
 
     server = GdbServer(timeline, port=1234)
     server.listen()
@@ -555,8 +556,8 @@ class _Session:
         stop = self.tl.seek(icount)
         self.last_stop = self.stop_reply(stop)
         fault = f"urr: {stop.message}\n" if stop.reason == "fault" and stop.message else ""
-        return (f"{self._back_on_recording(changed_at)}{fault}at icount {stop.icount}, pc {stop.pc:#x}; GDB still shows the old registers until"
-                f" 'maintenance flush register-cache'\n")
+        return (f"{self._back_on_recording(changed_at)}{fault}at icount {stop.icount}, pc {stop.pc:#x}; "
+                "GDB still shows the old registers until 'maintenance flush register-cache'\n")
 
     def replay_branch(self, words: list[str]) -> str:
         """Go live here into a new recording; GDB stays attached, debugging it forwards."""

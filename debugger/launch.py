@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 from cpu.machine import FAULT_REASON, GuestError
 from debugger.timeline import Stop, Timeline
 from urr.cli import EXIT_GUEST_FAULT
+from urr.options import Options
 from urr.session import Session
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def run_until_attached(server: GdbServer, timeline: Timeline) -> Stop:
     return stop
 
 
-def run_debugger(session: Session, opts) -> int:
+def run_debugger(session: Session, opts: Options) -> int:
     """Serve GDB (from the start with -S, else wherever it interrupts the run) or the console
     (from the start) until the user detaches or quits; returns the exit status: the guest's if
     the position is at its exit by then (a detach runs to the end first), 4 at a guest fault

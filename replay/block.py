@@ -4,13 +4,16 @@ The data itself is logged, so a replay needs neither the image nor its overlay; 
 deterministic (they follow from the instruction stream) and are not logged."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from replay import log as L
 
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
+
 
 class BlockInputs:
-    def __init__(self, core) -> None:
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
 
     def read(self, lba: int, count: int, produce: Callable[[], bytes]) -> bytes:

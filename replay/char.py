@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from replay import log as L
+
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
 
 
 class HostInput:
@@ -58,7 +61,7 @@ class HostInput:
 
 
 class CharInputs:
-    def __init__(self, core) -> None:
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
         self.host: Optional[HostInput] = None
 

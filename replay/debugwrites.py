@@ -7,13 +7,18 @@ interrupts; a write the user makes now is no input of the recording, so it takes
 its recording (`changed_at`) until a snapshot of the recording is restored."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from replay import log as L
 
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
+
 
 class DebuggerWrites:
-    def __init__(self, core) -> None:
+    """The seam's input class for a debugger's writes (see the module doc)."""
+
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
         self.changed_at: Optional[int] = None  # replay: the icount of the first write off the recording
         self.changed: str = ""  # what that write changed, for the divergence it makes

@@ -6,12 +6,15 @@ registers, a hash of all RAM, and the pages written since the previous digest wi
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import xxhash
 
 from replay import log as L
 from replay.player import Divergence
+
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
 
 GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
              "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -66,7 +69,7 @@ class OutputDigest:
 
 
 class DigestCheck:
-    def __init__(self, core) -> None:
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
 
     def check(self, regs: dict[str, int], other_hash: bytes, ram_hash: bytes,

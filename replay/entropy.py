@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from replay import log as L
+
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
 
 
 def host_random64() -> int:
@@ -12,7 +15,7 @@ def host_random64() -> int:
 
 
 class EntropyInputs:
-    def __init__(self, core) -> None:
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
 
     def read(self, produce: Callable[[], int] = host_random64) -> int:

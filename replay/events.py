@@ -4,13 +4,16 @@ Recording logs where the executor delivered each interrupt and where a halted CP
 makes the executor do exactly the same at exactly the same icounts."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from replay import log as L
 
+if TYPE_CHECKING:
+    from replay.seam import SeamCore  # which imports this module
+
 
 class AsyncEvents:
-    def __init__(self, core) -> None:
+    def __init__(self, core: SeamCore) -> None:
         self.core = core
 
     def irq(self, vector: int) -> None:
