@@ -148,19 +148,26 @@ def test_a_recording_with_debugger_writes_replays_exactly(recorded, tmp_path):  
     assert f"replayed {records[-1].icount} instructions" in replay.note("replayed")
 
 
+def record_a_write(rec: Recording, tmp_path, function: str, addr: int, char: str) -> tuple[str, int]:
+    """`rec`'s guest recorded under GDB, which writes `char` at `addr` where `function` is first
+    entered: the new rrfile, and the icount of the write."""
+    rrfile = str(tmp_path / f"{rec.name}-written.rr")
+    run = run_gdb(rec, [f"break {function}", "continue", "monitor info replay",
+                        f"set var *(char *){addr:#x} = '{char}'", "delete", "continue"],
+                  tmp_path, mode="record", rrfile=rrfile)
+    assert run.status == rec.status, run.urr_err
+    at, = run.icounts()
+    return rrfile, at
+
+
 @needs_gdb
 def test_steps_back_over_a_recorded_debugger_write_undo_it(recorded, tmp_path):  # noqa: F811
     """Before: the undo record of reverse steps kept the old bytes of the guest's writes and of
     interrupt frames only, so stepping back over the recording's `set var` kept its new bytes: a
     silently wrong state before the write."""
     hello = recorded("hello")
-    rrfile = str(tmp_path / "written.rr")
     greeting = rodata_address(hello, b"Hello from urr")
-    run = run_gdb(hello, ["break kmain", "continue", "monitor info replay",
-                          f"set var *(char *){greeting:#x} = 'J'", "delete", "continue"],
-                  tmp_path, mode="record", rrfile=rrfile)
-    assert run.status == hello.status, run.urr_err
-    at, = run.icounts()
+    rrfile, at = record_a_write(hello, tmp_path, "kmain", greeting, "J")
     with Timeline.for_replay(rrfile, hello.kernel, snapshot="init") as tl:
         tl.seek(at + 600)
         stepped = {}
@@ -181,13 +188,8 @@ def test_the_history_of_writes_lists_a_debugger_write_as_such(recorded, tmp_path
     instructions in, in a page the guest never writes: the query finds it only if the log's
     digests list the page there (the write index skips the other intervals)."""
     corrupt = recorded("corrupt")
-    rrfile = str(tmp_path / "patched.rr")
     addr = rodata_address(corrupt, b"corruption detected")
-    run = run_gdb(corrupt, ["break report_corruption", "continue", "monitor info replay",
-                            f"set var *(char *){addr:#x} = 'K'", "delete", "continue"],
-                  tmp_path, mode="record", rrfile=rrfile)
-    assert run.status == corrupt.status, run.urr_err
-    at, = run.icounts()
+    rrfile, at = record_a_write(corrupt, tmp_path, "report_corruption", addr, "K")
     query = subprocess.run([sys.executable, "-m", "snapshots.cli", "writes", rrfile, f"{addr:#x}:4", "--kernel",
                             corrupt.kernel, "--csv", "--jobs", "2"], capture_output=True, text=True, cwd=ROOT,
                            timeout=300)
