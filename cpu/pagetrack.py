@@ -4,20 +4,28 @@ Digests (divergence detection) and snapshots both need "what is in RAM now" by c
 tracker asks the RAM for the pages written since the last look (cpu.ram), rehashes only those,
 and keeps an order-independent hash of the whole RAM (XOR of per-page hashes that fold in the
 page number, brought up to date when a digest asks) so a full-RAM digest costs what changed
-since the last one. It also keeps the RAM's page tree (cpu.pagetree): a snapshot takes the
-pages and tree nodes changed since the previous snapshot, and a restore compares trees and
-rewrites only the pages that differ, so both cost what the guest wrote, not how much RAM it
-uses."""
+since the last one. The pages' hashes live in the RAM's page tree (cpu.pagetree), one flat
+table of 16 bytes a page: a snapshot takes the pages and tree nodes changed since the previous
+snapshot, and a restore compares trees and rewrites only the pages that differ, so both cost
+what the guest wrote, not how much RAM it uses.
+
+The work per written page is kept to a hash and a few operations on bytes (a page written was
+~8 us of the emulator's time with a dictionary of hashes, a set per purpose and a tuple per page
+handed from one to the next: the cost of bigmem's snapshots and of a 1 GiB guest's first pass)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+import struct
+from typing import Callable, Iterator, Optional
 
 import xxhash
 
-from cpu.pagetree import EMPTY, NodeSource, PageTree, build
+from cpu.pagemap import PAGE
+from cpu.pagetree import EMPTY, HASH, NodeSource, PageTree, build
 from cpu.ram import ZERO_DIGEST, ZERO_PAGE, Ram, page_digest
 
 __all__ = ["PageTracker", "page_digest"]
+
+_DIGEST_INDEX = struct.Struct("<I")  # a digest's page entry: this, then the hash's first 8 bytes
 
 
 def _fold(index: int, digest: bytes) -> int:
@@ -27,74 +35,102 @@ def _fold(index: int, digest: bytes) -> int:
 class PageTracker:
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
-        self.hashes: dict[int, bytes] = {}  # non-zero pages only
         self.tree = PageTree(ram.pages)
+        self.table = self.tree.table  # page -> its content hash at page * HASH (EMPTY: zero)
+        self.count = 0  # non-zero pages
         self._ram_hash = 0  # as of the last digest, before the changes in `_unfolded`
-        # Pages written since the last digest -> the hash `_ram_hash` holds for them (None:
+        # Pages written since the last digest -> the hash `_ram_hash` holds for them (EMPTY:
         # zero). Folding waits for the digest: a snapshot's update, ten times as frequent, skips it.
-        self._unfolded: dict[int, Optional[bytes]] = {}
-        # Pages changed since the last snapshot: page -> digest (None: now zero); kept only
-        # while something takes snapshots (`for_snapshots`).
+        self._unfolded: dict[int, bytes] = {}
+        # Pages whose hash changed since the last snapshot; kept only while something takes
+        # snapshots (`for_snapshots`).
         self.for_snapshots = False
-        self.since_snapshot: dict[int, Optional[bytes]] = {}
+        self.since_snapshot: set[int] = set()
 
     def update(self) -> None:
         """Rehash the pages written since the last update."""
-        unfolded, hashes = self._unfolded, self.hashes
-        for index, digest in self.ram.sync():
-            old = hashes.get(index)
-            if index not in unfolded:  # written, whatever it wrote: the digest lists it
-                unfolded[index] = old
-            new = None if digest == ZERO_DIGEST else digest
-            if old == new:
-                continue
-            if new is None:
-                del hashes[index]
-            else:
-                hashes[index] = new
-            self.tree.touch(index)
-            if self.for_snapshots:
-                self.since_snapshot[index] = new
+        view, table, keep_old = self.ram.view, self.table, self._unfolded.setdefault
+        changed = []
+        count = self.count
+        for index in self.ram.dirty_pages():
+            at = index * HASH
+            new = page_digest(view[index * PAGE:(index + 1) * PAGE])
+            old = table[at:at + HASH]
+            keep_old(index, old)  # written, whatever it wrote: the digest lists it
+            if new == ZERO_DIGEST:
+                new = EMPTY
+            if new != old:
+                table[at:at + HASH] = new
+                changed.append(index)
+                if old == EMPTY:
+                    count += 1
+                elif new == EMPTY:
+                    count -= 1
+        self.count = count
+        self.tree.dirty.update(changed)
+        if self.for_snapshots:
+            self.since_snapshot.update(changed)
 
-    def take_digest(self) -> tuple[int, list[tuple[int, int]]]:
-        """An order-independent 64-bit hash of all RAM as of the last update, and the (page,
-        64-bit hash) of every page written since the last call (0 stands for a zero page),
+    def take_digest(self) -> tuple[int, bytes]:
+        """An order-independent 64-bit hash of all RAM as of the last update, and the pages
+        written since the last call as a digest lists them (read by replay.digest.unpack_pages:
+        the page number and the first 8 bytes of its hash, zero for a zero page, ascending),
         same-value writes included when the RAM tracks writes exactly (`Ram.exact`)."""
         h = self._ram_hash
-        changes = []
-        for index in sorted(self._unfolded):
-            folded, now = self._unfolded[index], self.hashes.get(index)
+        table, pack = self.table, _DIGEST_INDEX.pack
+        listed = []
+        for index, folded in sorted(self._unfolded.items()):
+            at = index * HASH
+            now = table[at:at + HASH]
             if folded != now:
-                if folded is not None:
+                if folded != EMPTY:
                     h ^= _fold(index, folded)
-                if now is not None:
+                if now != EMPTY:
                     h ^= _fold(index, now)
-            changes.append((index, self.hash64(index)))
+            listed.append(pack(index))
+            listed.append(now[:8])
         self._unfolded.clear()
         self._ram_hash = h
-        return h, changes
+        return h, b"".join(listed)
 
-    def take_snapshot_changes(self) -> tuple[dict[int, Optional[bytes]], bytes, dict[bytes, bytes]]:
-        """Pages changed since the last call (page -> digest, None for a page now zero), up to
-        the last update (their content is what the RAM holds now), the tree's root and the tree
-        nodes made since the last call."""
-        changes, self.since_snapshot = self.since_snapshot, {}
-        made = self.tree.refresh(self.hashes)
-        return changes, self.tree.root(), made
+    def take_snapshot_changes(self) -> tuple[dict[bytes, memoryview], bytes, dict[bytes, bytes]]:
+        """The content of the pages changed since the last call that are not zero now, by hash
+        (views of the live RAM: valid until the guest runs again), as of the last update; the
+        tree's root and the tree nodes made since the last call."""
+        table, view = self.table, self.ram.view
+        content = {}
+        for index in self.since_snapshot:
+            h = table[index * HASH:(index + 1) * HASH]
+            if h != EMPTY:
+                content[h] = view[index * PAGE:(index + 1) * PAGE]
+        self.since_snapshot.clear()
+        made = self.tree.refresh()
+        return content, self.tree.root(), made
+
+    def whole_content(self) -> dict[bytes, memoryview]:
+        """The content of every non-zero page (after an update) by hash, as views of the live
+        RAM: O(RAM touched)."""
+        view = self.ram.view
+        return {h: view[index * PAGE:(index + 1) * PAGE] for index, h in self.hashes()}
+
+    def hashes(self) -> Iterator[tuple[int, bytes]]:
+        """(page, hash) of every non-zero page (after an update), ascending: O(RAM touched)."""
+        self.tree.refresh()
+        return self.tree.nonzero()
 
     def whole_tree(self) -> tuple[bytes, dict[bytes, bytes]]:
         """The root and every node of the tree now (after an update)."""
-        self.tree.refresh(self.hashes)
+        self.tree.refresh()
         return self.tree.root(), self.tree.nodes()
 
     def root(self) -> bytes:
         """The tree's root now (after an update)."""
-        self.tree.refresh(self.hashes)
+        self.tree.refresh()
         return self.tree.root()
 
     def hash64(self, index: int) -> int:
-        h = self.hashes.get(index)
-        return int.from_bytes(h[:8], "little") if h else 0
+        """The first 8 bytes of a page's hash as a digest lists them (0: a zero page)."""
+        return int.from_bytes(self.table[index * HASH:index * HASH + 8], "little")
 
     def load_tree(self, root: bytes, node: NodeSource, blob: NodeSource,
                   blobs: Optional[Callable[[list[bytes]], dict[bytes, bytes]]] = None) -> int:
@@ -102,22 +138,17 @@ class PageTracker:
         at once from `blobs`), rewriting only the pages that differ from it now; how many did.
         The next snapshot's changes are counted from this tree."""
         self.update()
-        self.tree.refresh(self.hashes)
-        changed = self.tree.changed_pages(root, node)
-        wanted = list({h for h in changed.values() if h != EMPTY})
+        self.tree.refresh()
+        changed = self.tree.changed_pages(root, node)  # the table holds the new hashes now
+        wanted = list({new for _, _, new in changed if new != EMPTY})
         fetched = blobs(wanted) if blobs is not None else {h: blob(h) for h in wanted}
         fetched[EMPTY] = ZERO_PAGE
-        self.ram.load_pages({index: fetched[h] for index, h in changed.items()})
-        unfolded = self._unfolded
-        for index, h in changed.items():
-            old = self.hashes.get(index)
-            if index not in unfolded:
-                unfolded[index] = old
-            if h == EMPTY:
-                del self.hashes[index]
-            else:
-                self.hashes[index] = h
-        self.since_snapshot = {}
+        self.ram.load_pages({index: fetched[new] for index, _, new in changed})
+        keep_old = self._unfolded.setdefault
+        for index, old, new in changed:
+            keep_old(index, old)
+            self.count += (new != EMPTY) - (old != EMPTY)
+        self.since_snapshot.clear()
         return len(changed)
 
     def load(self, pages: dict[int, bytes], contents: dict[bytes, bytes]) -> None:

@@ -52,33 +52,35 @@ def mids_for(pages: int) -> int:
 
 class PageTree:
     """The running tree of one RAM: leaf and middle hashes kept current at the cost of the
-    pages whose hashes changed (`touch`, then `refresh`).
+    pages whose hashes changed (`set` or the table and `dirty`, then `refresh`).
 
     Every page's hash sits in one flat table (16 bytes a page, zero for EMPTY), laid out as the
     leaves are, so a leaf's bytes are a slice of it: refreshing a leaf costs a slice and a hash,
-    not a lookup per page, and a page costs a 16-byte store. The table is anonymous memory
+    not a lookup per page, and a page costs a 16-byte store. It is the machine's only record of
+    its pages' hashes (cpu.pagetrack): no Python object per page. The table is anonymous memory
     (untouched RAM costs none of it); the leaves' hashes sit in a second, 64 times smaller."""
 
     def __init__(self, pages: int) -> None:
         self.pages = pages
         mids = mids_for(pages)
-        self._page_table = mmap.mmap(-1, mids * MID_PAGES * HASH)
+        # Page -> its content hash (EMPTY: zero) at page * HASH: the running tracker writes it
+        # directly (cpu.pagetrack) and says which pages it changed in `dirty`.
+        self.table = mmap.mmap(-1, mids * MID_PAGES * HASH)
         self._leaf_table = bytearray(mids * FANOUT * HASH)
         self.mids = [EMPTY] * mids
         self.dirty: set[int] = set()  # pages whose hash may have changed since the last refresh
 
-    def touch(self, page: int) -> None:
+    def set(self, page: int, h: bytes) -> None:
+        """Give a page its hash (EMPTY: zero), from the next refresh on."""
+        self.table[page * HASH:(page + 1) * HASH] = h
         self.dirty.add(page)
 
-    def refresh(self, hashes: dict[int, bytes]) -> dict[bytes, bytes]:
-        """Take the dirty pages' hashes from `hashes` (page -> hash of the non-zero pages) and
-        rehash their leaves and middle nodes; the nodes made (hash -> bytes), EMPTY ones left out."""
+    def refresh(self) -> dict[bytes, bytes]:
+        """Rehash the leaves and middle nodes above the dirty pages; the nodes made (hash ->
+        bytes), EMPTY ones left out."""
         made: dict[bytes, bytes] = {}
-        get, table, leaf_table = hashes.get, self._page_table, self._leaf_table
-        leaves = set()
-        for page in self.dirty:
-            table[page * HASH:(page + 1) * HASH] = get(page, EMPTY)
-            leaves.add(page // FANOUT)
+        table, leaf_table = self.table, self._leaf_table
+        leaves = {page // FANOUT for page in self.dirty}
         self.dirty.clear()
         mids = set()
         for leaf in leaves:
@@ -97,6 +99,17 @@ class PageTree:
                 made[h] = node
         return made
 
+    def nonzero(self) -> Iterator[tuple[int, bytes]]:
+        """(page, hash) of every non-zero page as of the last refresh, ascending: a walk of
+        the leaves that are not EMPTY."""
+        table, leaf_table = self.table, self._leaf_table
+        for leaf, h in enumerate(entries(bytes(leaf_table))):
+            if h != EMPTY:
+                base = leaf * FANOUT
+                for k, ph in enumerate(entries(table[leaf * NODE_BYTES:(leaf + 1) * NODE_BYTES])):
+                    if ph != EMPTY:
+                        yield base + k, ph
+
     def root(self) -> bytes:
         """The root as of the last refresh."""
         return b"".join(self.mids)
@@ -104,7 +117,7 @@ class PageTree:
     def nodes(self) -> dict[bytes, bytes]:
         """Every non-empty node of the tree as of the last refresh (a whole snapshot's)."""
         out: dict[bytes, bytes] = {}
-        table, leaf_table = self._page_table, self._leaf_table
+        table, leaf_table = self.table, self._leaf_table
         for mid, mh in enumerate(self.mids):
             if mh == EMPTY:
                 continue
@@ -116,15 +129,15 @@ class PageTree:
                     out[h] = table[leaf * NODE_BYTES:(leaf + 1) * NODE_BYTES]
         return out
 
-    def changed_pages(self, root: bytes, node: NodeSource) -> dict[int, bytes]:
+    def changed_pages(self, root: bytes, node: NodeSource) -> list[tuple[int, bytes, bytes]]:
         """The pages whose hash in the tree `root` differs from this tree's (as of the last
-        refresh), page -> the tree's hash (EMPTY: zero), found top-down; this tree then
-        becomes that one."""
+        refresh), as (page, this tree's hash, that tree's hash; EMPTY: zero), found top-down;
+        this tree then becomes that one."""
         if len(root) != len(self.mids) * HASH:
             raise ValueError(f"a tree of {len(root) // HASH} middle nodes does not fit RAM of "
                              f"{len(self.mids)}")
-        out: dict[int, bytes] = {}
-        table, leaf_table = self._page_table, self._leaf_table
+        out: list[tuple[int, bytes, bytes]] = []
+        table, leaf_table = self.table, self._leaf_table
         for mid, target in enumerate(entries(root)):
             if target == self.mids[mid]:
                 continue
@@ -142,9 +155,7 @@ class PageTree:
                 pages, targets = entries(table[at:at + NODE_BYTES]), entries(leaf_bytes)
                 table[at:at + NODE_BYTES] = leaf_bytes
                 base = leaf * FANOUT
-                for k in range(FANOUT):
-                    if pages[k] != targets[k]:
-                        out[base + k] = targets[k]
+                out.extend((base + k, pages[k], targets[k]) for k in range(FANOUT) if pages[k] != targets[k])
         return out
 
 
@@ -202,8 +213,8 @@ def build(pages: dict[int, bytes], ram_pages: int) -> tuple[bytes, dict[bytes, b
     if pages and not 0 <= min(pages) <= max(pages) < ram_pages:
         raise ValueError(f"a page map with pages outside RAM of {ram_pages} pages")
     tree = PageTree(ram_pages)
-    for p in pages:
-        tree.touch(p)
-    tree.refresh(pages)
+    for p, h in pages.items():
+        tree.set(p, h)
+    tree.refresh()
     return tree.root(), tree.nodes()
 

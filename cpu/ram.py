@@ -7,9 +7,9 @@ every 2 MiB is first read, so untouched RAM is the kernel's huge zero page: the 
 it one huge page at a time, and no page tables are spent on it. Unicorn reaches the RAM through
 the same host addresses throughout (`mem_map_ptr`), so none of this is visible to the guest.
 
-A sync hashes each written page in place (~0.4 us) and reports them all, same-value writes
-included: the state digests list every page written (docs/replay.md), and a snapshot keeps
-only those whose hash changed (cpu.pagetrack)."""
+A look reports every page written, same-value writes included: cpu.pagetrack hashes each in
+place (~0.4 us), the state digests list them all (docs/replay.md), and a snapshot keeps only
+those whose hash changed."""
 from __future__ import annotations
 
 import ctypes
@@ -65,23 +65,14 @@ class Ram:
     def page(self, index: int) -> bytes:
         return self.mm[index * PAGE:(index + 1) * PAGE]
 
-    def page_view(self, index: int) -> memoryview:
-        """A page without copying it: valid until the guest writes it."""
-        return self.view[index * PAGE:(index + 1) * PAGE]
-
     def dirty_pages(self) -> list[int]:
-        """Pages written since the last sync, in ascending order."""
+        """Pages written since the last look (or load), in ascending order."""
         return self._written.scan()
-
-    def sync(self) -> list[tuple[int, bytes]]:
-        """(index, content digest) of every page written since the last sync."""
-        view = self.view
-        return [(i, page_digest(view[i * PAGE:(i + 1) * PAGE])) for i in self._written.scan()]
 
     def load_pages(self, pages: dict[int, bytes]) -> None:
         """Give the listed pages this content (others keep theirs), and forget those writes:
-        the caller knows what it put there. Sync first, or the guest's own writes since the
-        last sync are forgotten too."""
+        the caller knows what it put there. Look first (`dirty_pages`), or the guest's own
+        writes since the last look are forgotten too."""
         view = self.view
         for i, data in pages.items():
             view[i * PAGE:(i + 1) * PAGE] = data

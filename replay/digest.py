@@ -35,11 +35,9 @@ def _unpack_gprs(data: bytes) -> dict[str, int]:
     return out
 
 
-def pack_pages(pages: list[tuple[int, int]]) -> bytes:
-    return b"".join(_PAGE.pack(i, h) for i, h in pages)
-
-
 def unpack_pages(data: bytes) -> dict[int, int]:
+    """A digest's pages: (u32 page, u64 hash) each, the hash the first 8 bytes of the page's
+    content hash read little-endian (0: a zero page); cpu.pagetrack packs them."""
     return {i: h for i, h in _PAGE.iter_unpack(data)}
 
 
@@ -73,14 +71,15 @@ class DigestCheck:
         self.core = core
 
     def check(self, regs: dict[str, int], other_hash: bytes, ram_hash: bytes,
-              changed: list[tuple[int, int]], page_hash: Callable[[int], int],
+              changed: bytes, page_hash: Callable[[int], int],
               output: tuple[bytes, bool]) -> None:
         """Record: log the digest. Replay: compare with the logged one; raise Divergence naming
-        the registers and pages that differ. `page_hash(page)` is the replay's 64-bit page hash;
+        the registers and pages that differ. `changed`: the pages written since the last digest,
+        packed as `unpack_pages` reads them; `page_hash(page)` is the replay's 64-bit page hash;
         `output` is OutputDigest.take()'s (logs written before it have no output hash)."""
         gprs = _pack_gprs(regs)
         if not self.core.replaying:
-            self.core.log(L.DIGEST, gprs, other_hash + output[0], ram_hash, pack_pages(changed))
+            self.core.log(L.DIGEST, gprs, other_hash + output[0], ram_hash, changed)
             return
         rec = self.core.take(L.DIGEST)
         logged_gprs, logged_other, logged_ram, logged_pages = rec.fields
@@ -97,7 +96,7 @@ class DigestCheck:
         if logged_other != other_hash:
             what.append("other registers (segment, control, x87/SSE or MSR state)")
         if logged_ram != ram_hash:
-            ours = dict(changed)
+            ours = unpack_pages(changed)
             pages = sorted(p for p in set(recorded) | set(ours)
                            if recorded.get(p, -1) != page_hash(p))
             shown = ", ".join(f"{p * 4096:#x}" for p in pages[:16]) + (" ..." if len(pages) > 16 else "")

@@ -132,7 +132,7 @@ class SnapshotManager:
         if len(self.taken) > TAKEN:
             self.taken.popitem(last=False)
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
-                            pages=len(self.machine.pages.hashes), bytes=0)
+                            pages=self.machine.pages.count, bytes=0)
         self.infos[name] = info
         self._by_icount = None
         if kind == "periodic" and self.interval:

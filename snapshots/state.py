@@ -76,11 +76,10 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
     pages, root, nodes = tracker.take_snapshot_changes()
     written = machine.disk.take_written() if machine.disk is not None else {}
     if full:
-        pages = dict(tracker.hashes)
+        pages = tracker.whole_content()
         root, nodes = tracker.whole_tree()
         written = machine.disk.get_overlay() if machine.disk is not None else {}
-    blobs: dict[bytes, bytes | memoryview] = {h: machine.ram.page_view(i)
-                                              for i, h in pages.items() if h is not None}
+    blobs: dict[bytes, bytes | memoryview] = dict(pages)  # and the sectors' below
     disk: dict[int, bytes] = {}
     for sector, data in written.items():
         h = page_digest(data)
@@ -95,7 +94,7 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
             "halted": machine.halted,
             "exit_status": machine.exit_status,
         },
-        log_pos=log_position(machine), root=root, pages=len(tracker.hashes), nodes=nodes,
+        log_pos=log_position(machine), root=root, pages=tracker.count, nodes=nodes,
         disk=disk, blobs=blobs, ram_size=machine.ram.size, full=full)
 
 

@@ -458,8 +458,8 @@ def _capture(name: str, icount: int, changes: dict[int, bytes | None], tree: pag
             hashes.pop(n, None)
         else:
             hashes[n] = content_hash(d)
-        tree.touch(n)
-    made = tree.refresh(hashes)
+        tree.set(n, hashes.get(n, pagetree.EMPTY))
+    made = tree.refresh()
     return Capture(name=name, kind="periodic", icount=icount, vtime_ns=icount * 128,
                    registers=bytes(range(256)) * (cpustate.RAW_SIZE // 256) + bytes(cpustate.RAW_SIZE % 256),
                    devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},

@@ -1,7 +1,7 @@
 """Guest RAM's write tracking and page tree, checked against plain bytearray models.
 
-Snapshots, digests and the reverse debugger's write index trust `Ram.sync()` to report every
-page written since the previous sync, same-value writes included (a superset is allowed), so a
+Snapshots, digests and the reverse debugger's write index trust `Ram.dirty_pages()` to report every
+page written since the previous look, same-value writes included (a superset is allowed), so a
 missed page would be a snapshot that restores the wrong memory or a write the debugger cannot
 find. Restores trust the tree comparison to find every page that differs."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from cpu import pagetree
 from cpu.pagetrack import PageTracker, _fold, page_digest
+from replay.digest import unpack_pages
 from cpu.ram import PAGE, Ram
 
 PAGES = 4 * pagetree.FANOUT + 5  # leaves and middle nodes of more than one, and a partial one
@@ -55,17 +56,21 @@ def test_sync_reports_every_written_page_and_restores_rewrite_what_differs(progr
                 model[page * PAGE + offset] = value
             tracker.update()
             written = {page for page, _, _ in writes}
-            _, listed = tracker.take_digest()
+            _, packed = tracker.take_digest()
+            listed = unpack_pages(packed)
             if ram.exact:
-                assert {p for p, _ in listed} == written
+                assert set(listed) == written
             else:
-                assert {p for p, _ in listed} >= written
-            assert tracker.hashes == hashes_of(bytes(model))
+                assert set(listed) >= written
+            hashes = dict(tracker.hashes())
+            assert hashes == hashes_of(bytes(model))
+            assert tracker.count == len(hashes)
+            assert all(listed[p] == int.from_bytes(hashes.get(p, bytes(8))[:8], "little") for p in listed)
             assert tracker._ram_hash == ram_hash(bytes(model))
             assert ram.read(0, ram.size) == bytes(model)
             root, nodes = tracker.whole_tree()
-            assert (root, nodes) == pagetree.build(tracker.hashes, PAGES)
-            contents.update((h, page_of(model, i)) for i, h in tracker.hashes.items())
+            assert (root, nodes) == pagetree.build(hashes, PAGES)
+            contents.update((h, page_of(model, i)) for i, h in hashes.items())
             if save:
                 saved.append((root, nodes, bytes(model)))
             if restore and saved:
@@ -74,11 +79,12 @@ def test_sync_reports_every_written_page_and_restores_rewrite_what_differs(progr
                 assert rewritten == sum(page_of(model, i) != page_of(image, i) for i in range(PAGES))
                 model[:] = image
                 assert ram.read(0, ram.size) == image
-                assert tracker.hashes == hashes_of(image)
+                assert dict(tracker.hashes()) == hashes_of(image)
+                assert tracker.count == len(hashes_of(image))
                 assert tracker.root() == root
                 assert tracker.take_digest()[0] == ram_hash(image)
                 tracker.update()
-                assert tracker.take_digest()[1] == []  # the restore's own writes are not the guest's
+                assert tracker.take_digest()[1] == b""  # the restore's own writes are not the guest's
     finally:
         ram.close()
 
@@ -92,16 +98,16 @@ def test_digest_lists_same_value_writes():
     try:
         ram.mm[5 * PAGE] = 3
         tracker.update()
-        assert [p for p, _ in tracker.take_digest()[1]] == [5]
-        assert list(tracker.take_snapshot_changes()[0]) == [5]
+        assert list(unpack_pages(tracker.take_digest()[1])) == [5]
+        assert list(tracker.take_snapshot_changes()[0]) == [page_digest(ram.page(5))]
         ram.mm[5 * PAGE] = 3  # the same value again
         tracker.update()
-        listed = [p for p, _ in tracker.take_digest()[1]]
+        listed = list(unpack_pages(tracker.take_digest()[1]))
         assert listed == [5] if ram.exact else 5 in listed
         assert tracker.take_snapshot_changes()[0] == {}  # content unchanged: nothing to store
         tracker.update()
         if ram.exact:
-            assert tracker.take_digest()[1] == []
+            assert tracker.take_digest()[1] == b""
     finally:
         ram.close()
 
@@ -112,14 +118,14 @@ def test_tree_changes_cost_what_changed():
     pages = 1 << 16  # 256 MiB
     tree = pagetree.PageTree(pages)
     hashes = {i: page_digest(i.to_bytes(8, "little")) for i in range(0, pages, 3)}
-    for p in hashes:
-        tree.touch(p)
-    tree.refresh(hashes)
+    for p, h in hashes.items():
+        tree.set(p, h)
+    tree.refresh()
     assert len(tree.root()) == pages // pagetree.MID_PAGES * pagetree.HASH
     for p in (7, 7 + 1, 40_000, 65_000):
         hashes[p] = page_digest(b"new %d" % p)
-        tree.touch(p)
-    made = tree.refresh(hashes)
+        tree.set(p, hashes[p])
+    made = tree.refresh()
     assert len(made) == 3 + 3  # pages 7 and 8 share a leaf; every leaf is under another middle node
     assert tree.root() == pagetree.build(hashes, pages)[0]
 
