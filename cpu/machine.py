@@ -491,13 +491,15 @@ class Machine:
     def _idle(self, until: Optional[int]) -> None:
         """A halted CPU: jump virtual time to the next deadline (or wait for the host clock)."""
         deadline = self.timers.next_deadline(guest_only=True)
-        live_input = self.seam.char.live
         if not self.if_set():  # no input or timer can wake it: with IF=0 nothing is delivered
             raise GuestError("the guest halted with interrupts disabled and nothing pending",
                              self.icount, self.rip())
-        if deadline is None and not live_input:
+        if deadline is None and not self.seam.char.live:
             raise GuestError("the guest halted and nothing can wake it (no timer, no input)",
                              self.icount, self.rip())
+        if deadline is None and not self.uart.room():  # input it cannot take wakes nothing
+            raise GuestError("the guest halted and nothing can wake it (no timer; its serial input "
+                             "waits for it to read the UART)", self.icount, self.rip())
         target = self._wait_host(deadline) if self.sleep or deadline is None else deadline
         if until is not None and until < target:
             target = until
@@ -516,7 +518,11 @@ class Machine:
             if self.stop_requested:
                 return reached
             remaining = None if deadline is None else ((deadline - reached) << self.shift) / 1e9
-            data = self.seam.char.host.take(timeout=min(remaining or 0.5, 0.5)) if self.seam.char.host else b""
+            wait = min(remaining or 0.5, 0.5)
+            if self.seam.char.host is None or not self.uart.room():  # no input can wake it: a timer will
+                time.sleep(wait)
+                continue
+            data = self.seam.char.host.take(timeout=wait)
             if data:
                 self.seam.char.host.unget(data)  # the next poll logs it, at the wake icount
                 return max(self.icount, self.icount + ((time.monotonic_ns() - start_ns) >> self.shift))

@@ -268,6 +268,20 @@ def test_a_recording_and_its_replay_tell_the_same_halt(guests, tmp_path):
     assert rec.note("guest fault") == rep.note("guest fault")
 
 
+def test_a_halt_with_input_the_guest_never_reads_ends(guests, tmp_path):
+    """fault-sleep halts without a timer and never reads its UART: the first byte of its input
+    fills the receiver, the rest can never reach it. Before, those waiting bytes counted as input
+    that may still wake the guest, and urr ran on for ever (two soak pairs timed out); now the
+    halt is final as soon as nothing can wake it, in the recording and, in its words, the replay."""
+    rr = str(tmp_path / "unread.rr")
+    rec = run_urr("-kernel", guests["fault-sleep"], "-icount", f"shift=7,rr=record,rrfile={rr}", "-snapshots", "off",
+                  stdin=b"x" * 100, timeout=60)
+    assert rec.status == 4, rec.err
+    assert "nothing can wake it (no timer; its serial input waits for it to read the UART)" in rec.note("guest fault")
+    rep = replay(guests, rr, guest="fault-sleep")
+    assert rep.status == 4 and rep.note("guest fault") == rec.note("guest fault"), rep.err
+
+
 def _signalled_recording(guests, rr: str, signals: list[tuple[float, int]]):
     """Record longloop, sending each (delay, signal) as a terminal does SIGINT (to urr's process
     group, its catalog writer included) and `kill` SIGTERM (to urr); the run's result."""
