@@ -1,6 +1,6 @@
 """Soak: randomized record/replay pairs, and a fuzz pass over the event log's reader.
 
-    python bench/soak.py --pairs 100 --seed 1 [--mutations 200] [--stub 4] [--short] [--jobs 2] [--json]
+    python bench/soak.py --pairs 100 --seed 1 [--mutations 200] [--stub 4] [--short [--long F]] [--jobs 2] [--json]
 
 Pairs: each records a guest picked at random (every example and test guest but the two
 benchmark ones) with a random RAM size, icount shift, snapshot policy, initial snapshot or not,
@@ -11,7 +11,11 @@ line on standard error is one of urr's (no traceback). A recording refused befor
 (a guest that does not fit in the RAM size drawn) counts as refused, not as a pair. `--short`
 pairs draw RAM sizes up to 64M and end each recording by a Ctrl-C at a random moment within
 SHORT_SECONDS of host time (its replay must reach that end record, in the same state), so that
-a pair costs about a second whatever the guest.
+a pair costs about a second whatever the guest. Most guests end within a few thousand
+instructions by themselves (the fault guests, hello), so `--long F` makes a share F of short pairs
+long ones (default LONG_SHARE): a guest that runs for tens of millions of instructions or more
+(LONG_GUESTS, the benchmark ones included) cut by a Ctrl-C within LONG_SECONDS, millions to
+hundreds of millions of instructions, at a few seconds each.
 
 urr runs in-process (urr.cli.main, with standard input, output and error captured and Ctrl-C as a
 real SIGINT), in `--jobs` spawned worker processes: a run costs no interpreter start-up.
@@ -67,6 +71,10 @@ POLICIES = ["off", "10ms:1s,100ms", "100ms", "1ms:100ms,10ms:1s,100ms"]
 QUIET_STATUSES = {2, 4, 6, 8}  # how a damaged log may end a replay: one line and one of these
 SHORT_RAM_SIZES = ["2M", "3M", "4M", "8M", "16M", "32M", "64M"]
 SHORT_SECONDS = (0.2, 1.5)  # a short pair's recording ends by a Ctrl-C in this range (host seconds)
+LONG_GUESTS = ("corrupt", "cpuloop", "longcalls", "longloop", "revloop-long", "spin")  # 10^7-10^8 instructions
+LONG_SECONDS = (1.5, 4.0)  # a long pair's Ctrl-C
+LONG_SHARE = 0.05  # of short pairs, by default
+_LONG_DRAW = 0x4C4F4E47  # the long-or-not draw has a Random of its own: other pairs draw as before
 RUN_TIMEOUT = 300.0
 RUNS_PER_WORKER = 25  # pool tasks before a worker is replaced by a fresh one
 STUB_PACKETS = 300
@@ -177,11 +185,13 @@ class Pair:
     detail: str = ""
 
 
-def one_pair(seed: int, names: list[str], work: str, n: int, short: bool = False) -> Pair:
+def one_pair(seed: int, names: list[str], work: str, n: int, short: bool = False, long_share: float = 0.0) -> Pair:
     """Pair number `n`, drawn from `seed`. `short`: RAM sizes up to 64M, and the recording ends
-    by a Ctrl-C within SHORT_SECONDS of host time if the guest has not ended by then."""
+    by a Ctrl-C within SHORT_SECONDS of host time if the guest has not ended by then; with
+    probability `long_share` it is a long pair instead (a LONG_GUESTS guest, LONG_SECONDS)."""
     rng = random.Random(seed)
-    name = rng.choice(names)
+    long = short and random.Random(seed ^ _LONG_DRAW).random() < long_share
+    name = rng.choice(LONG_GUESTS if long else names)
     rr = os.path.join(work, f"p{n}.rr")
     shift, ram, policy = rng.randint(0, 10), rng.choice(SHORT_RAM_SIZES if short else RAM_SIZES), rng.choice(POLICIES)
     init = rng.random() < 0.5
@@ -194,9 +204,9 @@ def one_pair(seed: int, names: list[str], work: str, n: int, short: bool = False
             f.write(rng.randbytes(512 * rng.choice([2, 3, 8, 64, 100, 2048])))
         args += ["-drive", f"file={disk},format=raw"]
     typed = typing(rng, name)
-    stop_after = rng.uniform(*SHORT_SECONDS) if short else None
+    stop_after = rng.uniform(*(LONG_SECONDS if long else SHORT_SECONDS)) if short else None
     config = {"guest": name, "ram": ram, "shift": shift, "snapshots": policy, "init": init,
-              "disk": disk is not None, "input": len(typed.text), "stop_after": stop_after}
+              "disk": disk is not None, "input": len(typed.text), "stop_after": stop_after, "long": long}
     rec = urr(args + ["-icount", icount], typed, stop_after)
     if rec.status == -1:
         return Pair(config, "timeout", rec.err[-300:])
@@ -398,6 +408,9 @@ class Report:
             "divergences": count(self.pairs, "divergence"),
             "pair_icount_median": statistics.median([p.config.get("icount") or 0 for p in self.pairs] or [0]),
             "pair_icount_max": max([p.config.get("icount") or 0 for p in self.pairs] or [0]),
+            "long_pairs": sum(1 for p in self.pairs if p.config.get("long")),
+            "long_pair_icount_median": statistics.median([p.config.get("icount") or 0 for p in self.pairs
+                                                         if p.config.get("long")] or [0]),
             "timeouts": count(self.pairs, "timeout"),
             "mutations": len(self.fuzzed),
             "mutations_same": count(self.fuzzed, "same"),
@@ -445,7 +458,8 @@ def _pooled(jobs: int, task, *columns: list) -> list:
     return results
 
 
-def soak(pairs: int, mutations: int, seed: int, jobs: int = 1, stub: int = 0, short: bool = False) -> Report:
+def soak(pairs: int, mutations: int, seed: int, jobs: int = 1, stub: int = 0, short: bool = False,
+         long_share: float = LONG_SHARE) -> Report:
     rng = random.Random(seed)
     names = guests()
     report = Report()
@@ -455,7 +469,7 @@ def soak(pairs: int, mutations: int, seed: int, jobs: int = 1, stub: int = 0, sh
         # which the workers run.
         seeds = [rng.getrandbits(64) for _ in range(pairs)]
         report.pairs = _pooled(jobs, one_pair, seeds, [names] * pairs, [work] * pairs, list(range(pairs)),
-                               [short] * pairs)
+                               [short] * pairs, [long_share] * pairs)
         if mutations:
             bases = _pooled(1, fuzz_bases, [names], [work])[0]
             seeds = [rng.getrandbits(64) for _ in range(mutations)]
@@ -479,9 +493,14 @@ def main() -> int:
     ap.add_argument("--stub", type=int, default=0, help=f"batches of {STUB_PACKETS} fuzzed GDB packets")
     ap.add_argument("--short", action="store_true",
                     help=f"short pairs: RAM up to 64M, a Ctrl-C within {SHORT_SECONDS[1]} s ends each recording")
+    ap.add_argument("--long", type=float, default=LONG_SHARE, metavar="F",
+                    help=f"with --short, the share of pairs that are long (a long-running guest, a Ctrl-C "
+                         f"within {LONG_SECONDS[1]} s); default {LONG_SHARE}")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    report = soak(args.pairs, args.mutations, args.seed, args.jobs, args.stub, args.short)
+    if not 0 <= args.long <= 1:
+        ap.error(f"--long {args.long}: a share between 0 and 1")
+    report = soak(args.pairs, args.mutations, args.seed, args.jobs, args.stub, args.short, args.long)
     figures = report.figures()
     if args.json:
         print(json.dumps({**figures, "failures": report.failures()}, indent=1))

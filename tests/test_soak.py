@@ -31,6 +31,16 @@ def test_short_pairs_interrupted_at_random_moments_match(guests):
     assert report.figures()["pairs"] + report.figures()["pairs_refused"] == 4
 
 
+def test_long_pairs_record_millions_of_instructions_and_match(guests):
+    """--long: a short run's pair made long (a long-running guest, a later Ctrl-C) records far
+    more than the few thousand instructions most guests end within, and replays to the same state."""
+    report = soak.soak(pairs=1, mutations=0, seed=11, short=True, long_share=1.0)
+    assert report.failures() == [], report.failures()
+    pair, = report.pairs
+    assert pair.config["long"] and pair.config["guest"] in soak.LONG_GUESTS
+    assert pair.outcome == "match" and pair.config["icount"] > 1_000_000, pair
+
+
 def _replay_end(kernel: str, rr: str) -> tuple[str, object, object]:
     """How an in-process replay ends: ("end", status, state hash) or ("refused", kind, text)."""
     opts = parse_args(["-kernel", kernel, "-serial", "none", "-snapshots", "off",
