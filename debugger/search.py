@@ -24,6 +24,7 @@ from cpu.machine import Machine
 from snapshots.writeindex import WriteIndex
 
 SCAN_MAX = 1 << 23
+FAN_OUT_MIN = 1 << 25  # icounts still to search for fanning out to pay for starting workers
 # A forward seek, or a forward run to a write watchpoint, restores a snapshot ahead rather than
 # replay to it when that skips at least this many instructions (a restore costs about what
 # replaying ~50,000 does).
@@ -58,6 +59,11 @@ class ReverseSearch:
         self.replay_collecting = replay_collecting
         self.take_interrupt = take_interrupt
         self.use_write_index = True  # False: searches for writes replay everything (a reference)
+        # debugger.fanout's FanOut.last_hit, when there are cores and a catalog file to share:
+        # searches to breakpoints that go far back spread over worker processes.
+        self.fan_out: Optional[Callable[[frozenset[int], int, int, Callable[[], bool]], Optional[Hit]]] = None
+        self.fan_out_min = FAN_OUT_MIN
+        self.fan_out_after = SCAN_MAX  # the serial stretches' length first: near hits start no workers
         self._write_index: Optional[WriteIndex] = None
 
     def write_index(self) -> Optional[WriteIndex]:
@@ -70,8 +76,9 @@ class ReverseSearch:
         return self._write_index
 
     def forget(self) -> None:
-        """The machine left the recording (a branch): its write index no longer applies."""
+        """The machine left the recording (a branch): its write index and catalog no longer apply."""
         self._write_index = None
+        self.fan_out = None
 
     def exact_index(self) -> Optional[WriteIndex]:
         """The write index when its digests list every page written (else None: scan it all)."""
@@ -88,13 +95,15 @@ class ReverseSearch:
         return ahead[-1][0] if ahead else None
 
     def last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool], icount_breaks: Collection[int],
-                 pages: Optional[set[int]] = None) -> Optional[Hit]:
+                 pages: Optional[set[int]] = None, breaks: Optional[frozenset[int]] = None) -> Optional[Hit]:
         """The last hit in [lowest, end) that `accept`s (replay breakpoints at `icount_breaks`
         are hits too); a Hit "interrupt" if interrupted. Leaves the position anywhere.
 
         Replays the stretches before `end` newest first, each from the latest snapshot before
         it, collecting hits. With `pages` (every hit it accepts is a write to them), only the
-        stretches in which the write index says those pages may have been written."""
+        stretches in which the write index says those pages may have been written. With
+        `breaks` (every hit is an unconditional breakpoint at these addresses, accepted), the
+        stretches left once they have grown to fan_out_after go to fan_out."""
         index = self.write_index()
         if pages is None or index is None:
             ranges = [(lowest, end)]
@@ -106,6 +115,9 @@ class ReverseSearch:
             while last > first:
                 if self.take_interrupt():
                     return Hit(last, "interrupt")
+                if (breaks and not icount_breaks and self.fan_out is not None and grow  # `last`: a snapshot's
+                        and grow >= self.fan_out_after and last - first >= self.fan_out_min):
+                    return self.fan_out(breaks, first, last, self.take_interrupt)
                 begin = self.restore_before(max(first, last - 1 - grow))
                 hits = [h for h in self._hits_between(begin, last, icount_breaks) if h.icount >= lowest and accept(h)]
                 if hits:

@@ -34,10 +34,12 @@ from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
 from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.checkpoints import StepCache
+from debugger.fanout import FanOut
 from debugger.rangestep import range_exits
 from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearch
 from debugger.stateview import StateView
 from debugger.stoppoints import StopPoints
+from history.runner import default_jobs
 from replay import log as L
 from replay.player import Divergence
 from snapshots.manager import SnapshotManager
@@ -95,6 +97,9 @@ class Timeline(StateView):
         self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
         self.search = ReverseSearch(machine, self.start, self._restore_before, self._collect_to, self._take_interrupt)
+        if self.can_reverse and default_jobs() > 1:
+            assert snapshots is not None
+            self.search.fan_out = FanOut(snapshots, machine.seam.core.player.reader.path, default_jobs()).last_hit
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN  # the length of the stretch the step cache was built for
@@ -558,7 +563,10 @@ class Timeline(StateView):
         self._require_reverse()
         self._interrupt.clear()
         self.points.drop_idle_code_hooks()
-        hit = self.search.last_hit(self.start, self.icount, lambda h: True, self.icount_breaks, self._watched_pages())
+        breaks = (frozenset(self.breakpoints) if not self.watchpoints and not any(self.break_conditions.values())
+                  else None)
+        hit = self.search.last_hit(self.start, self.icount, lambda h: True, self.icount_breaks,
+                                   self._watched_pages(), breaks)
         if hit is None:
             self.seek(self.start)
             return self._stop("begin")

@@ -183,6 +183,21 @@ class Hits(HistoryQuery):
         return [lambda: machine.uc.hook_del(handle)]
 
 
+class Executions(HistoryQuery):
+    """Every execution of any of the instructions at `addrs`, as (icount, address): what a
+    debugger's reverse search to breakpoints fanned out over cores collects (debugger.fanout)."""
+    label = "breakpoints"
+
+    def __init__(self, addrs: frozenset[int]) -> None:
+        self.addrs = addrs
+
+    def hooks(self, machine: Machine, found: list) -> list[Callable[[], None]]:
+        def on_code(uc: Uc, address: int, size: int, _ud: object) -> None:
+            found.append((machine.now(), address))
+        handles = [machine.uc.hook_add(UC_HOOK_CODE, on_code, None, a, a) for a in sorted(self.addrs)]
+        return [lambda h=h: machine.uc.hook_del(h) for h in handles]
+
+
 @dataclass(frozen=True)
 class Expression:
     """What `sample` reads: a register by name, or `length` bytes at `addr` (little-endian)."""

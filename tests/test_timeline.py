@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import random
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from debugger.console import load_symbols
+from debugger.fanout import FanOut
+from debugger.search import Hit
 from debugger.timeline import Stop, Timeline
 from tests.conftest import run_urr
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
@@ -460,3 +462,33 @@ def test_a_reverse_search_takes_and_deletes_no_snapshots_on_its_way(sparse):
         assert all(stop.icount - interval <= n <= stop.icount for n in taken), (taken, stop.icount, interval)
         assert before <= set(tl.snapshots.infos)
         assert state(tl) == rec.straight_states([stop.icount])[stop.icount]
+
+
+def test_reverse_continue_fanned_out_over_workers_finds_what_the_forward_run_finds(open_timeline):
+    """A reverse search to breakpoints spread over worker processes (debugger.fanout; made to
+    fan out after its first stretch here) stops exactly where the forward run stopped last
+    before the position, from positions just past snapshots (so the hit lies in the stretches
+    the workers replay)."""
+    tl, rec = open_timeline("corrupt")
+    tl.add_breakpoint(rec.elf.addr("transfer"))
+    tl.add_breakpoint(rec.elf.addr("journal_append"))
+    hits = []
+    while (stop := tl.cont()).reason == "breakpoint":
+        hits.append((stop.icount, stop.pc))
+    snapshots = sorted(i.icount for i in tl.snapshots.infos.values())
+    after = sorted({next(s for s in snapshots if s > h) + 1 for h, _ in hits if h < snapshots[-1]})
+    positions = [after[0], after[len(after) // 2], after[-1]]  # the searches fork workers: a few
+    fanned: list[tuple[int, int]] = []
+    fan_out = FanOut(tl.snapshots, rec.rrfile, 2).last_hit
+
+    def counted(breaks: frozenset[int], first: int, last: int, interrupted: Callable[[], bool]) -> Optional[Hit]:
+        fanned.append((first, last))
+        return fan_out(breaks, first, last, interrupted)
+    tl.search.fan_out, tl.search.fan_out_after, tl.search.fan_out_min = counted, 0, 0
+    for position in positions:
+        tl.seek(position)
+        stop = tl.reverse_cont()
+        expected = max(h for h in hits if h[0] < position)
+        assert (stop.reason, stop.icount, stop.pc) == ("breakpoint", *expected)
+        assert state(tl) == rec.straight_states([stop.icount])[stop.icount]
+    assert len(fanned) >= 2  # searches went to the workers (one may find its hit before)
