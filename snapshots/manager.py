@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 from unicorn import UcError
 
 from cpu.machine import Machine
+from cpu.pagemap import PAGE
 from snapshots import policy
 from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo, TreePages
 from snapshots.state import Capture, capture, restore
@@ -98,9 +99,12 @@ class SnapshotManager:
         self.next_due: Optional[int] = None
         machine.boundary_hooks.append(self._at_boundary)
         self.interval = None
+        self.coarse = 0  # the coarsest tier's interval, in icounts
+        self.big_at: Optional[int] = None  # where the last capture big enough to feed was taken
         self.grid: set[int] = set()  # grid points (icount // interval) with a periodic snapshot
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
+            self.coarse = max(1, max(i for _, i in tiers) >> machine.shift)
             self.grid = {i.icount // self.interval for i in self.infos.values() if i.kind == "periodic"}
             self.arm()
 
@@ -118,6 +122,8 @@ class SnapshotManager:
     def take(self, name: str, kind: str) -> SnapshotInfo:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False
+        if self.writer.big(len(cap.blobs) * PAGE):
+            self.big_at = cap.icount
         self._remember(cap.blobs)
         if self.recent_limit:
             _keep_recent(self.recent_nodes, cap.nodes.items(), RECENT_NODES)
@@ -164,7 +170,7 @@ class SnapshotManager:
         # point at another boundary, and must not take a second snapshot for it. None while the
         # writer is behind: the emulator must not wait for it (the next one holds the changes).
         if self.machine.icount // self.interval not in self.grid:
-            if self.writer.behind():
+            if self.writer.behind() or self._big_while_feeding():
                 self.skipped += 1
             else:
                 self.take(f"auto-{self.machine.icount:015d}", "periodic")
@@ -172,6 +178,22 @@ class SnapshotManager:
         if self.since_thin >= THIN_EVERY:
             self.thin()
         self.arm()
+
+    def _big_while_feeding(self) -> bool:
+        """Whether a periodic snapshot now would be fed to the writer by a forked copy while
+        another copy still feeds it (until the writer has read the last one's content: seconds
+        for bigmem's 256 MiB under load), less than the coarsest tier's interval after the last
+        such snapshot. Each fork costs the emulator its page tables and, while the copies live, a
+        copy of every page it writes, its own heap's included: bigmem's first pass forked 6-10
+        times at the dense tier. Such a snapshot is skipped as one the writer is behind for (the
+        next one holds the changes), so a burst of writing forks about once per coarse interval."""
+        since = self.machine.icount - self.big_at if self.big_at is not None else self.coarse
+        if not 0 <= since < self.coarse or not self.writer.feeding():
+            return False
+        tracker = self.machine.pages
+        tracker.update()
+        pages = tracker.count if self.full_next else len(tracker.since_snapshot)
+        return self.writer.big(pages * PAGE)
 
     def thin(self) -> None:
         """Apply the policy: delete the periodic snapshots it no longer keeps."""

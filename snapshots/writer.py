@@ -453,12 +453,22 @@ class CatalogWriter:
         self._send(("capture", (fields, end)))
         self.submitted += 1
 
+    def feeding(self) -> bool:
+        """Whether a forked copy still feeds the child content (`_feed`)."""
+        self._reap(os.WNOHANG)
+        return bool(self._feeders)
+
+    @staticmethod
+    def big(size: int) -> bool:
+        """Whether content of `size` bytes may be fed by a forked copy (`_worth_feeding`)."""
+        return size > FEED_ABOVE
+
     def _worth_feeding(self, size: int, pages: int) -> bool:
         """Whether a capture of `size` bytes of content, of a RAM of `pages` non-zero pages, is
         cheaper fed by a forked copy than put in the ring. A fork costs page tables and a
         reference per mapped page (~1 ms at 256 MiB touched, ~15 ms at 1 GiB under load), the
         ring ~1 us a page copied, and a wait for the child if the ring has no room for it."""
-        if size <= FEED_ABOVE:
+        if not self.big(size):
             return False
         return size > self._ring.room() or size // PAGE > pages // FORK_PAGES_PER_COPY
 

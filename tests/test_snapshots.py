@@ -237,6 +237,44 @@ def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guest
     session.close(None, "test")
 
 
+def test_a_big_snapshot_waits_while_a_forked_copy_still_feeds_the_writer(guests, tmp_path, monkeypatch):
+    """Within the coarsest tier's interval after a snapshot whose content a forked copy feeds
+    the writer, a periodic snapshot that would fork again is skipped while a copy still feeds
+    (the next one holds the changes, as when the writer is behind), so a burst of writing forks
+    about once per coarse interval; small ones are taken."""
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr, "-m", "64M", "-snapshots", "off")
+    session = replay_session(guests["cpuloop"], rr, "-m", "64M")
+    snaps, m = session.snapshots, session.machine
+    session.run(200_000)
+    monkeypatch.setattr(snaps.writer, "feeding", lambda: True)
+    free = (m.ram.size // 2) // 4096  # pages the guest does not use
+
+    def write_burst(first: int) -> None:  # 8 MiB: more than is worth copying through the ring
+        for i in range(first, first + 2048):
+            m.ram.write(i * 4096, i.to_bytes(8, "little"))
+
+    write_burst(free)
+    taken = len(snaps.infos)
+    session.run(m.icount + 2 * snaps.interval)  # none big lately: taken although a copy feeds
+    assert len(snaps.infos) > taken and snaps.skipped == 0
+    write_burst(free + 2048)
+    taken = len(snaps.infos)
+    session.run(m.icount + 4 * snaps.interval)
+    assert len(snaps.infos) == taken and snaps.skipped >= 3
+    monkeypatch.setattr(snaps.writer, "feeding", lambda: False)
+    session.run(m.icount + 2 * snaps.interval)
+    assert len(snaps.infos) > taken  # the copy gone: the snapshot holding the changes is taken
+    newest = max(snaps.infos.values(), key=lambda i: i.icount)
+    snaps.restore(newest.name)
+    assert m.ram.read((free + 2048) * 4096, 8) == (free + 2048).to_bytes(8, "little")
+    monkeypatch.setattr(snaps.writer, "feeding", lambda: True)
+    skipped, taken = snaps.skipped, len(snaps.infos)
+    session.run(m.icount + 3 * snaps.interval)  # the guest's own few pages: not big, taken
+    assert snaps.skipped == skipped and len(snaps.infos) > taken
+    session.close(None, "test")
+
+
 @pytest.mark.parametrize("column,tamper", [
     ("devices", lambda d: d["board"].pop("pit")),
     ("devices", lambda d: d.update(timers=[1, 2])),
