@@ -26,6 +26,7 @@ CR0_PE, CR0_ET, CR0_PG = 1 << 0, 1 << 4, 1 << 31
 CR4_PAE = 1 << 5
 EFER_LMA = 1 << 10
 PAGE = 4096
+RFLAGS_RESET = 0x2  # bit 1 is always set; the trampoline runs with no other flag
 _TABLES = 6 * PAGE  # PML4, PDPT, 4 page directories: 4 GiB in 2 MiB pages
 _CODE_AT = _TABLES
 # lret (to CS:code+8, both pushed as 32-bit values, same encoding in 32- and 64-bit code);
@@ -79,6 +80,9 @@ def enter(uc: Uc, cr0: int, cr3: int, cr4: int, efer: int, gdtr: tuple, cs: int,
         uc.mem_write(code, _CODE)
         uc.mem_write(code + _STACK, struct.pack("<II", code + _LOADS, cs))
         uc.reg_write(X.UC_X86_REG_RSP, code + _STACK)
+        # The loads run with the flags reset: whatever the machine has (a debugger may have
+        # set VM or TF) would change how they run; the caller restores the guest's own.
+        uc.reg_write(X.UC_X86_REG_EFLAGS, RFLAGS_RESET)
         uc.reg_write(X.UC_X86_REG_RAX, ss)
         uc.reg_write(X.UC_X86_REG_RBX, ds)
         uc.reg_write(X.UC_X86_REG_RCX, es)

@@ -289,6 +289,22 @@ def test_seeking_and_stepping_back_after_a_change_are_answered(served_replay, ca
     assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
 
 
+def test_stepping_back_after_flags_with_vm_set_is_answered(served_replay, caplog):
+    """Found by the soak's stub fuzz (seed 2064726110): EFLAGS written with VM (virtual-8086) and
+    TF set, then `bs`: restoring the snapshot loaded the segments with the debugger's flags, and
+    the load failed (ModeError, a logged stub failure) on every reverse step and seek after it."""
+    tl, client = served_replay
+    for _ in range(19):
+        assert client.ask("s").startswith("T05")
+    recorded = tl.read_register("eflags")
+    assert client.ask("s").startswith("T05")
+    assert client.ask(f"P{regnum('eflags'):x}=" + (0x84BF27E6).to_bytes(4, "little").hex()) == "OK"
+    text, reply = client.ask_console("bs")
+    assert reply.startswith("T05") and tl.icount == 19 and not tl.off_recording
+    assert text.startswith("urr: back on the recording at icount 19") and tl.read_register("eflags") == recorded
+    assert not [r.getMessage() for r in caplog.records if r.name == "debugger.gdbstub"]
+
+
 def test_breakpoints_past_the_address_space_are_refused(served_replay, caplog):
     """Found by the stub fuzz: Z0 at 0xffffffffffffffff made Unicorn raise (UC_ERR_ARG)."""
     _, client = served_replay
