@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from debugger.search import Hit
 from history.queries import Executions
 from history.runner import Backend, SegmentFailed, execute
-from history.segments import MIN_SEGMENT, FileSource, plan, snapshot_pairs
+from history.segments import MIN_SEGMENT, FileSource, Interval, plan, snapshot_pairs
 from snapshots.manager import SnapshotManager
 
 BATCH_PER_WORKER = 1 << 25  # the first batch's icounts per worker; each next batch twice as many,
@@ -42,9 +42,11 @@ class FanOut:
         intervals = [i for i in snapshot_pairs(ordered) if origin.icount <= i.start_icount and i.end_icount <= last]
         per_worker = BATCH_PER_WORKER
         while intervals:
-            batch: list = []
-            while intervals and sum(i.length for i in batch) < per_worker * self.jobs:
+            batch: list[Interval] = []
+            size = 0
+            while intervals and size < per_worker * self.jobs:
                 batch.insert(0, intervals.pop())
+                size += batch[0].length
             try:
                 found, _ = execute(Executions(addrs), source, plan(batch, self.jobs, MIN_SEGMENT),
                                    Backend(jobs=self.jobs))
