@@ -256,3 +256,43 @@ def parse_conditions(text: str, register_bits: Callable[[int], int | None]) -> l
             raise AgentExprError(f"condition says {size} bytes, has {len(code)}")
         exprs.append(AgentExpr(code, register_bits))
     return exprs
+
+
+class Condition:
+    """A breakpoint's target-side condition: true when any of its expressions is non-zero, or
+    cannot be evaluated (GDB evaluates it again at the stop and resumes if it is false).
+
+    `registers` names, per GDB register number, the machine register it reads and how many of
+    its low bits (bits, masked). Plain data, so that it can be pickled: a reverse search fanned
+    out to worker processes evaluates it there against each worker's own machine
+    (debugger.fanout)."""
+
+    def __init__(self, exprs: list[AgentExpr], registers: list[tuple[str, int, bool]]) -> None:
+        self.exprs = exprs
+        self.registers = registers
+
+    def holds(self, read_register: Callable[[str], int], read_memory: Callable[[int, int], bytes]) -> bool:
+        def register(number: int) -> int:
+            name, bits, masked = self.registers[number]
+            value = read_register(name)
+            return value & ((1 << bits) - 1) if masked else value
+
+        for expr in self.exprs:
+            try:
+                if expr.evaluate(register, read_memory) != 0:
+                    return True
+            except AgentExprError:
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class BoundCondition:
+    """A Condition evaluated with a timeline's readers: what the timeline calls at each hit.
+    `condition` is the part that travels to other processes."""
+    condition: Condition
+    read_register: Callable[[str], int]
+    read_memory: Callable[[int, int], bytes]
+
+    def __call__(self) -> bool:
+        return self.condition.holds(self.read_register, self.read_memory)

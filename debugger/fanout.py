@@ -1,7 +1,8 @@
 """A reverse search to breakpoints spread over cores.
 
 The serial search (debugger.search) replays stretches newest first on this process's machine:
-one core. When a search to breakpoints (no conditions, no watchpoints) has found nothing in its
+one core. When a search to breakpoints (no watchpoints; conditions only as GDB's bytecode, which
+the workers evaluate themselves) has found nothing in its
 first stretches, what is left is cut at the catalog's snapshots into segments that worker
 processes replay at the same time (history.runner, the segment runner `urr-snap` uses), newest
 first, in batches that double: a hit not far back costs one small batch, a hit far back about
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from debugger.agentexpr import Condition
 from debugger.search import Hit
 from history.queries import Executions
 from history.runner import Backend, SegmentFailed, execute
@@ -29,10 +31,11 @@ class FanOut:
         self.rrfile = rrfile
         self.jobs = jobs
 
-    def last_hit(self, addrs: frozenset[int], first: int, last: int,
+    def last_hit(self, breaks: dict[int, Optional[Condition]], first: int, last: int,
                  take_interrupt: Callable[[], bool]) -> Optional[Hit]:
-        """The last execution of an instruction at `addrs` in [first, last) (`last` a
-        snapshot's icount); a Hit "interrupt" if asked to stop between batches."""
+        """The last execution in [first, last) (`last` a snapshot's icount) of an instruction at
+        a key of `breaks` whose condition (or None) holds there; a Hit "interrupt" if asked to
+        stop between batches."""
         self.snapshots.flush()  # the workers read the catalog: it must hold every snapshot
         catalog = self.snapshots.catalog
         source = FileSource(self.rrfile, catalog.path, None, catalog.recording_id)
@@ -48,7 +51,7 @@ class FanOut:
                 batch.insert(0, intervals.pop())
                 size += batch[0].length
             try:
-                found, _ = execute(Executions(addrs), source, plan(batch, self.jobs, MIN_SEGMENT),
+                found, _ = execute(Executions(breaks), source, plan(batch, self.jobs, MIN_SEGMENT),
                                    Backend(jobs=self.jobs))
             except SegmentFailed as e:
                 raise ValueError(f"reverse search: {e}") from None

@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Callable, Optional
 
-from debugger.agentexpr import AgentExpr, AgentExprError, parse_conditions
+from debugger.agentexpr import AgentExprError, BoundCondition, Condition, parse_conditions
 from debugger.gdbwire import Disconnected, Wire, addr_len, escape, hex_int, unescape
 from debugger.tdesc import Description, Reg, for_mode
 from debugger.timeline import Stop, Timeline
@@ -458,21 +458,8 @@ class _Session:
         if not semicolon:
             return None
         exprs = parse_conditions(conditions, self._register_bits)
-        read_register, read_memory = self.tl.read_register, self.tl.read_memory
-
-        registers = self.registers
-
-        def register(number: int) -> int:
-            reg = registers[number]
-            value = read_register(reg.machine_name)
-            return value & ((1 << reg.bits) - 1) if reg.source else value
-
-        def holds(expr: AgentExpr) -> bool:
-            try:
-                return expr.evaluate(register, read_memory) != 0
-            except AgentExprError:
-                return True
-        return lambda: any(holds(expr) for expr in exprs)
+        registers = [(r.machine_name, r.bits, bool(r.source)) for r in self.registers]
+        return BoundCondition(Condition(exprs, registers), self.tl.read_register, self.tl.read_memory)
 
     def insert(self, args: str) -> str:
         kind, addr, length = self._z_args(args)

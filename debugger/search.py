@@ -21,6 +21,7 @@ from typing import Callable, Collection, Optional
 from unicorn import UC_HOOK_CODE, Uc
 
 from cpu.machine import Machine
+from debugger.agentexpr import Condition
 from snapshots.writeindex import WriteIndex
 
 SCAN_MAX = 1 << 23
@@ -61,7 +62,7 @@ class ReverseSearch:
         self.use_write_index = True  # False: searches for writes replay everything (a reference)
         # debugger.fanout's FanOut.last_hit, when there are cores and a catalog file to share:
         # searches to breakpoints that go far back spread over worker processes.
-        self.fan_out: Optional[Callable[[frozenset[int], int, int, Callable[[], bool]], Optional[Hit]]] = None
+        self.fan_out: Optional[Callable[[dict[int, Optional[Condition]], int, int, Callable[[], bool]], Optional[Hit]]] = None
         self.fan_out_min = FAN_OUT_MIN
         self.fan_out_after = SCAN_MAX  # the serial stretches' length first: near hits start no workers
         self._write_index: Optional[WriteIndex] = None
@@ -95,15 +96,16 @@ class ReverseSearch:
         return ahead[-1][0] if ahead else None
 
     def last_hit(self, lowest: int, end: int, accept: Callable[[Hit], bool], icount_breaks: Collection[int],
-                 pages: Optional[set[int]] = None, breaks: Optional[frozenset[int]] = None) -> Optional[Hit]:
+                 pages: Optional[set[int]] = None, breaks: Optional[dict[int, Optional[Condition]]] = None) -> Optional[Hit]:
         """The last hit in [lowest, end) that `accept`s (replay breakpoints at `icount_breaks`
         are hits too); a Hit "interrupt" if interrupted. Leaves the position anywhere.
 
         Replays the stretches before `end` newest first, each from the latest snapshot before
         it, collecting hits. With `pages` (every hit it accepts is a write to them), only the
         stretches in which the write index says those pages may have been written. With
-        `breaks` (every hit is an unconditional breakpoint at these addresses, accepted), the
-        stretches left once they have grown to fan_out_after go to fan_out."""
+        `breaks` (every hit is a breakpoint at these addresses whose condition, GDB's bytecode or
+        None, holds; all accepted), the stretches left once they have grown to fan_out_after go
+        to fan_out."""
         index = self.write_index()
         if pages is None or index is None:
             ranges = [(lowest, end)]

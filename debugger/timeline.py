@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 from unicorn.x86_const import UC_X86_REG_RSP as _RSP
 
 from cpu.machine import GuestError, Machine, Stop as MachineStop
+from debugger.agentexpr import BoundCondition, Condition
 from debugger.checkpoints import StepCache
 from debugger.fanout import FanOut
 from debugger.rangestep import range_exits
@@ -563,14 +564,26 @@ class Timeline(StateView):
         self._require_reverse()
         self._interrupt.clear()
         self.points.drop_idle_code_hooks()
-        breaks = (frozenset(self.breakpoints) if not self.watchpoints and not any(self.break_conditions.values())
-                  else None)
         hit = self.search.last_hit(self.start, self.icount, lambda h: True, self.icount_breaks,
-                                   self._watched_pages(), breaks)
+                                   self._watched_pages(), self._portable_breaks())
         if hit is None:
             self.seek(self.start)
             return self._stop("begin")
         return self._go_to_hit(hit)
+
+    def _portable_breaks(self) -> Optional[dict[int, Optional[Condition]]]:
+        """The breakpoints with their conditions as other processes can evaluate them (GDB's
+        bytecode), when every place a reverse search may stop is one: else None (a watchpoint,
+        or a condition that is Python code: the search stays in this process)."""
+        if self.watchpoints:
+            return None
+        breaks: dict[int, Optional[Condition]] = {}
+        for addr in self.breakpoints:
+            condition = self.break_conditions.get(addr)
+            if condition is not None and not isinstance(condition, BoundCondition):
+                return None
+            breaks[addr] = condition.condition if condition is not None else None
+        return breaks
 
     def _go_to_hit(self, hit: Hit) -> Stop:
         stop = self.seek(hit.icount)

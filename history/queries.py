@@ -15,6 +15,8 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
 from unicorn.x86_const import UC_X86_REG_RSP
 
 from cpu.machine import Machine, Stop
+from debugger.agentexpr import Condition
+from debugger.stateview import StateView
 from history.segments import Interval, Replayer, Segment, overlapping, run_until, whole_history
 from replay.digest import GPR_NAMES
 from snapshots.catalog import SnapshotInfo
@@ -184,17 +186,22 @@ class Hits(HistoryQuery):
 
 
 class Executions(HistoryQuery):
-    """Every execution of any of the instructions at `addrs`, as (icount, address): what a
-    debugger's reverse search to breakpoints fanned out over cores collects (debugger.fanout)."""
+    """Every execution of the instructions at the keys of `breaks` where the breakpoint's
+    condition (GDB's bytecode, or None) holds, as (icount, address): what a debugger's reverse
+    search to breakpoints fanned out over cores collects (debugger.fanout)."""
     label = "breakpoints"
 
-    def __init__(self, addrs: frozenset[int]) -> None:
-        self.addrs = addrs
+    def __init__(self, breaks: dict[int, Optional[Condition]]) -> None:
+        self.breaks = breaks
 
     def hooks(self, machine: Machine, found: list) -> list[Callable[[], None]]:
+        view = StateView(machine, True)  # registers by GDB's names, as the conditions read them
+
         def on_code(uc: Uc, address: int, size: int, _ud: object) -> None:
-            found.append((machine.now(), address))
-        handles = [machine.uc.hook_add(UC_HOOK_CODE, on_code, None, a, a) for a in sorted(self.addrs)]
+            condition = self.breaks.get(address)
+            if condition is None or condition.holds(view.read_register, view.read_memory):
+                found.append((machine.now(), address))
+        handles = [machine.uc.hook_add(UC_HOOK_CODE, on_code, None, a, a) for a in sorted(self.breaks)]
         return [lambda h=h: machine.uc.hook_del(h) for h in handles]
 
 

@@ -12,9 +12,11 @@ from typing import Callable, Iterator, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from debugger.agentexpr import AgentExpr, BoundCondition, Condition
 from debugger.console import load_symbols
 from debugger.fanout import FanOut
 from debugger.search import Hit
+from debugger.tdesc import AMD64
 from debugger.timeline import Stop, Timeline
 from tests.conftest import run_urr
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
@@ -492,3 +494,37 @@ def test_reverse_continue_fanned_out_over_workers_finds_what_the_forward_run_fin
         assert (stop.reason, stop.icount, stop.pc) == ("breakpoint", *expected)
         assert state(tl) == rec.straight_states([stop.icount])[stop.icount]
     assert len(fanned) >= 2  # searches went to the workers (one may find its hit before)
+
+
+def test_a_fanned_out_search_evaluates_gdbs_conditions_in_the_workers(open_timeline):
+    """A breakpoint whose condition is GDB's bytecode (here `($rdi & 1) != 0`) is searched for
+    in the worker processes too, which evaluate the condition against their own machine: the
+    reverse search stops exactly where the forward run with the same condition stopped."""
+    tl, rec = open_timeline("corrupt")
+    addr = rec.elf.addr("transfer")
+    registers = [(r.machine_name, r.bits, bool(r.source)) for r in AMD64.registers]
+    odd_rdi = Condition([AgentExpr(bytes.fromhex("260005220 10F27".replace(" ", "")), lambda n: 64)], registers)
+    everywhere = []
+    tl.add_breakpoint(addr)
+    while (stop := tl.cont()).reason == "breakpoint":
+        everywhere.append(stop.icount)
+    tl.seek(0)
+    tl.add_breakpoint(addr, BoundCondition(odd_rdi, tl.read_register, tl.read_memory))
+    hits = []
+    while (stop := tl.cont()).reason == "breakpoint":
+        hits.append(stop.icount)
+    assert 0 < len(hits) < len(everywhere)  # the condition holds at some hits, not all
+    fanned: list[dict] = []
+    fan_out = FanOut(tl.snapshots, rec.rrfile, 2).last_hit
+
+    def counted(breaks: dict, first: int, last: int, interrupted: Callable[[], bool]) -> Optional[Hit]:
+        fanned.append(breaks)
+        return fan_out(breaks, first, last, interrupted)
+    tl.search.fan_out, tl.search.fan_out_after, tl.search.fan_out_min = counted, 0, 0
+    snapshots = sorted(i.icount for i in tl.snapshots.infos.values())
+    after = sorted({next(s for s in snapshots if s > h) + 1 for h in hits if h < snapshots[-1]})
+    for position in (after[0], after[len(after) // 2], after[-1]):
+        tl.seek(position)
+        stop = tl.reverse_cont()
+        assert (stop.reason, stop.icount) == ("breakpoint", max(h for h in hits if h < position))
+    assert fanned and all(b[addr] is odd_rdi for b in fanned)
