@@ -2,8 +2,8 @@
 
 The serial search (debugger.search) replays stretches newest first on this process's machine:
 one core. When a search to breakpoints (no watchpoints; conditions only as GDB's bytecode, which
-the workers evaluate themselves) has found nothing in its
-first stretches, what is left is cut at the catalog's snapshots into segments that worker
+the workers evaluate themselves) has found nothing in its first stretches, what is left is cut
+at the catalog's snapshots into segments that worker
 processes replay at the same time (history.runner, the segment runner `urr-snap` uses), newest
 first, in batches that double: a hit not far back costs one small batch, a hit far back about
 the replay of the distance divided by the cores. Every snapshot restores to the state a straight

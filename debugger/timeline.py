@@ -98,9 +98,10 @@ class Timeline(StateView):
         self.failure: Optional[Exception] = None  # the guest fault or divergence a run last stopped at
         self.furthest = self.start  # guest output before this icount has been passed on already
         self.search = ReverseSearch(machine, self.start, self._restore_before, self._collect_to, self._take_interrupt)
-        if self.can_reverse and default_jobs() > 1:
+        jobs = default_jobs()
+        if self.can_reverse and jobs > 1:
             assert snapshots is not None
-            self.search.fan_out = FanOut(snapshots, machine.seam.core.player.reader.path, default_jobs()).last_hit
+            self.search.fan_out = FanOut(snapshots, machine.seam.core.player.reader.path, jobs).last_hit
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN  # the length of the stretch the step cache was built for
