@@ -54,7 +54,9 @@ class Follower:
             elif rec.kind == L.CHAR:
                 m.uart.receive(m.seam.char.logged())
             elif rec.kind in (L.MEMWRITE, L.REGWRITE):
-                self._debugger_write(rec)
+                stop = self._debugger_write(rec)
+                if stop is not None:
+                    return stop
             else:  # END
                 status, reason = rec.fields[0], rec.fields[1].decode(errors="replace")
                 if status >= 0:
@@ -66,20 +68,27 @@ class Follower:
                 return Stop("end", m.icount, None, reason)
         return self.log_cut()
 
-    def _debugger_write(self, rec: L.Record) -> None:
-        """Make the write the recording's debugger made here."""
+    def _debugger_write(self, rec: L.Record) -> Optional[Stop]:
+        """Make the write the recording's debugger made here. A debugger write hook may stop the
+        run before a write to memory (setting the machine's stop_before: the next run makes it)
+        or right after it (stop_after), as a watchpoint on those bytes does."""
         m = self.m
-        m.seam.core.player.take(rec.kind, m.icount)
+        m.stop_before = m.stop_after = None
         try:
             if rec.kind == L.MEMWRITE:
                 for hook in m.debugger_write_hooks:
                     hook(rec.fields[0], rec.fields[1])
+                if m.stop_before is not None:
+                    return Stop(m.stop_before, m.icount)
+                m.seam.core.player.take(rec.kind, m.icount)
                 m._poke_memory(rec.fields[0], rec.fields[1])
             else:
+                m.seam.core.player.take(rec.kind, m.icount)
                 cpustate.write_register(m.uc, rec.fields[0].decode("ascii", errors="replace"), rec.fields[1])
         except ValueError as e:
             raise Divergence(m.icount, f"the recording's {L.NAMES[rec.kind]} here cannot be "
                                        f"made: {e}") from None
+        return Stop(m.stop_after, m.icount) if m.stop_after is not None else None
 
     def log_cut(self) -> Optional[Stop]:
         """The end of a log that has no end record (a killed recording), once reached."""

@@ -98,7 +98,9 @@ class Machine:
         # vector: the debugger keeps the frame's old bytes to step back over it.
         self.interrupt_hooks: list[Callable[[int], None]] = []
         # Replay: called with (address, bytes) right before the recording's debugger write to
-        # memory is made again, so whole-history queries see it among the writes.
+        # memory is made again (the player's `pos` is still its record), so whole-history
+        # queries and watchpoints see it among the writes; a hook may stop the run before or
+        # after it (cpu.following.Follower._debugger_write).
         self.debugger_write_hooks: list[Callable[[int, bytes], None]] = []
         self.stop_requested = False  # set by `request_stop` (a signal handler may call it)
         self.output = OutputDigest()  # what the guest printed since the last state digest

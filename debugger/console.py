@@ -68,6 +68,8 @@ class Console(cmd.Cmd):
                 "icount-break": "icount breakpoint", "fault": f"stopped: {stop.message}"}[stop.reason]
         if stop.watch_addr is not None:
             text += f" at {self.where(stop.watch_addr)}"
+        if stop.reason == "watchpoint" and stop.message:  # a write the debugger made while recording
+            text += f": {stop.message}"
         prefix = f"{text}\n" if text else ""
         self.say(f"{prefix}icount {stop.icount}  {self.where(stop.pc)}:  {self.insn(stop.pc)}")
 
@@ -226,7 +228,8 @@ class Console(cmd.Cmd):
             self.say(f"no write to {self.where(a)} since the start of the recording")
             return
         icount, rip, old, new = found
-        self.say(f"last write to {self.where(a)}: icount {icount} at {self.where(rip)}: {self.insn(rip)}\n"
+        by = ", written from the debugger while recording" if rip is None else f" at {self.where(rip)}: {self.insn(rip)}"
+        self.say(f"last write to {self.where(a)}: icount {icount}{by}\n"
                  f"  old {old.hex(' ')}  (= {int.from_bytes(old, 'little'):#x})\n"
                  f"  new {new.hex(' ')}  (= {int.from_bytes(new, 'little'):#x})")
 

@@ -338,7 +338,7 @@ class _Session:
         back = self._back_on_recording(changed_at)
         if back:
             self.console(back)
-        if stop.reason == "fault" and stop.message:
+        if stop.reason in ("fault", "watchpoint") and stop.message:  # a watchpoint: a write GDB made while recording
             self.console(f"urr: {stop.message}\n")
         elif stop.reason == "icount-break":  # GDB itself can only say SIGTRAP
             self.console(f"urr: replay breakpoint: icount {stop.icount}\n")

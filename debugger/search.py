@@ -42,6 +42,14 @@ class Hit:
     kind: Optional[str] = None  # the watchpoint's kind: "w", "r", "a"
     size: int = 0  # bytes accessed
     write: bool = False
+    # A write the recording's debugger made (logged, made again by the replay): its record's
+    # index in the log. It is made between instructions, at `icount` before the instruction
+    # there, so the state at `icount` may be before or after it: the log position tells.
+    record: Optional[int] = None
+
+    def before(self, icount: int, log_pos: int) -> bool:
+        """Whether the hit lies before the state at `icount` whose log position is `log_pos`."""
+        return self.icount < icount or self.record is not None and self.icount == icount and self.record < log_pos
 
 
 class ReverseSearch:
@@ -112,7 +120,9 @@ class ReverseSearch:
         else:
             ranges = index.ranges(pages, lowest, end, [b for b in icount_breaks if accept(Hit(b, "icount-break"))])
         grow = 0
+        end_pos = self._log_pos()  # the debugger writes at `end` made in the state searched from
         for first, last in ranges:
+            last_pos = end_pos if last >= end else 0  # a range's end is no state: none made there
             last = min(last, end)  # everything from `end` on has no hit
             while last > first:
                 if self.take_interrupt():
@@ -121,16 +131,25 @@ class ReverseSearch:
                         and grow >= self.fan_out_after and last - first >= self.fan_out_min):
                     return self.fan_out(breaks, first, last, self.take_interrupt)
                 begin = self.restore_before(max(first, last - 1 - grow))
-                hits = [h for h in self._hits_between(begin, last, icount_breaks) if h.icount >= lowest and accept(h)]
+                begin_pos = self._log_pos()
+                hits = [h for h in self._hits_between(begin, last, last_pos, icount_breaks)
+                        if h.icount >= lowest and accept(h)]
                 if hits:
                     return hits[-1]
                 grow = min(2 * (last - begin), SCAN_MAX)
                 last = end = begin
+                last_pos = end_pos = begin_pos
         return None
 
-    def _hits_between(self, begin_snapshot: int, end: int, icount_breaks: Collection[int]) -> list[Hit]:
-        """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored)."""
-        hits = [h for h in self.replay_collecting(end) if h.icount < end]
+    def _log_pos(self) -> int:
+        """The replay's position in its log (how far its records are taken)."""
+        player = self.machine.seam.core.player
+        return player.pos if player is not None else 0
+
+    def _hits_between(self, begin_snapshot: int, end: int, end_pos: int, icount_breaks: Collection[int]) -> list[Hit]:
+        """Replay [snapshot, end) collecting every breakpoint/watchpoint hit (already restored);
+        a debugger write at `end` counts if its record lies before `end_pos`."""
+        hits = [h for h in self.replay_collecting(end) if h.before(end, end_pos)]
         hits += [Hit(b, "icount-break") for b in icount_breaks if begin_snapshot <= b < end]
         return sorted(hits, key=lambda h: h.icount)
 

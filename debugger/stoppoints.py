@@ -45,6 +45,7 @@ class StopPoints:
         self.collect: Optional[list[Hit]] = None  # seeks and reverse searches collect instead of stopping
         self.ignore_break_at: Optional[int] = None  # a run ignores a breakpoint where it starts
         self.pending: Optional[Hit] = None  # what stopped the run
+        machine.debugger_write_hooks.append(self._on_debugger_write)
 
     def add_breakpoint(self, addr: int, condition: Optional[Callable[[], bool]] = None) -> None:
         """Stop at `addr` (when `condition` is given: only where it returns true, checked at the
@@ -152,6 +153,25 @@ class StopPoints:
         self.pending = hit
         self.machine.stop_after = "watchpoint"
         self.machine._end_slice_now()
+
+    def _on_debugger_write(self, address: int, data: bytes) -> None:
+        """A write the recording's debugger made, made again by the replay (between
+        instructions): a hit of the write and access watchpoints on its bytes, as the guest's
+        own writes are; a stop is right after it."""
+        for key in self.watchpoints:
+            addr, length, kind = key
+            first, end = max(address, addr), min(address + len(data), addr + max(length, 1))
+            if kind == "r" or first >= end:
+                continue
+            if key in self.changes_only and data[first - address:end - address] == self.machine.ram.read(first, end - first):
+                continue
+            hit = Hit(self.machine.icount, "watchpoint", first, kind, end - first, True,
+                      record=self.machine.seam.core.player.pos)
+            if self.collect is not None:
+                self.collect.append(hit)
+            elif self.pending is None:
+                self.pending = hit
+                self.machine.stop_after = "watchpoint"
 
     def _changes(self, address: int, size: int, value: int, addr: int, length: int) -> bool:
         """Whether a write (its hook runs before it lands) changes a byte of [addr, addr+length).

@@ -65,7 +65,9 @@ class Stop:
     reason: "step" (a step or seek finished), "breakpoint", "watchpoint", "icount-break" (a replay
     breakpoint), "begin" / "end" (the start or end of the recording; at the end of a replay whose
     guest exited, exit_status is set), "exited" (the guest exited, record mode), "interrupt",
-    "fault" (a guest fault or replay divergence, in message)."""
+    "fault" (a guest fault or replay divergence, in message). A watchpoint stop at a write the
+    debugger made while recording says so in message (such a write is made between instructions:
+    going forward the stop is right after it, going back right before it, at its icount)."""
 
     reason: str
     icount: int
@@ -300,8 +302,10 @@ class Timeline(StateView):
                     return self._stop("step")
                 if stop.reason == "watchpoint":
                     hit = self.points.pending
-                    return self._stop("watchpoint", watch_addr=hit.addr if hit else None,
-                                      watch_kind=hit.kind if hit else None)
+                    if hit is None:
+                        return self._stop("watchpoint")
+                    return self._stop("watchpoint", watch_addr=hit.addr, watch_kind=hit.kind,
+                                      message=self._debugger_write_text(hit))
                 return self._ended(stop)
         finally:
             self.points.ignore_break_at = None
@@ -587,19 +591,55 @@ class Timeline(StateView):
         return breaks
 
     def _go_to_hit(self, hit: Hit) -> Stop:
-        stop = self.seek(hit.icount)
+        stop = self.seek(hit.icount) if hit.record is None else self._seek_to_write(hit.icount, hit.record, False)
         if stop.reason != "step":
             return stop
-        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind)
+        return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind,
+                          message=self._debugger_write_text(hit))
 
-    def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, int, bytes, bytes]]:
+    def _seek_to_write(self, icount: int, record: int, made: bool) -> Stop:
+        """Go to `icount` with the recording's debugger write there (its record in the log) not
+        made yet, or (`made`) just made: where going back (forward) over that write stops. The
+        writes and events the log has before it at `icount` are made."""
+        player = self.machine.seam.core.player
+        if self.icount != icount or player.pos > record or self.off_recording:
+            stop = self.seek(max(icount - 1, self.start))
+            if stop.reason != "step":
+                return stop
+
+        def at_the_write(address: int, data: bytes) -> None:
+            if player.pos == record:
+                if made:
+                    self.machine.stop_after = "debugger-write"
+                else:
+                    self.machine.stop_before = "debugger-write"
+        self.machine.debugger_write_hooks.append(at_the_write)
+        try:
+            self._replay_to(icount)
+        except (Divergence, GuestError) as e:
+            return self._fault(e)
+        finally:
+            self.machine.debugger_write_hooks.remove(at_the_write)
+        return self._stop("step")
+
+    def _debugger_write_text(self, hit: Hit) -> str:
+        """What a watchpoint stop at a write the recording's debugger made says ("" for others)."""
+        if hit.record is None:
+            return ""
+        write = self.machine.seam.core.player.records[hit.record]
+        size = len(write.fields[1])
+        return (f"written from the debugger while recording: {size} byte{'s' if size != 1 else ''} at "
+                f"{write.fields[0]:#x}, at icount {hit.icount}")
+
+    def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, Optional[int], bytes, bytes]]:
         """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
-        or None if there was none since the start.
+        or None if there was none since the start. `rip` is None for a write the debugger made
+        while recording (made again by the replay at `icount`, before the instruction there).
 
         Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
         position where it was."""
         self._require_reverse()
-        here = self.icount
+        here, here_pos = self.icount, self.machine.seam.core.player.pos
         key = (addr, length, "w")
         added, changes_only = key not in self.watchpoints, key in self.changes_only
         if added:
@@ -616,6 +656,11 @@ class Timeline(StateView):
                 return None
             if found.reason == "interrupt":
                 raise ValueError("interrupted")
+            if found.record is not None:
+                self._seek_to_write(found.icount, found.record, False)
+                old = self.read_memory(addr, length)
+                self._seek_to_write(found.icount, found.record, True)
+                return found.icount, None, old, self.read_memory(addr, length)
             self.seek(found.icount)
             rip, old = self.pc(), self.read_memory(addr, length)
             self.seek(found.icount + 1)
@@ -625,7 +670,17 @@ class Timeline(StateView):
                 self.remove_watchpoint(addr, length, "w")
             elif changes_only:
                 self.changes_only.add(key)
-            self.seek(here)
+            self._return_to(here, here_pos)
+
+    def _return_to(self, icount: int, log_pos: int) -> None:
+        """Seek back to a position left for a query: to `icount` before the recording's debugger
+        write there if the position was (a reverse search stopped at it)."""
+        records = self.machine.seam.core.player.records
+        pending = records[log_pos] if log_pos < len(records) else None
+        if pending is not None and pending.kind == L.MEMWRITE and pending.icount == icount:
+            self._seek_to_write(icount, log_pos, False)
+        else:
+            self.seek(icount)
 
     def reverse_next(self) -> Stop:
         """Back one instruction; when that is the `ret` of a call made by the instruction before
