@@ -241,7 +241,7 @@ class Console(cmd.Cmd):
             if words[0] not in ("on", "off"):
                 raise ValueError("usage: step-interrupts [on|off]")
             self.tl.step_into_interrupts = words[0] == "on"
-        self.stdout.write(self.tl.step_interrupts_text())
+        self.stdout.write(self.tl.interrupt_steps.text())
 
     def do_savevm(self, arg: str) -> None:
         """savevm NAME: take a named snapshot here (load it later with -loadvm NAME)."""

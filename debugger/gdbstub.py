@@ -525,7 +525,7 @@ class _Session:
     def step_interrupts(self, on: Optional[bool]) -> str:
         if on is not None:
             self.tl.step_into_interrupts = on
-        return self.tl.step_interrupts_text()
+        return self.tl.interrupt_steps.text()
 
     def replay_break(self, icount: int) -> str:
         """Like QEMU's, one replay breakpoint at a time; it stops cont and reverse-continue alike."""

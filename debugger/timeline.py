@@ -5,8 +5,9 @@ watchpoint hooks that stop it (debugger.stoppoints). Going back is "restore the 
 snapshot, replay forward": a seek backwards replays to the target; repeated reverse steps are
 served from the checkpoints and undo record of the stretch before the position (debugger.checkpoints);
 reverse-continue and last-write replay the stretches before the position with hooks that only
-*collect* hits, newest first, skipping what cannot hold a hit (debugger.search). Steps go through
-interrupt handlers unless `step_into_interrupts` is set.
+*collect* hits, newest first, skipping what cannot hold a hit (debugger.search; last-write and
+the writes the recording's debugger made: debugger.writes). Steps go through interrupt handlers
+unless `step_into_interrupts` is set (debugger.interruptsteps).
 
 Positions are icounts. Inside a halt (HLT until an interrupt) there are no instructions, so a
 position there is the end of the halt: seek() lands on it and reverse_stepi() steps back to the
@@ -24,7 +25,6 @@ Usable from scripts:
 """
 from __future__ import annotations
 
-import bisect
 import io
 import threading
 from dataclasses import dataclass
@@ -36,12 +36,13 @@ from cpu.machine import GuestError, Machine, Stop as MachineStop
 from debugger.agentexpr import BoundCondition, Condition
 from debugger.checkpoints import StepCache
 from debugger.fanout import FanOut
+from debugger.interruptsteps import InterruptSteps
 from debugger.rangestep import range_exits
 from debugger.search import FORWARD_RESTORE_MIN, Hit, ReverseSearch
 from debugger.stateview import StateView
 from debugger.stoppoints import StopPoints
+from debugger.writes import Writes
 from history.runner import default_jobs
-from replay import log as L
 from replay.player import Divergence
 from snapshots.manager import SnapshotManager
 from snapshots.writeindex import WriteIndex
@@ -55,7 +56,6 @@ RUN_CHUNK = 1 << 21  # forward runs check for Ctrl-C this often (in icounts)
 # stepping back, twice as long, up to STEP_SPAN_MAX.
 STEP_SPAN = 1 << 10
 STEP_SPAN_MAX = 1 << 16
-NESTED_MAX = 4  # interrupts delivered before an iretq that it may be returning from
 
 
 @dataclass
@@ -107,12 +107,8 @@ class Timeline(StateView):
         self.steps = StepCache(machine, SnapshotManager.OWN_TIMERS,
                                snapshots.arm if snapshots is not None else lambda: None)
         self._step_span = STEP_SPAN  # the length of the stretch the step cache was built for
-        # As QEMU's stub by default: a step during which the guest takes an interrupt goes on
-        # through the handler (forwards and backwards); True stops in handlers instead.
-        self.step_into_interrupts = False
-        self._delivered: Optional[tuple[int, int]] = None  # (RIP, RSP) the last interrupt left
-        self._irq_icounts: Optional[list[int]] = None  # where the recording delivered interrupts
-        machine.interrupt_hooks.append(self._on_interrupt_delivery)
+        self.interrupt_steps = InterruptSteps(self)  # steps go through interrupt handlers
+        self.writes = Writes(self)  # last-write, and the writes the recording's debugger made
         # The host's sinks are gated, not the devices' outputs: the machine hashes all output.
         machine.serial_out = self._first_time(machine.serial_out)
         machine.debugcon_out = self._first_time(machine.debugcon_out)
@@ -160,7 +156,7 @@ class Timeline(StateView):
         self.furthest = self.icount
         self.steps.clear()  # what they knew was the parent recording's
         self.search.forget()
-        self._irq_icounts = None
+        self.interrupt_steps.forget()
 
     def __enter__(self) -> "Timeline":
         return self
@@ -177,6 +173,16 @@ class Timeline(StateView):
         return gated
 
     # -- state --------------------------------------------------------------------------------
+
+    @property
+    def step_into_interrupts(self) -> bool:
+        """As QEMU's stub by default (False): a step during which the guest takes an interrupt
+        goes on through the handler (forwards and backwards); True stops in handlers instead."""
+        return self.interrupt_steps.into
+
+    @step_into_interrupts.setter
+    def step_into_interrupts(self, on: bool) -> None:
+        self.interrupt_steps.into = on
 
     @property
     def icount(self) -> int:
@@ -305,7 +311,7 @@ class Timeline(StateView):
                     if hit is None:
                         return self._stop("watchpoint")
                     return self._stop("watchpoint", watch_addr=hit.addr, watch_kind=hit.kind,
-                                      message=self._debugger_write_text(hit))
+                                      message=self.writes.logged_text(hit))
                 return self._ended(stop)
         finally:
             self.points.ignore_break_at = None
@@ -350,34 +356,8 @@ class Timeline(StateView):
     def stepi(self) -> Stop:
         """One instruction; if an interrupt is delivered after it, on through the handler to the
         interrupted code (unless step_into_interrupts)."""
-        self._delivered = None
-        stop = self._run(self.icount + 1, ignore_here=True)
-        if stop.reason == "step" and self._delivered is not None and not self.step_into_interrupts:
-            stop = self._return_from_interrupt(*self._delivered)
-        return stop
-
-    def _on_interrupt_delivery(self, vector: int) -> None:
-        if self._delivered is None:
-            self._delivered = (self.machine.rip(), self._rsp())
-
-    def _return_from_interrupt(self, rip: int, rsp: int) -> Stop:
-        """Run on until the interrupted code resumes at `rip` with its stack at `rsp`, unless a
-        breakpoint or watchpoint in the handler stops it first."""
-        temporary = rip not in self.breakpoints
-        if temporary:
-            self.add_breakpoint(rip)
-        try:
-            while True:
-                stop = self._run(None, ignore_here=True)
-                if stop.reason != "breakpoint":
-                    return stop
-                if stop.pc == rip and self._rsp() == rsp:
-                    return self._stop("step")
-                if stop.pc != rip:
-                    return stop  # the user's, in the handler
-        finally:
-            if temporary:
-                self.remove_breakpoint(rip)
+        self.interrupt_steps.delivered = None
+        return self.interrupt_steps.step_through(self._run(self.icount + 1, ignore_here=True))
 
     def cont(self) -> Stop:
         self._interrupt.clear()
@@ -519,33 +499,12 @@ class Timeline(StateView):
         self._require_reverse()
         stop = self._back_one()
         while stop.reason == "step" and not self.step_into_interrupts:
-            delivered = self._delivery_returning_here()
+            delivered = self.interrupt_steps.delivery_returning_here()
             if delivered is None:
                 break
             self.seek(delivered)
             stop = self._back_one()
         return stop
-
-    def _delivery_returning_here(self) -> Optional[int]:
-        """At an iretq: the icount where the recording delivered the interrupt it returns from
-        (the handler's first instruction). Else None, the position unchanged."""
-        iretq = self.read_memory(self.pc(), 2)  # REX.W (0x48-0x4f) CF; checked at every step back
-        if iretq[0] & 0xF8 != 0x48 or iretq[1] != 0xCF:
-            return None
-        here, frame = self.icount, self.read_memory(self._rsp(), 32)
-        if self._irq_icounts is None:
-            records = self.machine.seam.core.player.records
-            self._irq_icounts = [r.icount for r in records if r.kind == L.IRQ]
-        newer = bisect.bisect_right(self._irq_icounts, here)
-        for delivered in reversed(self._irq_icounts[max(0, newer - NESTED_MAX):newer]):
-            if delivered < self.start:
-                break
-            self.seek(delivered)
-            pushed = self.read_memory(self._rsp(), 32)
-            if (pushed[:8], pushed[24:]) == (frame[:8], frame[24:]):  # the same RIP and RSP
-                return delivered
-        self.seek(here)
-        return None
 
     def _back_one(self) -> Stop:
         here = self.icount
@@ -591,45 +550,11 @@ class Timeline(StateView):
         return breaks
 
     def _go_to_hit(self, hit: Hit) -> Stop:
-        stop = self.seek(hit.icount) if hit.record is None else self._seek_to_write(hit.icount, hit.record, False)
+        stop = self.seek(hit.icount) if hit.record is None else self.writes.seek_to_logged(hit.icount, hit.record, False)
         if stop.reason != "step":
             return stop
         return self._stop(hit.reason, watch_addr=hit.addr if hit.kind else None, watch_kind=hit.kind,
-                          message=self._debugger_write_text(hit))
-
-    def _seek_to_write(self, icount: int, record: int, made: bool) -> Stop:
-        """Go to `icount` with the recording's debugger write there (its record in the log) not
-        made yet, or (`made`) just made: where going back (forward) over that write stops. The
-        writes and events the log has before it at `icount` are made."""
-        player = self.machine.seam.core.player
-        if self.icount != icount or player.pos > record or self.off_recording:
-            stop = self.seek(max(icount - 1, self.start))
-            if stop.reason != "step":
-                return stop
-
-        def at_the_write(address: int, data: bytes) -> None:
-            if player.pos == record:
-                if made:
-                    self.machine.stop_after = "debugger-write"
-                else:
-                    self.machine.stop_before = "debugger-write"
-        self.machine.debugger_write_hooks.append(at_the_write)
-        try:
-            self._replay_to(icount)
-        except (Divergence, GuestError) as e:
-            return self._fault(e)
-        finally:
-            self.machine.debugger_write_hooks.remove(at_the_write)
-        return self._stop("step")
-
-    def _debugger_write_text(self, hit: Hit) -> str:
-        """What a watchpoint stop at a write the recording's debugger made says ("" for others)."""
-        if hit.record is None:
-            return ""
-        write = self.machine.seam.core.player.records[hit.record]
-        size = len(write.fields[1])
-        return (f"written from the debugger while recording: {size} byte{'s' if size != 1 else ''} at "
-                f"{write.fields[0]:#x}, at icount {hit.icount}")
+                          message=self.writes.logged_text(hit))
 
     def last_write(self, addr: int, length: int = 1) -> Optional[tuple[int, Optional[int], bytes, bytes]]:
         """The last write to [addr, addr+length) before the current position: (icount, rip, old, new),
@@ -637,50 +562,9 @@ class Timeline(StateView):
         while recording (made again by the replay at `icount`, before the instruction there).
 
         Undo's `last` / TTD's memory query: a reverse search with a write watch that leaves the
-        position where it was."""
+        position where it was (debugger.writes)."""
         self._require_reverse()
-        here, here_pos = self.icount, self.machine.seam.core.player.pos
-        key = (addr, length, "w")
-        added, changes_only = key not in self.watchpoints, key in self.changes_only
-        if added:
-            self.add_watchpoint(addr, length, "w")
-        self.changes_only.discard(key)  # a GDB `watch` on the same bytes: it must see every write here
-
-        def writes_here(h: Hit) -> bool:
-            return (h.reason == "interrupt" or h.reason == "watchpoint" and h.write
-                    and h.addr < addr + length and h.addr + h.size > addr)
-        try:
-            found = self.search.last_hit(self.start, here, writes_here, self.icount_breaks,
-                                         WriteIndex.pages_of(addr, length))
-            if found is None:
-                return None
-            if found.reason == "interrupt":
-                raise ValueError("interrupted")
-            if found.record is not None:
-                self._seek_to_write(found.icount, found.record, False)
-                old = self.read_memory(addr, length)
-                self._seek_to_write(found.icount, found.record, True)
-                return found.icount, None, old, self.read_memory(addr, length)
-            self.seek(found.icount)
-            rip, old = self.pc(), self.read_memory(addr, length)
-            self.seek(found.icount + 1)
-            return found.icount, rip, old, self.read_memory(addr, length)
-        finally:
-            if added:
-                self.remove_watchpoint(addr, length, "w")
-            elif changes_only:
-                self.changes_only.add(key)
-            self._return_to(here, here_pos)
-
-    def _return_to(self, icount: int, log_pos: int) -> None:
-        """Seek back to a position left for a query: to `icount` before the recording's debugger
-        write there if the position was (a reverse search stopped at it)."""
-        records = self.machine.seam.core.player.records
-        pending = records[log_pos] if log_pos < len(records) else None
-        if pending is not None and pending.kind == L.MEMWRITE and pending.icount == icount:
-            self._seek_to_write(icount, log_pos, False)
-        else:
-            self.seek(icount)
+        return self.writes.last(addr, length)
 
     def reverse_next(self) -> Stop:
         """Back one instruction; when that is the `ret` of a call made by the instruction before
@@ -698,11 +582,6 @@ class Timeline(StateView):
             return self._stop("begin")
         hit = self.search.last_hit(call + 1, here, lambda h: True, self.icount_breaks)
         return self._go_to_hit(hit) if hit is not None else self.seek(call)
-
-    def step_interrupts_text(self) -> str:
-        """What the monitor and console commands that switch step_into_interrupts say."""
-        return ("steps stop in interrupt handlers (step_interrupts on)\n" if self.step_into_interrupts
-                else "steps go on through interrupt handlers (step_interrupts off)\n")
 
     def snapshots_text(self) -> str:
         if self.snapshots is None:
