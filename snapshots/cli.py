@@ -71,6 +71,23 @@ def lineage(rrfile: str) -> Optional[str]:
             f"at icount {parent.get('icount')}{start}")
 
 
+def debugger_writes(rrfile: str) -> Optional[str]:
+    """What the log holds of a debugger's writes made while recording (GDB's `set var`, logged
+    and made again by every replay): None if none, or no readable log is there."""
+    from replay import log as L
+
+    try:
+        kinds = [r.kind for c in L.LogReader(rrfile).chunks() for r in c.records
+                 if r.kind in (L.MEMWRITE, L.REGWRITE)]
+    except L.LogError:
+        return None
+    if not kinds:
+        return None
+    memory, registers = kinds.count(L.MEMWRITE), kinds.count(L.REGWRITE)
+    where = f": `urr-snap writes {rrfile} ADDR[:LEN]` lists those to an address" if memory else ""
+    return f"{memory} writes to memory, {registers} to registers, made while recording (replays make them again){where}"
+
+
 def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
     if args.name:
         snap = catalog.load(args.name)
@@ -85,9 +102,10 @@ def cmd_info(catalog: Catalog, args: argparse.Namespace) -> int:
         return 0
     s = catalog.stats()
     garbage = sum(n for _, n in s.garbage)
-    parent = lineage(args.rrfile)
+    parent, written = lineage(args.rrfile), debugger_writes(args.rrfile)
     _fields([("catalog", catalog.path), ("recording", catalog.recording_id),
              *([("parent", parent)] if parent else []),
+             *([("debugger", written)] if written else []),
              ("snapshots", f"{sum(s.kinds.values())} ({', '.join(f'{k} {n}' for k, n in s.kinds.items())})"),
              ("content", f"{s.blobs} pages and sectors, {human_bytes(s.stored_bytes)} stored "
                          f"({human_bytes(s.raw_bytes)} before lz4)"),

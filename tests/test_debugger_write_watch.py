@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 
 import pytest
 
 from debugger.console import Console
 from debugger.timeline import Timeline
+from tests.conftest import ROOT
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
 from tests.test_debugger_writes import needs_gdb, rodata_address
 from tests.test_gdb_e2e import PC, WHERE, run_gdb
@@ -123,3 +126,17 @@ def test_gdb_watch_and_reverse_continue_stop_at_the_write(written, tmp_path, com
     assert run.out.count(f"urr: {said(at, greeting)}\n") == 2, run.out
     assert "$1 = 74 'J'" in run.out and "$2 = 72 'H'" in run.out
     assert run.out.count("No more reverse-execution history.") == (2 if on == "continue" else 1), run.out
+
+
+def test_snap_info_says_the_log_holds_debugger_writes(written):
+    """Before: `urr-snap info` said nothing of them; only `urr-snap writes` at the right address
+    showed one."""
+    hello, rrfile, _, _ = written
+    info = subprocess.run([sys.executable, "-m", "snapshots.cli", "info", rrfile], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert (f"debugger      2 writes to memory, 0 to registers, made while recording (replays make them again): "
+            f"`urr-snap writes {rrfile} ADDR[:LEN]` lists those to an address\n") in info.stdout, info.stdout
+    plain = subprocess.run([sys.executable, "-m", "snapshots.cli", "info", hello.rrfile], capture_output=True,
+                           text=True, cwd=ROOT, timeout=120)
+    assert plain.returncode == 0 and "recording" in plain.stdout and "debugger" not in plain.stdout, plain.stdout
