@@ -17,6 +17,7 @@ from debugger.symbols import Symbols, load_symbols, parse_number as _number
 
 __all__ = ["Console", "load_symbols"]  # load_symbols: scripts and the manual import it from here
 from debugger.timeline import Stop, Timeline
+from debugger.writes import last_write_text
 from replay.player import Divergence
 
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
@@ -223,15 +224,7 @@ class Console(cmd.Cmd):
     def do_last_write(self, arg: str) -> None:
         """last-write ADDR|SYMBOL [LEN]: when was this memory last written before now? (LEN 8)"""
         a, n = self._span(arg, "last-write ADDR|SYMBOL [LEN]", 8)
-        found = self.tl.last_write(a, n)
-        if found is None:
-            self.say(f"no write to {self.where(a)} since the start of the recording")
-            return
-        icount, rip, old, new = found
-        by = ", written from the debugger while recording" if rip is None else f" at {self.where(rip)}: {self.insn(rip)}"
-        self.say(f"last write to {self.where(a)}: icount {icount}{by}\n"
-                 f"  old {old.hex(' ')}  (= {int.from_bytes(old, 'little'):#x})\n"
-                 f"  new {new.hex(' ')}  (= {int.from_bytes(new, 'little'):#x})")
+        self.say(last_write_text(self.tl.last_write(a, n), self.where(a), lambda rip: f"{self.where(rip)}: {self.insn(rip)}"))
 
     def do_step_interrupts(self, arg: str) -> None:
         """step-interrupts [on|off]: whether steps stop in interrupt handlers (default off: a

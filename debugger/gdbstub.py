@@ -21,8 +21,10 @@ from typing import Callable, Optional
 
 from debugger.agentexpr import AgentExprError, BoundCondition, Condition, parse_conditions
 from debugger.gdbwire import Disconnected, Wire, addr_len, escape, hex_int, unescape
+from debugger.symbols import parse_number
 from debugger.tdesc import Description, Reg, for_mode
 from debugger.timeline import Stop, Timeline
+from debugger.writes import last_write_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ step_interrupts on|off whether steps stop in interrupt handlers (off: a step dur
                        guest takes an interrupt goes on through the handler, both directions)
 replay_branch [-f] NEWFILE
                        leave the replay here and record from here into NEWFILE (-f: replace it)
+last_write ADDR [LEN]  the last write to LEN bytes (default 8) at ADDR before here: its icount,
+                       the instruction that made it (or that GDB made it while recording), the
+                       old and new bytes; the position does not move
 """
 
 _FRAME_REGISTERS = ("rbp", "rsp", "rip")  # what Timeline.frame_registers gives, in its order
@@ -147,6 +152,7 @@ class _Session:
             (("step_interrupts", "off"), False, lambda: self.step_interrupts(False)),
             (("step_interrupts",), False, lambda: self.step_interrupts(None)),
             (("replay_branch",), None, self.replay_branch),
+            (("last_write",), None, self.last_write),
             (("help",), False, lambda: MONITOR_HELP),
         ]
 
@@ -545,6 +551,14 @@ class _Session:
         fault = f"urr: {stop.message}\n" if stop.reason == "fault" and stop.message else ""
         return (f"{self._back_on_recording(changed_at)}{fault}at icount {stop.icount}, pc {stop.pc:#x}; "
                 "GDB still shows the old registers until 'maintenance flush register-cache'\n")
+
+    def last_write(self, words: list[str]) -> str:
+        """The console's last-write, which GDB has no command for (symbols: `eval "monitor
+        last_write %p 8", &VAR`); the position does not move."""
+        if len(words) not in (1, 2):
+            raise ValueError("usage: last_write ADDR [LEN]")
+        addr, length = parse_number(words[0], "address"), parse_number((words + ["8"])[1], "length", 1)
+        return last_write_text(self.tl.last_write(addr, length), f"{addr:#x}", lambda rip: f"{rip:#x}") + "\n"
 
     def replay_branch(self, words: list[str]) -> str:
         """Go live here into a new recording; GDB stays attached, debugging it forwards."""

@@ -12,7 +12,7 @@ is the one place that positions it between the records of one icount, and the qu
 it. It is lent the timeline, whose runs and seeks it uses."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from cpu.machine import GuestError
 from debugger.search import Hit
@@ -22,6 +22,19 @@ from snapshots.writeindex import WriteIndex
 
 if TYPE_CHECKING:
     from debugger.timeline import Stop, Timeline
+
+
+def last_write_text(found: Optional[tuple[int, Optional[int], bytes, bytes]], what: str,
+                    instruction: Callable[[int], str]) -> str:
+    """The console's and the GDB monitor's answer to last-write of `what` (the memory, named as
+    they name addresses); `instruction(rip)` names the instruction that wrote."""
+    if found is None:
+        return f"no write to {what} since the start of the recording"
+    icount, rip, old, new = found
+    by = ", written from the debugger while recording" if rip is None else f" at {instruction(rip)}"
+    return (f"last write to {what}: icount {icount}{by}\n"
+            f"  old {old.hex(' ')}  (= {int.from_bytes(old, 'little'):#x})\n"
+            f"  new {new.hex(' ')}  (= {int.from_bytes(new, 'little'):#x})")
 
 
 class Writes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import subprocess
 import sys
 
@@ -140,3 +141,23 @@ def test_snap_info_says_the_log_holds_debugger_writes(written):
     plain = subprocess.run([sys.executable, "-m", "snapshots.cli", "info", hello.rrfile], capture_output=True,
                            text=True, cwd=ROOT, timeout=120)
     assert plain.returncode == 0 and "recording" in plain.stdout and "debugger" not in plain.stdout, plain.stdout
+
+
+def test_gdb_monitor_last_write_names_the_debugger_and_the_instruction(written, tmp_path):
+    """`monitor last_write`: before, GDB had no way to ask last-write (the console's command)."""
+    hello, rrfile, greeting, at = written
+    replay = dataclasses.replace(hello, rrfile=rrfile)
+    run = run_gdb(replay, ["continue", WHERE, f"monitor last_write {greeting:#x} 1",
+                           'eval "monitor last_write %#lx", $rsp - 8', WHERE, "monitor last_write 0x10 0",
+                           "monitor last_write"], tmp_path)
+    assert run.status == hello.status, run.urr_err
+    end, after = run.icounts()
+    assert after == end  # the position did not move
+    assert (f"last write to {greeting:#x}: icount {at}, written from the debugger while recording\n"
+            "  old 48  (= 0x48)\n  new 4a  (= 0x4a)\n") in run.out, run.out
+    stack = re.search(r"^last write to (0x[0-9a-f]+): icount (\d+) at (0x[0-9a-f]+)\n  old ([0-9a-f ]+)  .*\n"
+                      r"  new ([0-9a-f ]+)  ", run.out, re.M)
+    assert stack, run.out  # the stack word at the end: the return address `call kmain` pushed, just before
+    assert int(stack[2]) == at - 1 and len(bytes.fromhex(stack[4])) == 8
+    assert int.from_bytes(bytes.fromhex(stack[5]), "little") == int(stack[3], 16) + 5  # call rel32: 5 bytes
+    assert "error: bad length '0'\n" in run.out and "error: usage: last_write ADDR [LEN]\n" in run.out
