@@ -16,7 +16,7 @@ from debugger.console import Console
 from debugger.timeline import Timeline
 from tests.conftest import ROOT
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
-from tests.test_debugger_writes import needs_gdb, rodata_address
+from tests.test_debugger_writes import needs_gdb, record_a_write, rodata_address
 from tests.test_gdb_e2e import PC, WHERE, run_gdb
 
 pytestmark = needs_gdb
@@ -161,3 +161,24 @@ def test_gdb_monitor_last_write_names_the_debugger_and_the_instruction(written, 
     assert int(stack[2]) == at - 1 and len(bytes.fromhex(stack[4])) == 8
     assert int.from_bytes(bytes.fromhex(stack[5]), "little") == int(stack[3], 16) + 5  # call rel32: 5 bytes
     assert "error: bad length '0'\n" in run.out and "error: usage: last_write ADDR [LEN]\n" in run.out
+
+
+def test_far_into_a_recording_the_write_index_leads_to_the_write(recorded, tmp_path):  # noqa: F811
+    """The write ~34 M instructions in, in a page the guest never writes: continue and
+    reverse-continue to a write watchpoint replay only the digest intervals whose page lists name
+    the watched page, and the debugger's write must be among them (as the guest's are)."""
+    corrupt = recorded("corrupt")
+    addr = rodata_address(corrupt, b"corruption detected")
+    rrfile, at = record_a_write(corrupt, tmp_path, "report_corruption", addr, "K")
+    with Timeline.for_replay(rrfile, corrupt.kernel, snapshot="init") as tl:
+        tl.add_watchpoint(addr, 4, "w", changes_only=True)
+        stop = tl.cont()
+        assert (stop.reason, stop.icount, tl.read_memory(addr, 4)) == ("watchpoint", at, b"Korr")
+        assert tl.cont().reason == "end"
+        back = tl.reverse_cont()
+        assert (back.reason, back.icount, tl.read_memory(addr, 4)) == ("watchpoint", at, b"corr")
+        assert back.message == f"written from the debugger while recording: 1 byte at {addr:#x}, at icount {at}"
+        assert tl.reverse_cont().reason == "begin"
+        tl.remove_watchpoint(addr, 4, "w")
+        assert tl.cont().reason == "end"
+        assert tl.last_write(addr, 4) == (at, None, b"corr", b"Korr")
