@@ -182,3 +182,18 @@ def test_far_into_a_recording_the_write_index_leads_to_the_write(recorded, tmp_p
         tl.remove_watchpoint(addr, 4, "w")
         assert tl.cont().reason == "end"
         assert tl.last_write(addr, 4) == (at, None, b"corr", b"Korr")
+
+
+def test_going_back_a_breakpoint_at_the_same_icount_comes_first(written):
+    """The write is made before the instruction at its icount runs: going back from the end,
+    the breakpoint there (reached after the write) stops first, then the write."""
+    hello, rrfile, greeting, at = written
+    with Timeline.for_replay(rrfile, hello.kernel, snapshot="init") as tl:
+        assert tl.cont().reason == "end"
+        tl.add_breakpoint(hello.elf.addr("kmain"))
+        tl.add_watchpoint(greeting, 1, "w", changes_only=True)
+        stop = tl.reverse_cont()
+        assert (stop.reason, stop.icount, tl.read_memory(greeting, 1)) == ("breakpoint", at, b"J")
+        stop = tl.reverse_cont()
+        assert (stop.reason, stop.icount, tl.read_memory(greeting, 1)) == ("watchpoint", at, b"H")
+        assert tl.reverse_cont().reason == "begin"
