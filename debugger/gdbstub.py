@@ -554,11 +554,14 @@ class _Session:
 
     def last_write(self, words: list[str]) -> str:
         """The console's last-write, which GDB has no command for (symbols: `eval "monitor
-        last_write %p 8", &VAR`); the position does not move."""
+        last_write %p 8", &VAR`); the position does not move, but a replay the debugger changed
+        is back on its recording after it, as after a seek."""
         if len(words) not in (1, 2):
             raise ValueError("usage: last_write ADDR [LEN]")
         addr, length = parse_number(words[0], "address"), parse_number((words + ["8"])[1], "length", 1)
-        return last_write_text(self.tl.last_write(addr, length), f"{addr:#x}", lambda rip: f"{rip:#x}") + "\n"
+        changed_at = self._changed_at()  # the search replays the recording: the user's changes go
+        found = self.tl.last_write(addr, length)
+        return f"{self._back_on_recording(changed_at)}{last_write_text(found, f'{addr:#x}', lambda rip: f'{rip:#x}')}\n"
 
     def replay_branch(self, words: list[str]) -> str:
         """Go live here into a new recording; GDB stays attached, debugging it forwards."""

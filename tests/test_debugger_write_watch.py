@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 from tests.replays import Recording, recorded  # noqa: F401  (recorded is a fixture)
 from tests.test_debugger_writes import needs_gdb, record_a_write, rodata_address
 from tests.test_gdb_e2e import PC, WHERE, run_gdb
+from tests.test_gdbstub import Client, Served
 
 pytestmark = needs_gdb
 
@@ -197,3 +198,24 @@ def test_going_back_a_breakpoint_at_the_same_icount_comes_first(written):
         stop = tl.reverse_cont()
         assert (stop.reason, stop.icount, tl.read_memory(greeting, 1)) == ("watchpoint", at, b"H")
         assert tl.reverse_cont().reason == "begin"
+
+
+def test_monitor_last_write_in_a_changed_replay_says_the_change_is_undone(written):
+    """The search replays the recording, so a change made from GDB is gone after it: before,
+    `monitor last_write` (new) would have dropped it without a word."""
+    hello, rrfile, greeting, at = written
+    with Timeline.for_replay(rrfile, hello.kernel, snapshot="init") as tl:
+        served = Served(tl)
+        client = Client(served.server.port)
+        try:
+            for _ in range(at + 3):
+                assert client.ask("s").startswith("T05")
+            assert client.ask(f"M{greeting:x},1:5a") == "OK" and tl.off_recording
+            text, reply = client.ask_console("qRcmd," + f"last_write {greeting:#x} 1".encode().hex())
+            assert reply == "OK" and not tl.off_recording and tl.read_memory(greeting, 1) == b"J"
+            assert text == (f"urr: back on the recording at icount {at + 3}: the debugger's changes (since icount "
+                            f"{at + 3}) are undone\nlast write to {greeting:#x}: icount {at}, written from the "
+                            "debugger while recording\n  old 48  (= 0x48)\n  new 4a  (= 0x4a)\n"), text
+        finally:
+            client.close()
+            served.server.close()
