@@ -65,7 +65,8 @@ class PageTree:
         mids = mids_for(pages)
         # Page -> its content hash (EMPTY: zero) at page * HASH: the running tracker writes it
         # directly (cpu.pagetrack) and says which pages it changed in `dirty`.
-        self.table = mmap.mmap(-1, mids * MID_PAGES * HASH)
+        # Private: a forked copy (a feeder, snapshots.writer) must keep the hashes of the fork.
+        self.table = mmap.mmap(-1, mids * MID_PAGES * HASH, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._leaf_table = bytearray(mids * FANOUT * HASH)
         self.mids = [EMPTY] * mids
         self.dirty: set[int] = set()  # pages whose hash may have changed since the last refresh

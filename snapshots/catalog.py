@@ -58,6 +58,18 @@ _INFO = "SELECT name, kind, icount, vtime_ns, pages, bytes FROM snapshots"
 
 
 @dataclass
+class StoredAhead:
+    """Content of the next snapshot stored before it (`Catalog.add_blobs`: a big capture's, as
+    it is fed): its bytes count in what that snapshot adds, and its hashes need no asking."""
+    bytes: int = 0
+    hashes: set[bytes] = field(default_factory=set)
+
+    def add(self, blobs: dict[bytes, bytes], stored: int) -> None:
+        self.bytes += stored
+        self.hashes.update(blobs)
+
+
+@dataclass
 class _References:
     """What a catalog's snapshots reach (Catalog._references)."""
     nodes: set[bytes] = field(default_factory=set)
@@ -322,7 +334,7 @@ class Catalog:
 
     def save(self, snap: Snapshot, blobs: dict[bytes, bytes],
              nodes: Optional[dict[bytes, bytes]] = None, base: Optional[bytes] = None,
-             stored_ahead: int = 0) -> None:
+             ahead: Optional[StoredAhead] = None) -> None:
         """Store a snapshot (replacing a same-named one) in one transaction, or as one step of
         the open batch.
 
@@ -330,15 +342,15 @@ class Catalog:
         believes may be new; what is already stored is skipped. Every node and content the
         snapshot's tree reaches must then be in the file: checked for what the given nodes name,
         except what they have in common with the tree `base`, whose whole tree the caller knows
-        to be stored (a snapshot of k changed pages is checked at the cost of k). `stored_ahead`:
-        bytes of its content stored before it (`add_blobs`), counted in what it added."""
+        to be stored (a snapshot of k changed pages is checked at the cost of k). `ahead`: its
+        content stored before it (`add_blobs`)."""
         if snap.kind not in KINDS:
             raise CatalogError(f"snapshot '{snap.name}' has unknown kind '{snap.kind}'")
         with self._transaction():
-            self._insert(snap, blobs, nodes or {}, base, stored_ahead)
+            self._insert(snap, blobs, nodes or {}, base, ahead or StoredAhead())
 
     def _insert(self, snap: Snapshot, blobs: dict[bytes, bytes], nodes: dict[bytes, bytes],
-                base: Optional[bytes], stored_ahead: int) -> None:
+                base: Optional[bytes], ahead: StoredAhead) -> None:
         """One snapshot's rows, new nodes and new content, inside the caller's transaction."""
         state = [json.dumps(x) for x in (snap.cpu, snap.devices, snap.log_pos)]
         root, built = tree_of(snap.pages, snap.ram_size)
@@ -351,7 +363,7 @@ class Catalog:
         need_nodes, need_blobs = pagetree.named_below(root, nodes, base, self.get_node)
         need_blobs |= set(snap.disk.values())
         present_nodes = self.has_nodes(need_nodes | nodes.keys())
-        present = self.has_blobs(need_blobs | blobs.keys())
+        present = self.has_blobs((need_blobs | blobs.keys()) - ahead.hashes) | ahead.hashes
         missing = (need_nodes - present_nodes) | (need_blobs - present - blobs.keys())
         if missing:
             raise CatalogError(f"snapshot '{snap.name}' refers to {len(missing)} pages or tree nodes "
@@ -366,7 +378,7 @@ class Catalog:
             self._remember_node(h, data)
         self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
         self.rows_stored += len(new_nodes)
-        added = (stored_ahead + self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
+        added = (ahead.bytes + self._store_blobs(blobs, present) + sum(len(c) for _, c in new_nodes)
                  + sum(map(len, state)) + len(root) + len(disk_map))
         self._rows("INSERT OR REPLACE INTO snapshots (name, kind, icount, vtime_ns, ram_size, cpu, "
                    "devices, log_pos, ram_root, disk_map, pages, bytes) "

@@ -15,7 +15,7 @@ import bisect
 import dataclasses
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from unicorn import UcError
 
@@ -122,9 +122,10 @@ class SnapshotManager:
     def take(self, name: str, kind: str) -> SnapshotInfo:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False
-        if self.writer.big(len(cap.blobs) * PAGE):
+        if self.writer.big(cap.content_bytes()):
             self.big_at = cap.icount
-        self._remember(cap.blobs)
+        elif self.recent_limit:
+            self._remember(cap.all_blobs())
         if self.recent_limit:
             _keep_recent(self.recent_nodes, cap.nodes.items(), RECENT_NODES)
         self.writer.submit_capture(cap)
@@ -133,7 +134,8 @@ class SnapshotManager:
         if cap.full:
             self.disk_map.clear()
         self.disk_map.update(cap.disk)
-        self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, disk=dict(self.disk_map), full=True)
+        self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, content=None,
+                                               disk=dict(self.disk_map), full=True)
         self.taken.move_to_end(name)
         if len(self.taken) > TAKEN:
             self.taken.popitem(last=False)
@@ -328,7 +330,7 @@ class SnapshotManager:
             self.writer.close()  # once all is stored; raises what storing any of it hit
 
 
-def _keep_recent(cache: OrderedDict[bytes, bytes], items, limit: int) -> None:
+def _keep_recent(cache: OrderedDict[bytes, bytes], items: Iterable[tuple[bytes, bytes]], limit: int) -> None:
     """Add `items` to an insertion-ordered cache, dropping the oldest beyond `limit`. (With a
     plain dict, finding the oldest steps over every slot deleted before it: quadratic, 5 s of
     a 1 GiB guest's replay.)"""

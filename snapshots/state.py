@@ -17,7 +17,8 @@ from typing import Callable, Optional
 
 from cpu import cpustate
 from cpu.machine import Machine
-from cpu.pagetrack import page_digest
+from cpu.pagemap import PAGE
+from cpu.pagetrack import PageContent, page_digest
 from cpu.pagetree import NodeSource
 from replay import log as L
 from snapshots.catalog import Snapshot, TreePages, tree_of
@@ -38,12 +39,22 @@ class Capture:
     pages: int  # non-zero RAM pages
     nodes: dict[bytes, bytes]  # tree nodes made since the previous capture (all, if `full`)
     disk: dict[int, bytes]  # overlay sector -> content hash
-    # The content of pages changed since the previous capture (all, if `full`) and of those
-    # sectors. Pages are views of the live RAM, not copies: valid until the guest runs again
-    # (the catalog writer copies them out at once).
+    # Content by hash: of those sectors, and of the RAM pages given as such rather than as
+    # `content`. Views of the live RAM are valid until the guest runs again (the catalog writer
+    # copies them out at once, or a forked copy of the emulator sees them as they were).
     blobs: dict[bytes, bytes | memoryview]
     ram_size: int
     full: bool  # nodes, blobs and disk are whole, not changes
+    content: Optional[PageContent] = None  # the pages changed since the previous capture (all, if `full`)
+
+    def content_bytes(self) -> int:
+        """The content's size at most: what the writer decides how to carry it by."""
+        pages = self.content.count if self.content is not None else 0
+        return pages * PAGE + sum(map(len, self.blobs.values()))
+
+    def all_blobs(self) -> dict[bytes, bytes | memoryview]:
+        """Every content by hash, pages read now (see PageContent)."""
+        return {**self.content.blobs, **self.blobs} if self.content is not None else self.blobs
 
     def snapshot(self, disk: dict[int, bytes], node: NodeSource) -> Snapshot:
         """The whole snapshot, given the sector map as of the previous capture (brought up to
@@ -79,7 +90,7 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
         pages = tracker.whole_content()
         root, nodes = tracker.whole_tree()
         written = machine.disk.get_overlay() if machine.disk is not None else {}
-    blobs: dict[bytes, bytes | memoryview] = dict(pages)  # and the sectors' below
+    blobs: dict[bytes, bytes | memoryview] = {}
     disk: dict[int, bytes] = {}
     for sector, data in written.items():
         h = page_digest(data)
@@ -95,7 +106,7 @@ def capture(machine: Machine, name: str, kind: str, full: bool) -> Capture:
             "exit_status": machine.exit_status,
         },
         log_pos=log_position(machine), root=root, pages=tracker.count, nodes=nodes,
-        disk=disk, blobs=blobs, ram_size=machine.ram.size, full=full)
+        disk=disk, blobs=blobs, ram_size=machine.ram.size, full=full, content=pages)
 
 
 def restore(machine: Machine, snap: Snapshot, blob: Callable[[bytes], bytes],

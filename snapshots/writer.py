@@ -45,12 +45,13 @@ import os
 import pickle
 import select
 import signal
+import struct
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Iterable, Iterator, Optional
 
 from cpu.pagemap import PAGE
-from snapshots.catalog import Catalog, CatalogError, Snapshot
+from snapshots.catalog import Catalog, CatalogError, Snapshot, StoredAhead
 from snapshots.state import Capture
 
 # ("capture", Capture) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
@@ -68,6 +69,7 @@ CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done by the chi
 RING_BYTES = 8 << 20  # shared memory for page content on its way (~200 snapshots of 10 pages)
 FEED_ABOVE = RING_BYTES // 4  # content bytes above which a forked copy may feed it (`_feed`)
 FORK_PAGES_PER_COPY = 16  # a fork costs about what copying one page per 16 mapped ones does
+_RECORD = struct.Struct("<16sI")  # a fed content's hash and size, before its bytes
 
 
 class _Ring:
@@ -174,7 +176,7 @@ class _Child:
         self.catalog = catalog
         self.root: Optional[bytes] = None
         self.root_stored = False  # the whole tree `root` is in the file (checks may skip it)
-        self.stored_ahead = 0  # bytes of the next capture's content stored before it
+        self.ahead = StoredAhead()  # the next capture's content stored before it
         self.disk: dict[int, bytes] = {}
         self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
         self.error: Optional[str] = None
@@ -188,10 +190,10 @@ class _Child:
         base = self.root if self.root_stored and op == "capture" else None
         snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
         self.pending += 1
-        ahead = 0
+        ahead = None
         if op == "capture":
             self.root_stored = False
-            ahead, self.stored_ahead = self.stored_ahead, 0
+            ahead, self.ahead = self.ahead, StoredAhead()
         if self.error is not None:
             return
         try:
@@ -210,7 +212,7 @@ class _Child:
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.stored_ahead += self.catalog.add_blobs(blobs)
+            self.ahead.add(blobs, self.catalog.add_blobs(blobs))
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
@@ -254,14 +256,15 @@ def _out_of_ring(ring: _Ring, sizes: dict[bytes, int], end: int) -> dict[bytes, 
     return blobs
 
 
-def _fed(fd: int, sizes: dict[bytes, int]) -> Iterator[dict[bytes, bytes]]:
-    """Content written down the pipe `fd` by a feeder (`CatalogWriter._feed`), in pieces of
-    about a quarter ring; the pipe is closed at the end. A feeder that died early leaves the
-    rest missing, which the capture's store then reports."""
+def _fed(fd: int) -> Iterator[dict[bytes, bytes]]:
+    """Content written down the pipe `fd` by a feeder (`CatalogWriter._feed`) as records of
+    hash, size and bytes until the end of the pipe, in pieces of about a quarter ring. A feeder
+    that died early leaves the rest missing, which the capture's store then reports."""
     with open(fd, "rb", buffering=PIPE_BYTES) as pipe:
         piece: dict[bytes, bytes] = {}
         size = 0
-        for h, n in sizes.items():
+        while len(head := pipe.read(_RECORD.size)) == _RECORD.size:
+            h, n = _RECORD.unpack(head)
             data = pipe.read(n)  # all n bytes, unless the feeder ended early
             if len(data) < n:
                 break
@@ -311,7 +314,7 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
                 args = Capture(*fields)
                 if end is None:  # fed down a pipe instead, stored ahead as it comes
                     fd = multiprocessing.reduction.recv_handle(conn)
-                    for piece in _fed(fd, args.blobs):
+                    for piece in _fed(fd):
                         child.store_content(piece)
                     args.blobs = {}
                 else:
@@ -429,18 +432,17 @@ class CatalogWriter:
     def submit_capture(self, cap: Capture) -> None:
         """Store a capture, made whole against the captures before it (or the `base`). Its
         content is copied before this returns (pages may be views of the live RAM): through the
-        ring, or if it is big (a guest that wrote much memory) by a forked copy of this process."""
+        ring, or if it is big (a guest that wrote much memory) by a forked copy of this process,
+        which also reads the pages (cap.content) in this one's stead."""
         self._reap(os.WNOHANG)
-        if self._worth_feeding(sum(map(len, cap.blobs.values())), cap.pages):
-            self._feed(list(cap.blobs.values()))
-            sizes = {h: len(data) for h, data in cap.blobs.items()}
-            fields = tuple(sizes if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
-            self._send(("capture", (fields, None)))
+        if self._worth_feeding(cap.content_bytes(), cap.pages):
+            self._feed(cap)
+            self._send(("capture", (self._fields(cap, None), None)))
             self.submitted += 1
             return
         piece: list[tuple[bytes, bytes | memoryview]] = []
         size = 0
-        for h, data in cap.blobs.items():
+        for h, data in cap.all_blobs().items():
             if size + len(data) > self._ring.size // 4 and piece:
                 self._send_content(piece, size)
                 piece, size = [], 0
@@ -448,10 +450,15 @@ class CatalogWriter:
             size += len(data)
         sizes = {h: len(data) for h, data in piece}
         end = self._into_ring([data for _, data in piece], size) + size
-        # As a plain tuple: pickling a dataclass costs twice as much.
-        fields = tuple(sizes if name == "blobs" else getattr(cap, name) for name in _CAPTURE_FIELDS)
-        self._send(("capture", (fields, end)))
+        self._send(("capture", (self._fields(cap, sizes), end)))
         self.submitted += 1
+
+    @staticmethod
+    def _fields(cap: Capture, sizes: Optional[dict[bytes, int]]) -> tuple:
+        """The capture as the child gets it: a plain tuple (pickling a dataclass costs twice as
+        much), content named by `sizes` (None: fed down a pipe), no PageContent (read here)."""
+        return tuple(sizes if name == "blobs" else None if name == "content" else getattr(cap, name)
+                     for name in _CAPTURE_FIELDS)
 
     def feeding(self) -> bool:
         """Whether a forked copy still feeds the child content (`_feed`)."""
@@ -472,11 +479,12 @@ class CatalogWriter:
             return False
         return size > self._ring.room() or size // PAGE > pages // FORK_PAGES_PER_COPY
 
-    def _feed(self, items: list[bytes | memoryview]) -> None:
-        """Fork a copy of this process that writes `items` down a pipe whose read end goes to
-        the child (before the request naming them). The copy shares memory with this process
-        copy-on-write, so it sees the content as it is now whatever the guest writes next, and
-        this process pays page tables and a fault per page it writes while the copy lives."""
+    def _feed(self, cap: Capture) -> None:
+        """Fork a copy of this process that writes the capture's content down a pipe whose read
+        end goes to the child (before the request that stores the capture), as records of hash,
+        size and bytes (`_fed`). The copy shares memory with this process copy-on-write, so it
+        sees RAM and the page hashes as they are now whatever the guest writes next; this process
+        pays page tables and a fault per page it writes while the copy lives."""
         read_end, write_end = os.pipe()
         try:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
@@ -492,10 +500,10 @@ class CatalogWriter:
                 os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                for data in items:
-                    view = memoryview(data)
-                    while view:  # a write to a pipe may take part of it
-                        view = view[os.write(write_end, view):]
+                with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
+                    for h, data in cap.all_blobs().items():
+                        pipe.write(_RECORD.pack(h, len(data)))
+                        pipe.write(data)
             except BaseException:  # the child went away (it reports the missing content)
                 status = 1
             finally:

@@ -481,7 +481,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, 
     if feed_above is not None:
         monkeypatch.setattr(writer_module, "FEED_ABOVE", feed_above)
         feed = CatalogWriter._feed
-        monkeypatch.setattr(CatalogWriter, "_feed", lambda self, items: fed.append(len(items)) or feed(self, items))
+        monkeypatch.setattr(CatalogWriter, "_feed", lambda self, cap: fed.append(len(cap.all_blobs())) or feed(self, cap))
     writer = CatalogWriter(db, REC)
     ram = {n: page(n) for n in range(8)}
     tree, hashes = pagetree.PageTree(4096), {}
@@ -635,3 +635,47 @@ def test_bytes_a_snapshot_adds_follow_the_pages_changed_not_the_ram_size(db, ram
         bound = k * (4096 + 16 + 2 * (pagetree.NODE_BYTES + 16)) + 4096 + state
         assert added[f"k{k}"] <= bound, (k, added)
     assert added["base"] > 3000 * 4096 / 4  # the base stored its content (compressible pages)
+
+
+def test_a_fed_capture_stores_ram_as_it_was_when_taken(db, monkeypatch):
+    """A big capture's pages are read by the forked copy that feeds them, not by the emulator
+    (PageContent): the copy must see RAM and the page hashes as they were at the capture while
+    the guest goes on writing the same pages and the tracker rehashes them."""
+    from cpu.pagetrack import PageTracker
+    from cpu.ram import Ram
+    monkeypatch.setattr(writer_module, "FEED_ABOVE", 2 * 4096)
+    fed = []
+    feed = CatalogWriter._feed
+    monkeypatch.setattr(CatalogWriter, "_feed", lambda self, cap: fed.append(cap.name) or feed(self, cap))
+    ram = Ram(16 << 20)
+    tracker = PageTracker(ram)
+    tracker.for_snapshots = True
+    writer = CatalogWriter(db, REC)
+    expected = {}
+    try:
+        for i in range(6):
+            for n in range(8):  # all of them, every time: big enough to be fed
+                ram.write(n * 4096, page(100 * i + n))
+            tracker.update()
+            content, root, nodes = tracker.take_snapshot_changes()
+            if i == 0:
+                content = tracker.whole_content()
+                root, nodes = tracker.whole_tree()
+            cap = Capture(name=f"f{i}", kind="periodic", icount=i, vtime_ns=i * 128,
+                          registers=bytes(cpustate.RAW_SIZE),
+                          devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
+                          log_pos={"chunk": 0, "index": i}, root=root, pages=tracker.count, nodes=nodes,
+                          disk={}, blobs={}, ram_size=ram.size, full=i == 0, content=content)
+            writer.submit_capture(cap)
+            expected[cap.name] = {n: page(100 * i + n) for n in range(8)}
+            for n in range(8):  # the guest goes on at once
+                ram.write(n * 4096, page(7777 + n))
+            tracker.update()
+        writer.close()
+    finally:
+        ram.close()
+    assert fed == [f"f{i}" for i in range(6)]
+    with Catalog.open(db, REC, create=False) as c:
+        for name, pages in expected.items():
+            snap = c.load(name)
+            assert {n: c.get_blob(h) for n, h in snap.pages.items()} == pages, name

@@ -99,12 +99,12 @@ def test_digest_lists_same_value_writes():
         ram.mm[5 * PAGE] = 3
         tracker.update()
         assert list(unpack_pages(tracker.take_digest()[1])) == [5]
-        assert list(tracker.take_snapshot_changes()[0]) == [page_digest(ram.page(5))]
+        assert list(tracker.take_snapshot_changes()[0].blobs) == [page_digest(ram.page(5))]
         ram.mm[5 * PAGE] = 3  # the same value again
         tracker.update()
         listed = list(unpack_pages(tracker.take_digest()[1]))
         assert listed == [5] if ram.exact else 5 in listed
-        assert tracker.take_snapshot_changes()[0] == {}  # content unchanged: nothing to store
+        assert tracker.take_snapshot_changes()[0].blobs == {}  # content unchanged: nothing to store
         tracker.update()
         if ram.exact:
             assert tracker.take_digest()[1] == b""
