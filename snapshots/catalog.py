@@ -411,12 +411,14 @@ class Catalog:
         with self._transaction():
             return self._many("DELETE FROM snapshots WHERE name = ?", [(n,) for n in names])
 
-    def gc(self, keep: Iterable[bytes] = (), keep_roots: Iterable[bytes] = ()) -> tuple[int, int]:
+    def gc(self, keep: Iterable[bytes] = (), keep_roots: Iterable[bytes] = (),
+           node: Optional[pagetree.NodeSource] = None) -> tuple[int, int]:
         """Delete content and tree nodes no snapshot refers to, except content `keep` and the
-        trees `keep_roots` (what the caller will still refer to); (contents removed, compressed
-        bytes freed). SQLite reuses the freed pages."""
+        trees `keep_roots` (what the caller will still refer to; their nodes from `node`, which
+        may know nodes the file does not hold); (contents removed, compressed bytes freed).
+        SQLite reuses the freed pages."""
         with self._transaction():
-            refs = self._references(keep_roots)
+            refs = self._references(keep_roots, node or self.get_node)
             doomed = self._garbage(refs.blobs | set(keep))
             freed = sum(self._stored_sizes(doomed).values())
             self._many("DELETE FROM blobs WHERE hash = ?", [(h,) for h in doomed])
@@ -437,9 +439,11 @@ class Catalog:
         (bigmem: 65,536 pages of content, ~0.4 s a gc)."""
         return self.rows_stored * 2 >= self.rows_after_gc
 
-    def _references(self, extra_roots: Iterable[bytes] = ()) -> _References:
+    def _references(self, extra_roots: Iterable[bytes] = (),
+                    node: Optional[pagetree.NodeSource] = None) -> _References:
         """What the snapshots' trees and sector maps (and `extra_roots`) reach, each distinct
-        node read once."""
+        node read once (from `node`, else the file)."""
+        get_node = node or self.get_node
         refs = _References()
         leaves_seen: set[bytes] = set()
         roots = [*((name, root) for name, root in self._rows("SELECT name, ram_root FROM snapshots")),
@@ -448,12 +452,12 @@ class Catalog:
             for mid in pagetree.children(root):
                 if mid not in refs.nodes:
                     refs.nodes.add(mid)
-                    refs.mid_children[mid] = len(pagetree.children(self.get_node(mid)))
-                    for leaf in pagetree.children(self.get_node(mid)):
+                    refs.mid_children[mid] = len(pagetree.children(get_node(mid)))
+                    for leaf in pagetree.children(get_node(mid)):
                         refs.nodes.add(leaf)
                         if leaf not in leaves_seen:
                             leaves_seen.add(leaf)
-                            refs.blobs.update(pagetree.children(self.get_node(leaf)))
+                            refs.blobs.update(pagetree.children(get_node(leaf)))
                 refs.node_references += 1 + refs.mid_children[mid]
         for name, disk_map in self._rows("SELECT name, disk_map FROM snapshots"):
             hashes = unpack_map(disk_map, f"snapshot '{name}' in {self.path}").values()

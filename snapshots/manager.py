@@ -102,6 +102,7 @@ class SnapshotManager:
         self.coarse = 0  # the coarsest tier's interval, in icounts
         self.big_at: Optional[int] = None  # where the last capture big enough to feed was taken
         self.grid: set[int] = set()  # grid points (icount // interval) with a periodic snapshot
+        self.coarse_taken: set[int] = set()  # coarse intervals a periodic snapshot was taken in
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
             self.coarse = max(1, max(i for _, i in tiers) >> machine.shift)
@@ -122,6 +123,10 @@ class SnapshotManager:
     def take(self, name: str, kind: str) -> SnapshotInfo:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False
+        if kind == "periodic" and self.interval and self.coarse > self.interval:
+            bucket = cap.icount // self.coarse
+            cap.provisional = bucket in self.coarse_taken
+            self.coarse_taken.add(bucket)
         if self.writer.big(cap.content_bytes()):
             self.big_at = cap.icount
         elif self.recent_limit:

@@ -46,6 +46,9 @@ class Capture:
     ram_size: int
     full: bool  # nodes, blobs and disk are whole, not changes
     content: Optional[PageContent] = None  # the pages changed since the previous capture (all, if `full`)
+    # A dense snapshot the policy will likely thin (its coarse interval has one already): the
+    # writer may hold it back from the file until it outlives that (snapshots.held).
+    provisional: bool = False
 
     def content_bytes(self) -> int:
         """The content's size at most: what the writer decides how to carry it by."""

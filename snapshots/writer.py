@@ -52,6 +52,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from cpu.pagemap import PAGE
 from snapshots.catalog import Catalog, CatalogError, Snapshot, StoredAhead
+from snapshots.held import HeldCaptures
 from snapshots.state import Capture
 
 # ("capture", Capture) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
@@ -59,6 +60,7 @@ from snapshots.state import Capture
 Request = tuple[str, Any]
 _CAPTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Capture))
 _STORES = ("capture", "save")  # requests that store a snapshot: they share commits
+_WHOLE = ("flush", "base", "close")  # requests after which the file must hold every snapshot
 COMMIT_EVERY = 0.02  # seconds a stored snapshot may wait for others to share its commit
 MAX_GROUP = 256  # snapshots in one commit at most
 PIPE_BYTES = 1 << 20  # asked of the kernel for the request pipe (about 20 snapshots)
@@ -170,40 +172,81 @@ class _Inbox:
 
 class _Child:
     """The writer process's state: its catalog, the tree root and sector map as of the last
-    capture, the batch of snapshots not committed yet, and the first error not reported yet."""
+    capture, the captures held back (snapshots.held), the batch of snapshots not committed yet,
+    and the first error not reported yet."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.root: Optional[bytes] = None
-        self.root_stored = False  # the whole tree `root` is in the file (checks may skip it)
+        self.root: Optional[bytes] = None  # the last capture's tree: what the next builds on
+        # A tree wholly in the file: a capture's check skips what it shares with it.
+        self.stored_root: Optional[bytes] = None
         self.ahead = StoredAhead()  # the next capture's content stored before it
         self.disk: dict[int, bytes] = {}
-        self.pending = 0  # snapshots since the last commit: stored in the batch, or skipped
+        self.held = HeldCaptures()
+        self.number = 0  # snapshots submitted so far (captures and saves)
+        self.batch: list[int] = []  # the numbers stored (or skipped) since the last commit
         self.error: Optional[str] = None
 
+    @property
+    def pending(self) -> int:
+        return len(self.batch)
+
+    def settled(self) -> int:
+        """How many of the snapshots submitted (counted from 1) are settled, in order: in the
+        file, failed, or deleted while held."""
+        unsettled = self.held.numbers() + self.batch
+        return min(unsettled) - 1 if unsettled else self.number
+
     def store(self, op: str, args: Any) -> None:
-        """Store a snapshot in the open batch (each is a savepoint: a bad one spoils no other).
-        After an error nothing is stored until it is reported, since later snapshots may rely
-        on the one that failed; captures still update the running maps, so those after it stay
-        right."""
-        # A stored tree: the capture's check skips what it shares with it.
-        base = self.root if self.root_stored and op == "capture" else None
-        snap, blobs, nodes = self.whole(args) if op == "capture" else (*args, None)
-        self.pending += 1
-        ahead = None
-        if op == "capture":
-            self.root_stored = False
-            ahead, self.ahead = self.ahead, StoredAhead()
+        """Store a snapshot in the open batch (each is a savepoint: a bad one spoils no other),
+        or hold a provisional capture back. After an error nothing is stored until it is
+        reported, since later snapshots may rely on the one that failed; captures still update
+        the running maps, so those after it stay right."""
+        self.number += 1
+        if op != "capture":
+            self._save(self.number, *args, None, None, chained=False)
+            return
+        snap, blobs, nodes = self.whole(args)
+        if args.provisional and self.error is None:
+            self.held.carry(self.number, nodes, blobs)
+            self.held.hold(self.number, snap)
+            while self.held.over(self.number):
+                self._store_held(self.held.oldest())
+            return
+        ahead, self.ahead = self.ahead, StoredAhead()
+        self._save(self.number, snap, blobs, nodes, ahead)
+
+    def _save(self, number: int, snap: Snapshot, blobs: dict[bytes, bytes],
+              nodes: Optional[dict[bytes, bytes]], ahead: Optional[StoredAhead], chained: bool = True) -> None:
+        """Store a snapshot; a `chained` one (a capture) with what it reaches of the held
+        captures' nodes and content, its check skipping what it shares with the stored tree."""
+        self.batch.append(number)
         if self.error is not None:
             return
+        base = self.stored_root if chained else None
+        if chained:
+            pool_nodes, pool_blobs = self.held.reached(snap.pages.root, base, nodes or {})
+            nodes = {**pool_nodes, **(nodes or {})}
+            blobs = {**pool_blobs, **self.held.sector_blobs(snap.disk), **blobs}
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
             self.catalog.save(snap, blobs, nodes, base, ahead)
-            if op == "capture":
-                self.root_stored = True
+            if chained:
+                self.stored_root = snap.pages.root
+                self.held.stored(number, [*nodes, *blobs])
         except Exception as e:  # kept for the next flush
             self.error = str(e)
+
+    def _store_held(self, name: str) -> None:
+        held = self.held.captures[name]
+        self._save(held.number, held.snap, {}, {}, None)
+        self.held.release(name)
+
+    def store_held(self) -> None:
+        """Store every capture held back: the file must hold them all now."""
+        while self.held:
+            self._store_held(self.held.oldest())
 
     def store_content(self, blobs: dict[bytes, bytes]) -> None:
         """Store content ahead of the capture that refers to it (a big capture's, in pieces)."""
@@ -216,16 +259,16 @@ class _Child:
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
-    def commit(self) -> int:
-        """Land the batch; how many snapshots are settled by it (in the file, or failed)."""
-        settled, self.pending = self.pending, 0
+    def commit(self) -> None:
+        """Land the batch: its snapshots are settled (in the file, or failed)."""
+        self.batch.clear()
         if self.catalog.in_batch:
             try:
                 self.catalog.commit()
             except Exception as e:  # the batch is undone: its trees are not stored
                 self.error = self.error or str(e)
-                self.root_stored = False
-        return settled
+                self.stored_root = None
+                self.held.lost()
 
     def whole(self, cap: Capture) -> tuple[Snapshot, dict[bytes, bytes], dict[bytes, bytes]]:
         self.root = cap.root
@@ -233,18 +276,25 @@ class _Child:
 
     def apply(self, op: str, args: Any) -> None:
         """A request other than a store; the batch is committed before it."""
+        if op == "delete":  # those held are settled at once, whatever the error
+            for name in args:
+                self.held.release(name)
         if self.error is not None and op != "base":
             return
         try:
             if op == "base":  # the parent restored this snapshot: later captures build on it
                 snap = self.catalog.load(args)
                 self.root, self.disk = snap.pages.root, dict(snap.disk)
-                self.root_stored = True
+                self.stored_root = self.root
             elif op == "delete":
                 self.catalog.delete(*args)
-            elif not args[1] or self.catalog.gc_due():  # gc: the running tree and map are
-                self.catalog.gc(args[0] | set(self.disk.values()),  # what the next capture builds on
-                                [self.root] if self.root is not None else [])
+            elif not args[1] or self.catalog.gc_due():  # gc: the running tree and map are what
+                # the next capture builds on; the held trees are still to be stored
+                roots = [r for r in (self.root, self.stored_root) if r is not None]
+                self.catalog.gc(args[0] | set(self.disk.values()) | self.held.sectors(),
+                                roots + self.held.roots(),
+                                lambda h: self.held.node(h) or self.catalog.get_node(h))
+                self.held.lost()
         except Exception as e:  # kept for the next flush
             self.error = self.error or str(e)
 
@@ -304,8 +354,11 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
         while True:
             timeout = None if not child.pending else max(0.0, first + COMMIT_EVERY - time.monotonic())
             request = inbox.get(timeout)
+            if request is not None and request[0] in _WHOLE:
+                child.store_held()
             if child.pending and (request is None or request[0] not in _STORES or child.pending >= MAX_GROUP):
-                ring.words[1] += child.commit()
+                child.commit()
+            ring.words[1] = child.settled()
             if request is None:
                 continue
             op, args = request
@@ -316,7 +369,7 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
                     fd = multiprocessing.reduction.recv_handle(conn)
                     for piece in _fed(fd):
                         child.store_content(piece)
-                    args.blobs = {}
+                    args.blobs, args.provisional = {}, False  # its content is in the file
                 else:
                     args.blobs = _out_of_ring(ring, args.blobs, end)
             if op == "content":  # a piece of a big capture's content, stored at once
@@ -335,6 +388,7 @@ def _serve(conn: Connection, requests: int, parent_end: int, ring: _Ring, path: 
             else:
                 child.apply(op, args)
     except EOFError:  # the parent went away: keep what came
+        child.store_held()
         child.commit()
     finally:
         catalog.close()
