@@ -21,7 +21,7 @@ from unicorn import UcError
 
 from cpu.machine import Machine
 from cpu.pagemap import PAGE
-from snapshots import policy
+from snapshots import held, policy
 from snapshots.catalog import Catalog, CatalogError, Snapshot, SnapshotInfo, TreePages
 from snapshots.state import Capture, capture, restore
 from snapshots.writer import CatalogWriter
@@ -33,6 +33,8 @@ RECENT_PAGES = 8192  # page contents kept in a replay for fast restores (32 MiB)
 RECENT_NODES = 16384  # tree nodes kept in a replay for fast restores (16 MiB)
 LOADED = 32  # snapshots kept as loaded, for restoring the same one again (reverse steps do)
 TAKEN = 64  # snapshots taken lately kept in memory (a root and state each: a few KiB)
+HOLD_SPAN = held.DEFER_MAX // 2  # the most snapshots a first tier's horizon may span for the
+# writer to hold those it thins (a thinning pass comes every THIN_EVERY: they go before DEFER_MAX)
 
 
 def parse_tiers(text: str) -> list[tuple[Optional[int], int]]:
@@ -102,11 +104,18 @@ class SnapshotManager:
         self.coarse = 0  # the coarsest tier's interval, in icounts
         self.big_at: Optional[int] = None  # where the last capture big enough to feed was taken
         self.grid: set[int] = set()  # grid points (icount // interval) with a periodic snapshot
-        self.coarse_taken: set[int] = set()  # coarse intervals a periodic snapshot was taken in
+        # A periodic snapshot that is not the first in its interval of the second tier is
+        # thinned once it is the first tier's horizon behind: soon, if that horizon spans few
+        # snapshots. The writer may hold such a one back until then (snapshots.held).
+        self.hold_interval = 0  # icounts; 0: none is provisional
+        self.hold_taken: set[int] = set()  # such intervals a periodic snapshot was taken in
         if tiers:
             self.interval = max(1, min(i for _, i in tiers) >> machine.shift)
             self.coarse = max(1, max(i for _, i in tiers) >> machine.shift)
             self.grid = {i.icount // self.interval for i in self.infos.values() if i.kind == "periodic"}
+            (horizon, finest), *rest = tiers
+            if rest and horizon is not None and horizon // finest <= HOLD_SPAN:
+                self.hold_interval = max(1, rest[0][1] >> machine.shift)
             self.arm()
 
     def arm(self) -> None:
@@ -123,10 +132,10 @@ class SnapshotManager:
     def take(self, name: str, kind: str) -> SnapshotInfo:
         cap = capture(self.machine, name, kind, full=self.full_next)
         self.full_next = False
-        if kind == "periodic" and self.interval and self.coarse > self.interval:
-            bucket = cap.icount // self.coarse
-            cap.provisional = bucket in self.coarse_taken
-            self.coarse_taken.add(bucket)
+        if kind == "periodic" and self.hold_interval:
+            bucket = cap.icount // self.hold_interval
+            cap.provisional = bucket in self.hold_taken
+            self.hold_taken.add(bucket)
         if self.writer.big(cap.content_bytes()):
             self.big_at = cap.icount
         elif self.recent_limit:

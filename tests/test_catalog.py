@@ -468,6 +468,15 @@ def _capture(name: str, icount: int, changes: dict[int, bytes | None], tree: pag
                    disk={}, blobs={content_hash(d): memoryview(bytearray(d)) for d in changes.values() if d})
 
 
+def _apply(ram: dict[int, bytes], changes: dict[int, bytes | None]) -> None:
+    """Page changes as a capture carries them (None: the page became zero) made to a RAM model."""
+    for n, d in changes.items():
+        if d is None:
+            ram.pop(n, None)
+        else:
+            ram[n] = d
+
+
 @pytest.mark.parametrize("feed_above", [None, 3 * 4096])
 def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, feed_above):
     """Each stored snapshot is the whole RAM (its tree reaches every page) although a capture
@@ -497,11 +506,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, 
         writer.submit_capture(cap)
         for view in cap.blobs.values():
             view[:8] = b"CHANGED!"  # the guest runs on: the writer must have copied already
-        for n, d in changes.items():
-            if d is None:
-                ram.pop(n, None)
-            else:
-                ram[n] = d
+        _apply(ram, changes)
         expected[cap.name] = dict(ram)
     writer.close()
     assert writer._feeders == []  # every feeder reaped
@@ -702,11 +707,7 @@ def test_held_captures_store_whole_and_deleted_ones_never_reach_the_file(db, mon
         cap.provisional = rng.random() < 0.8
         carried.update(cap.blobs)
         writer.submit_capture(cap)
-        for n, d in changes.items():
-            if d is None:
-                ram.pop(n, None)
-            else:
-                ram[n] = d
+        _apply(ram, changes)
         expected[cap.name] = dict(ram)
         if i > 3 and rng.random() < 0.5:  # thinning: one of the recent ones goes
             doomed = rng.choice([n for n in expected if n != "h000"][-6:])

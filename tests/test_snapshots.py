@@ -146,6 +146,39 @@ def test_thinning_keeps_what_the_policy_says(guests, tmp_path):
     catalog.close()
 
 
+@pytest.mark.parametrize("policy, held", [("10ms:1s,100ms", True), ("10ms:1000s,100ms", False),
+                                           ("100ms", False)])
+def test_the_snapshots_the_policy_thins_soon_are_marked_for_the_writer_to_hold(
+        guests, tmp_path, monkeypatch, policy, held):
+    """A periodic snapshot that is not the first in its interval of the second tier will be
+    thinned once it is a first-tier horizon behind: with a short horizon the writer may hold it
+    back (snapshots.held), so it is marked provisional; the first of each interval is not. No
+    snapshot is provisional when the horizon spans too many to hold, or with one tier."""
+    from snapshots.writer import CatalogWriter
+    marks: list[tuple[int, bool]] = []
+    submit = CatalogWriter.submit_capture
+    monkeypatch.setattr(CatalogWriter, "submit_capture",
+                        lambda self, cap: marks.append((cap.vtime_ns, cap.provisional)) or submit(self, cap))
+    rr = str(tmp_path / "c.rr")
+    opts = parse_args(["-kernel", guests["cpuloop"], "-serial", "none", "-snapshots", policy, "-icount",
+                       f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"])
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    stop = session.run(None)
+    session.close(stop.status, stop.reason)
+    periodic = marks[1:]  # after the initial snapshot
+    assert len(periodic) > 30
+    if not held:
+        assert not any(p for _, p in periodic)
+        return
+    firsts = {}
+    for vtime, provisional in periodic:
+        firsts.setdefault(vtime // 100_000_000, (vtime, provisional))
+    assert all(not p for _, p in firsts.values())
+    assert sum(p for _, p in periodic) == len(periodic) - len(firsts)
+    with Catalog.open_existing(rr + ".db") as c:  # and the file holds what the policy keeps
+        assert to_delete(c.list(), max(v for v, _ in periodic), DEFAULT_TIERS) == []
+
+
 def test_recordings_keep_the_coarse_tier_and_replays_add_the_dense_one(guests, tmp_path):
     """By default a recording takes one snapshot per 100 ms (and its initial one); a replay of
     it adds the 10 ms tier within a second of where it is."""
