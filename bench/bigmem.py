@@ -16,9 +16,13 @@ Figures (targets in docs/replay.md):
   bigmem_growth                            per size touched (16M, 256M, 1G): the record and
                                            replay overheads (wall, and _cpu: the emulator's own
                                            CPU time), bytes per snapshot, restore ms
+
+The overheads and the busy neighbour's runs each run in a process of their own, as users run
+urr (bench.run.run_urr_fresh); restores and reverse steps in this one.
 """
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -30,7 +34,7 @@ import sys
 import time
 from typing import Callable
 
-from bench.run import DENSE, guest, medians, run_urr
+from bench.run import DENSE, guest, medians, run_urr_fresh
 from urr.options import parse_args
 from urr.session import Session
 
@@ -46,12 +50,12 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
     cpu: dict[str, list[float]] = {}
 
     def timed(name: str, *options: str) -> Callable[[], float]:
-        """A run's wall time; its CPU time in this process (the emulator's, the writer's
-        excluded) goes to `cpu[name]`, which says more than the wall time on a busy machine."""
+        """A run's wall time, in a process of its own as users run urr (bench.run.run_urr_fresh
+        says why); its CPU time (the emulator's, the writer's excluded) goes to `cpu[name]`,
+        which says more than the wall time on a busy machine."""
         def run() -> float:
-            start = time.process_time()
-            wall = run_urr(path, *options)[1]
-            cpu.setdefault(name, []).append(time.process_time() - start)
+            wall, used = run_urr_fresh(path, *options)
+            cpu.setdefault(name, []).append(used)
             return wall
         return run
     record = medians(runs, off=timed("record_off", *rec, "-snapshots", "off"),
@@ -60,7 +64,7 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
     replay_dense = timed("replay_dense", *rep, "-snapshots", DENSE)
 
     def dense_replay() -> float:
-        run_urr(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
+        run_urr_fresh(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
         return replay_dense()
     replay = medians(runs, off=timed("replay_off", *rep, "-snapshots", "off"), dense=dense_replay)
     cpu_median = {name: statistics.median(times) for name, times in cpu.items()}
@@ -78,6 +82,7 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
 
 
 def _replay_session(path: str, ram: str, rr: str) -> Session:
+    gc.collect()  # the runs before it freed (bench.run.run_urr_timed says why)
     opts = parse_args(["-kernel", path, "-m", ram, "-serial", "none", "-icount",
                        f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE])
     return Session(opts, out=io.BytesIO(), stdin_fd=None)
@@ -130,8 +135,8 @@ def _busy_neighbour(runs: int, tmp: str) -> float:
     rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        t = medians(runs, off=lambda: run_urr(path, *rec, "-snapshots", "off")[1],
-                    default=lambda: run_urr(path, *rec)[1])
+        t = medians(runs, off=lambda: run_urr_fresh(path, *rec, "-snapshots", "off")[0],
+                    default=lambda: run_urr_fresh(path, *rec)[0])
     finally:
         spinner.kill()
         spinner.wait()

@@ -164,7 +164,7 @@ def named_below(root: bytes, nodes: dict[bytes, bytes], base: Optional[bytes],
                 node: NodeSource) -> tuple[set[bytes], set[bytes]]:
     """What the tree `root` names below the given `nodes` and the root, apart from what it
     shares with the tree `base` (nodes from `node`) at the same place: the nodes not given, and
-    the page hashes the given leaves name. A store checks a new snapshot at the cost of what
+    the page hashes the given leaves name (but the base's leaf there does not). A store checks a new snapshot at the cost of what
     changed since `base`, whose whole tree it holds."""
     need_nodes: set[bytes] = set()
     need_pages: set[bytes] = set()
@@ -182,9 +182,10 @@ def named_below(root: bytes, nodes: dict[bytes, bytes], base: Optional[bytes],
             if leaf not in nodes:
                 need_nodes.add(leaf)
                 continue
-            base_pages = _entries_below(base_leaves, j, node)
-            need_pages.update(h for k, h in enumerate(entries(nodes[leaf]))
-                              if h != EMPTY and (base_pages is None or base_pages[k] != h))
+            # A hash the base's leaf names anywhere is stored: set operations, not a Python
+            # comparison per page (bigmem's first pass: 65,536 pages, 0.4 s of the writer).
+            need_pages.update(set(entries(nodes[leaf])).difference(_entries_below(base_leaves, j, node) or ()))
+    need_pages.discard(EMPTY)
     return need_nodes, need_pages
 
 

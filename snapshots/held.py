@@ -98,6 +98,7 @@ class HeldCaptures:
         store's check reports it missing)."""
         nodes: dict[bytes, bytes] = {}
         blobs: dict[bytes, bytes] = {}
+        pages: set[bytes] = set()  # the hashes the leaves reached name
         if not self._nodes and not self._blobs:
             return nodes, blobs
 
@@ -116,9 +117,10 @@ class HeldCaptures:
             mid_bytes = node(mid)
             for leaf in entries(mid_bytes) if mid_bytes is not None else ():
                 leaf_bytes = node(leaf) if leaf != EMPTY else None
-                for h in entries(leaf_bytes) if leaf_bytes is not None else ():
-                    if h in self._blobs and h not in self._in_file:
-                        blobs[h] = self._blobs[h][1]
+                if leaf_bytes is not None:
+                    pages.update(entries(leaf_bytes))
+        for h in (pages & self._blobs.keys()) - self._in_file:
+            blobs[h] = self._blobs[h][1]
         return nodes, blobs
 
     def sector_blobs(self, disk: dict[int, bytes]) -> dict[bytes, bytes]:

@@ -726,3 +726,29 @@ def test_held_captures_store_whole_and_deleted_ones_never_reach_the_file(db, mon
         stored = {h for (h,) in c._rows("SELECT hash FROM blobs")}
     given = carried | {content_hash(d) for d in first.blobs.values()}
     assert stored < given if not gc else stored <= given
+
+
+def test_a_gc_runs_only_when_a_stored_snapshot_was_deleted(db, monkeypatch, tmp_path):
+    """Deleting held captures leaves nothing to collect (they never reached the file), so the
+    writer does not read the whole catalog for a gc then; deleting a stored one does."""
+    log = tmp_path / "gcs"
+    gc = Catalog.gc
+    monkeypatch.setattr(Catalog, "gc", lambda self, *a, **k: (log.open("a").write("gc\n"), gc(self, *a, **k))[1])
+    writer = CatalogWriter(db, REC)
+    tree, hashes = pagetree.PageTree(4096), {}
+    writer.submit_capture(_capture("g000", 0, {0: page(0)}, tree, hashes, full=True))
+    for i in range(1, 6):
+        cap = _capture(f"g{i:03d}", i, {i: page(i)}, tree, hashes)
+        cap.provisional = i != 3
+        writer.submit_capture(cap)
+    writer.submit_delete(["g001", "g002"])  # held
+    writer.submit_gc()
+    writer.flush()
+    assert not log.exists()
+    writer.submit_delete(["g003"])  # stored
+    writer.submit_gc()
+    writer.close()
+    assert log.read_text() == "gc\n"
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == ["g000", "g004", "g005"]
+        assert c.stats().garbage == []
