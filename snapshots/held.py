@@ -68,14 +68,12 @@ class HeldCaptures:
     def hold(self, number: int, snap: Snapshot) -> None:
         self.captures[snap.name] = _Held(number, snap, self._last_stored + 1)
 
-    def release(self, name: str) -> Optional[tuple[int, Snapshot]]:
-        """Stop holding a capture (to store it, or because it was deleted): its number and
-        snapshot, or None if it is not held."""
-        held = self.captures.pop(name, None)
-        if held is None:
-            return None
+    def release(self, name: str) -> bool:
+        """Stop holding a capture (to store it, or because it was deleted); whether it was held."""
+        if self.captures.pop(name, None) is None:
+            return False
         self._prune()
-        return held.number, held.snap
+        return True
 
     def over(self, newest: int) -> bool:
         """Whether the oldest held capture should be stored now, `newest` the latest number."""

@@ -140,7 +140,7 @@ class Storer:
     def apply(self, op: str, args: Any) -> None:
         """A request other than a store; the batch is committed before it."""
         if op == "delete":  # those held are settled at once, whatever the error
-            self.deleted_stored += sum(self.held.release(name) is None for name in args)
+            self.deleted_stored += sum(not self.held.release(name) for name in args)
         if self.error is not None and op != "base":
             return
         try:
