@@ -45,8 +45,8 @@ import sqlite_utils
 
 from cpu import pagetree
 from cpu.pagemap import PAGE
-from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, content_hash, pack_map,
-                                unpack_map, tree_of)
+from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, content_hash,
+                                pack_content, pack_map, unpack_map, tree_of)
 
 FORMAT_VERSION = 2
 KINDS = ("initial", "named", "periodic")
@@ -64,9 +64,9 @@ class StoredAhead:
     bytes: int = 0
     hashes: set[bytes] = field(default_factory=set)
 
-    def add(self, blobs: dict[bytes, bytes], stored: int) -> None:
+    def add(self, hashes: Iterable[bytes], stored: int) -> None:
         self.bytes += stored
-        self.hashes.update(blobs)
+        self.hashes.update(hashes)
 
 
 @dataclass
@@ -374,7 +374,7 @@ class Catalog:
                 continue
             if pagetree.node_hash(data) != h:
                 raise CatalogError(f"tree node given for {h.hex()} does not match that hash")
-            new_nodes.append((h, lz4.block.compress(data, store_size=False)))
+            new_nodes.append((h, pack_content(data)))
             self._remember_node(h, data)
         self._many("INSERT OR IGNORE INTO nodes (hash, data) VALUES (?, ?)", new_nodes)
         self.rows_stored += len(new_nodes)
@@ -393,6 +393,13 @@ class Catalog:
         with self._transaction():
             return self._store_blobs(blobs, set())
 
+    def add_packed(self, rows: list[tuple[bytes, int, bytes]]) -> int:
+        """`add_blobs` for content its giver checked against its hash and packed
+        (`pack_content`), as (hash, raw size, packed bytes): a big capture's, packed by the
+        forked copy that feeds it so that the writer does not compress 256 MiB."""
+        with self._transaction():
+            return self._store_packed(rows)
+
     def _store_blobs(self, blobs: dict[bytes, bytes], present: set[bytes]) -> int:
         """Store the content not `present`, checked against its hash; the bytes it took."""
         new = []
@@ -401,10 +408,13 @@ class Catalog:
                 continue
             if content_hash(data) != h:
                 raise CatalogError(f"content given for page {h.hex()} does not match that hash")
-            new.append((h, len(data), lz4.block.compress(data, store_size=False)))
-        self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", new)
-        self.rows_stored += len(new)
-        return sum(len(c) for _, _, c in new)
+            new.append((h, len(data), pack_content(data)))
+        return self._store_packed(new)
+
+    def _store_packed(self, rows: list[tuple[bytes, int, bytes]]) -> int:
+        self._many("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", rows)
+        self.rows_stored += len(rows)
+        return sum(len(c) for _, _, c in rows)
 
     def delete(self, *names: str) -> int:
         """Delete snapshots by name; how many existed. Their content stays until `gc`."""

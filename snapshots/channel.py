@@ -3,8 +3,9 @@
 Requests go down a pipe as length-prefixed pickles (`Inbox` reads them). The content of captured
 pages goes through a ring of shared memory instead (`Ring`): copying 45 KB into a pipe took
 ~75 us on these machines, into shared memory a few. A big capture's content comes down a pipe
-of its own from a forked copy of the emulator, as records of hash, size and bytes (`RECORD`,
-snapshots.writer's `_feed`)."""
+of its own from a forked copy of the emulator, as records of hash, raw size, packed size and
+the bytes as the catalog stores them (`RECORD`, snapshots.writer's `_feed`): the copy packs
+them, so the pipe carries ~4 MiB of bigmem's first 256 MiB and the writer packs nothing."""
 from __future__ import annotations
 
 import mmap
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Iterator, Optional
 Request = tuple[str, Any]
 PIPE_BYTES = 1 << 20  # asked of the kernel for a pipe (the request pipe: about 20 snapshots)
 LENGTH = 8  # bytes of a request's length prefix
-RECORD = struct.Struct("<16sI")  # a fed content's hash and size, before its bytes
+RECORD = struct.Struct("<16sII")  # a fed content's hash, raw and packed sizes, before its bytes
 
 
 class Ring:

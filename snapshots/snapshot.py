@@ -102,6 +102,12 @@ def content_hash(data: bytes) -> bytes:
     return page_digest(data)
 
 
+def pack_content(data: bytes) -> bytes:
+    """Content as the catalog stores it: an lz4 block without a size header (the row keeps the
+    raw size)."""
+    return lz4.block.compress(data, store_size=False)
+
+
 def pack_map(entries: dict[int, bytes]) -> bytes:
     """A sector (or, in format 1, page) map as stored: lz4 of sorted (u32 number, hash) pairs."""
     keys = sorted(entries)

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from snapshots.catalog import Catalog, Snapshot, StoredAhead
 from snapshots.channel import PIPE_BYTES, RECORD, Inbox, Ring
@@ -27,7 +27,7 @@ _WHOLE = ("flush", "base", "close")  # requests after which the file must hold e
 COMMIT_EVERY = 0.02  # seconds a stored snapshot may wait for others to share its commit
 MAX_GROUP = 256  # snapshots in one commit at most
 CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done as it goes
-FED_PIECE = 2 << 20  # bytes of fed content stored at a time
+FED_PIECE = 1 << 20  # bytes of fed records stored at a time (~20,000 of bigmem's pages)
 
 
 class Storer:
@@ -113,12 +113,19 @@ class Storer:
 
     def store_content(self, blobs: dict[bytes, bytes]) -> None:
         """Store content ahead of the capture that refers to it (a big capture's, in pieces)."""
+        self._store_ahead(blobs, lambda: self.catalog.add_blobs(blobs))
+
+    def store_packed(self, rows: list[tuple[bytes, int, bytes]]) -> None:
+        """`store_content` for content a feeder checked and packed (hash, raw size, packed)."""
+        self._store_ahead([h for h, _, _ in rows], lambda: self.catalog.add_packed(rows))
+
+    def _store_ahead(self, hashes: Iterable[bytes], store: Callable[[], int]) -> None:
         if self.error is not None:
             return
         try:
             if not self.catalog.in_batch:
                 self.catalog.begin()
-            self.ahead.add(blobs, self.catalog.add_blobs(blobs))
+            self.ahead.add(hashes, store())
         except Exception as e:  # kept for the next flush
             self.error = str(e)
 
@@ -170,14 +177,15 @@ def _out_of_ring(ring: Ring, sizes: dict[bytes, int], end: int) -> dict[bytes, b
     return blobs
 
 
-def _fed(fd: int) -> Iterator[dict[bytes, bytes]]:
+def _fed(fd: int) -> Iterator[list[tuple[bytes, int, bytes]]]:
     """Content written down the pipe `fd` by a feeder (`CatalogWriter._feed`) as records of
-    hash, size and bytes until the end of the pipe, in pieces of about FED_PIECE bytes. Read a
+    hash, raw size, packed size and packed bytes (`RECORD`) until the end of the pipe, as rows
+    of (hash, raw size, packed bytes), in pieces of about FED_PIECE packed bytes. Read a
     pipeful at a time and parsed in place (two buffered reads a page cost the writer ~0.8 s of
     bigmem's first pass). A feeder that died early leaves the rest missing, which the capture's
     store then reports."""
     buf = bytearray()
-    piece: dict[bytes, bytes] = {}
+    piece: list[tuple[bytes, int, bytes]] = []
     size = 0
     with open(fd, "rb", buffering=0) as pipe:
         while chunk := pipe.read(PIPE_BYTES):
@@ -185,17 +193,17 @@ def _fed(fd: int) -> Iterator[dict[bytes, bytes]]:
             pos = 0
             with memoryview(buf) as view:
                 while len(buf) - pos >= RECORD.size:
-                    h, n = RECORD.unpack_from(view, pos)
+                    h, raw, n = RECORD.unpack_from(view, pos)
                     end = pos + RECORD.size + n
                     if end > len(buf):
                         break
-                    piece[h] = bytes(view[pos + RECORD.size:end])
-                    size += n
+                    piece.append((h, raw, bytes(view[pos + RECORD.size:end])))
+                    size += RECORD.size + n
                     pos = end
             del buf[:pos]
             if size >= FED_PIECE:
                 yield piece
-                piece, size = {}, 0
+                piece, size = [], 0
     if piece:
         yield piece
 
@@ -241,7 +249,7 @@ def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: st
                 if end is None:  # fed down a pipe instead, stored ahead as it comes
                     fd = multiprocessing.reduction.recv_handle(conn)
                     for piece in _fed(fd):
-                        child.store_content(piece)
+                        child.store_packed(piece)
                     args.blobs, args.provisional = {}, False  # its content is in the file
                 else:
                     args.blobs = _out_of_ring(ring, args.blobs, end)

@@ -44,6 +44,7 @@ from typing import Iterable, Optional
 
 from cpu.pagemap import PAGE
 from snapshots.catalog import CatalogError, Snapshot
+from snapshots.snapshot import content_hash, pack_content
 from snapshots.channel import LENGTH, PIPE_BYTES, RECORD, Request, Ring
 from snapshots.state import Capture
 from snapshots.storing import serve
@@ -195,9 +196,9 @@ class CatalogWriter:
         return size > self._ring.room() or size // PAGE > pages // FORK_PAGES_PER_COPY
 
     def _feed(self, cap: Capture) -> None:
-        """Fork a copy of this process that writes the capture's content down a pipe whose read
-        end goes to the child (before the request that stores the capture), as records of hash,
-        size and bytes (`_fed`). The copy shares memory with this process copy-on-write, so it
+        """Fork a copy of this process that checks and packs the capture's content and writes it
+        down a pipe whose read end goes to the child (before the request that stores the
+        capture), as records of hash, sizes and packed bytes (`_fed`). The copy shares memory with this process copy-on-write, so it
         sees RAM and the page hashes as they are now whatever the guest writes next; this process
         pays page tables and a fault per page it writes while the copy lives."""
         read_end, write_end = os.pipe()
@@ -217,8 +218,11 @@ class CatalogWriter:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
                     for h, data in cap.all_blobs().items():
-                        pipe.write(RECORD.pack(h, len(data)))
-                        pipe.write(data)
+                        if content_hash(data) != h:  # the child reports it missing
+                            raise CatalogError(f"page content does not match its hash {h.hex()}")
+                        packed = pack_content(data)
+                        pipe.write(RECORD.pack(h, len(data), len(packed)))
+                        pipe.write(packed)
             except BaseException:  # the child went away (it reports the missing content)
                 status = 1
             finally:
