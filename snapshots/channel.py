@@ -16,7 +16,8 @@ import struct
 import time
 from typing import Any, Iterable, Iterator, Optional
 
-# ("capture", Capture) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
+# ("capture", (Capture fields, ring end or None: fed, whether its nodes follow the content in the
+# ring)) | ("content", blobs) | ("save", (snapshot, blobs)) | ("base", name)
 # | ("delete", names) | ("gc", (hashes to keep, when due only)) | ("flush", None) | ("close", None)
 Request = tuple[str, Any]
 PIPE_BYTES = 1 << 20  # asked of the kernel for a pipe (the request pipe: about 20 snapshots)

@@ -172,9 +172,17 @@ class Storer:
 
 def _out_of_ring(ring: Ring, sizes: dict[bytes, int], end: int) -> dict[bytes, bytes]:
     """Content put in the ring before position `end`, named by hash and size."""
-    blobs = dict(zip(sizes, ring.get(end - sum(sizes.values()), sizes.values())))
+    return _all_out_of_ring(ring, [sizes], end)[0]
+
+
+def _all_out_of_ring(ring: Ring, named: list[dict[bytes, int]], end: int) -> list[dict[bytes, bytes]]:
+    """`_out_of_ring` for several kinds put one after another (a capture's content, then its
+    tree nodes)."""
+    data = ring.get(end - sum(sum(sizes.values()) for sizes in named),
+                    [n for sizes in named for n in sizes.values()])
+    out = [dict(zip(sizes, data)) for sizes in named]  # zip takes from `data` in turn
     ring.release(end)
-    return blobs
+    return out
 
 
 def _fed(fd: int) -> Iterator[list[tuple[bytes, int, bytes]]]:
@@ -244,7 +252,7 @@ def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: st
                 continue
             op, args = request
             if op == "capture":  # its content, out of the ring at once to make room
-                fields, end = args
+                fields, end, nodes_in_ring = args
                 args = Capture(*fields)
                 if end is None:  # fed down a pipe instead, stored ahead as it comes
                     fd = multiprocessing.reduction.recv_handle(conn)
@@ -252,7 +260,10 @@ def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: st
                         child.store_packed(piece)
                     args.blobs, args.provisional = {}, False  # its content is in the file
                 else:
-                    args.blobs = _out_of_ring(ring, args.blobs, end)
+                    if nodes_in_ring:
+                        args.blobs, args.nodes = _all_out_of_ring(ring, [args.blobs, args.nodes], end)
+                    else:
+                        args.blobs = _out_of_ring(ring, args.blobs, end)
             if op == "content":  # a piece of a big capture's content, stored at once
                 child.store_content(_out_of_ring(ring, *args))
             elif op in _STORES:

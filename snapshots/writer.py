@@ -153,7 +153,7 @@ class CatalogWriter:
         self._reap(os.WNOHANG)
         if self._worth_feeding(cap.content_bytes(), cap.pages):
             self._feed(cap)
-            self._send(("capture", (self._fields(cap, None), None)))
+            self._send(("capture", (self._fields(cap, None), None, False)))
             self.submitted += 1
             return
         piece: list[tuple[bytes, bytes | memoryview]] = []
@@ -165,16 +165,29 @@ class CatalogWriter:
             piece.append((h, data))
             size += len(data)
         sizes = {h: len(data) for h, data in piece}
-        end = self._into_ring([data for _, data in piece], size) + size
-        self._send(("capture", (self._fields(cap, sizes), end)))
+        items = [data for _, data in piece]
+        node_sizes: Optional[dict[bytes, int]] = {h: len(data) for h, data in cap.nodes.items()}
+        node_bytes = sum(node_sizes.values())
+        if node_bytes <= self._ring.size // 4:  # else pickled (a whole tree of many alike pages)
+            items += cap.nodes.values()
+            size += node_bytes
+        else:
+            node_sizes = None
+        end = self._into_ring(items, size) + size
+        self._send(("capture", (self._fields(cap, sizes, node_sizes), end, node_sizes is not None)))
         self.submitted += 1
 
     @staticmethod
-    def _fields(cap: Capture, sizes: Optional[dict[bytes, int]]) -> tuple:
+    def _fields(cap: Capture, sizes: Optional[dict[bytes, int]],
+                node_sizes: Optional[dict[bytes, int]] = None) -> tuple:
         """The capture as the child gets it: a plain tuple (pickling a dataclass costs twice as
-        much), content named by `sizes` (None: fed down a pipe), no PageContent (read here)."""
-        return tuple(sizes if name == "blobs" else None if name == "content" else getattr(cap, name)
-                     for name in _CAPTURE_FIELDS)
+        much), content named by `sizes` (None: fed down a pipe), tree nodes by `node_sizes` if
+        they follow the content in the ring (a dense snapshot of bigmem has ~60 KB of them,
+        cheaper copied there than pickled into the pipe), no PageContent (read here)."""
+        given = {"blobs": sizes, "content": None}
+        if node_sizes is not None:
+            given["nodes"] = node_sizes
+        return tuple(given[name] if name in given else getattr(cap, name) for name in _CAPTURE_FIELDS)
 
     def feeding(self) -> bool:
         """Whether a forked copy still feeds the child content (`_feed`)."""
