@@ -477,22 +477,29 @@ def _apply(ram: dict[int, bytes], changes: dict[int, bytes | None]) -> None:
             ram[n] = d
 
 
-@pytest.mark.parametrize("feed_above", [None, 3 * 4096])
-def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, feed_above):
+@pytest.mark.parametrize("feed_above, stride", [(None, 1), (3 * 4096, 1), (None, pagetree.FANOUT)])
+def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, feed_above, stride):
     """Each stored snapshot is the whole RAM (its tree reaches every page) although a capture
     carries only the pages and tree nodes that changed. Content goes through shared memory: with a ring of a few
     pages it wraps many times and the emulator waits for room; a capture too big for the ring
     goes in pieces stored ahead of it, or (`feed_above`) is fed down a pipe by a forked copy of
-    this process, as are the captures the ring has no room for. The content was a view:
-    changing it afterwards changes nothing stored."""
+    this process, as are the captures the ring has no room for. Tree nodes follow the content
+    in the ring, or go in the request when they would take more than a quarter of it (`stride`:
+    each page in a leaf of its own). The content was a view: changing it afterwards changes
+    nothing stored."""
     monkeypatch.setattr(writer_module, "RING_BYTES", 5 * 4096)
+    nodes_in_ring = []  # per capture put in the ring: whether its nodes went there too
+    send = CatalogWriter._send
+    monkeypatch.setattr(CatalogWriter, "_send", lambda self, request, push=True: (
+        request[0] == "capture" and request[1][1] is not None and nodes_in_ring.append(request[1][2]))
+        or send(self, request, push))
     fed = []
     if feed_above is not None:
         monkeypatch.setattr(writer_module, "FEED_ABOVE", feed_above)
         feed = CatalogWriter._feed
         monkeypatch.setattr(CatalogWriter, "_feed", lambda self, cap: fed.append(len(cap.all_blobs())) or feed(self, cap))
     writer = CatalogWriter(db, REC)
-    ram = {n: page(n) for n in range(8)}
+    ram = {n * stride: page(n) for n in range(8)}
     tree, hashes = pagetree.PageTree(4096), {}
     first = _capture("c000", 0, dict(ram), tree, hashes, full=True)  # 8 pages: more than half the ring
     writer.submit_capture(first)
@@ -501,7 +508,7 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, 
     for i in range(1, 60):
         changes: dict[int, bytes | None] = {}
         for n in rng.sample(range(12), 4 if i % 10 == 0 else 2):
-            changes[n] = None if rng.random() < 0.2 else page(1000 * i + n)
+            changes[n * stride] = None if rng.random() < 0.2 else page(1000 * i + n)
         cap = _capture(f"c{i:03d}", i, changes, tree, hashes)
         writer.submit_capture(cap)
         for view in cap.blobs.values():
@@ -510,6 +517,8 @@ def test_captures_are_made_whole_in_order_through_a_small_ring(db, monkeypatch, 
         expected[cap.name] = dict(ram)
     writer.close()
     assert writer._feeders == []  # every feeder reaped
+    # Pages a leaf apart: 4 changes make 4 leaves and a middle node, more than 5 KiB.
+    assert any(nodes_in_ring) and all(nodes_in_ring) == (stride == 1), nodes_in_ring
     if feed_above is None:
         assert fed == []
     else:  # the first, and later ones of four pages (changes to zero pages carry no content)
@@ -684,6 +693,21 @@ def test_a_fed_capture_stores_ram_as_it_was_when_taken(db, monkeypatch):
         for name, pages in expected.items():
             snap = c.load(name)
             assert {n: c.get_blob(h) for n, h in snap.pages.items()} == pages, name
+
+
+def test_a_feeder_that_finds_content_unlike_its_hash_leaves_the_capture_unstored(db, monkeypatch):
+    """The forked copy checks each page against the hash the tracker gave it before packing it
+    (the writer no longer sees the raw page): on a mismatch it stops, and the capture is
+    reported as missing content rather than stored with the wrong bytes."""
+    monkeypatch.setattr(writer_module, "FEED_ABOVE", 2 * 4096)
+    monkeypatch.setattr(writer_module, "content_hash", lambda data: bytes(16))
+    writer = CatalogWriter(db, REC)
+    tree, hashes = pagetree.PageTree(4096), {}
+    writer.submit_capture(_capture("bad", 0, {n: page(n) for n in range(4)}, tree, hashes, full=True))
+    with pytest.raises(CatalogError, match="refers to .* pages or tree nodes neither in"):
+        writer.close()
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == []
 
 
 @pytest.mark.parametrize("seed, gc", [(1, False), (2, False), (3, True)])
