@@ -34,16 +34,37 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import urllib.parse
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Iterable, Iterator, Optional, Sequence
 
 import lz4.block
-import sqlite_utils
 
-from cpu import pagetree
+
+def _import_sqlite_utils() -> ModuleType:
+    """sqlite-utils without numpy and pandas, which it imports when they are installed (for
+    their types, which urr never hands it): numpy's import took ~0.1 s of every urr start, and
+    the OpenBLAS threads it starts ~0.1 s of CPU beside the emulator. Others may still import
+    them; only sqlite-utils's own import does without."""
+    absent = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import numpy" fails at once
+    try:
+        import sqlite_utils
+    finally:
+        for name in absent:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+from cpu import pagetree  # noqa: E402  (after sqlite-utils: neither imports the other)
 from cpu.pagemap import PAGE
 from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, content_hash,
                                 pack_content, pack_map, unpack_map, tree_of)
