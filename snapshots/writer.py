@@ -54,6 +54,7 @@ PUSH_EVERY = 0.005  # seconds between writes to the pipe (each wakes the child: 
 MAX_BACKLOG = 64 << 20  # bytes of requests waiting for the pipe before the emulator waits too
 RING_BYTES = 8 << 20  # shared memory for page content on its way (~200 snapshots of 10 pages)
 FEED_ABOVE = RING_BYTES // 4  # content bytes above which a forked copy may feed it (`_feed`)
+FEEDER_NICE = 10  # a feeder's CPU share beside the emulator: ~10% (weights 110 against 1024)
 FORK_PAGES_PER_COPY = 16  # a fork costs about what copying one page per 16 mapped ones does
 
 
@@ -229,6 +230,9 @@ class CatalogWriter:
                 os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                # Below the emulator: with the writer also busy, three processes share two cores.
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+                os.nice(FEEDER_NICE)
                 with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
                     for h, data in cap.all_blobs().items():
                         if content_hash(data) != h:  # the child reports it missing
