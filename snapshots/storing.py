@@ -27,7 +27,7 @@ _WHOLE = ("flush", "base", "close")  # requests after which the file must hold e
 COMMIT_EVERY = 0.02  # seconds a stored snapshot may wait for others to share its commit
 MAX_GROUP = 256  # snapshots in one commit at most
 CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done as it goes
-FED_PIECE = 1 << 20  # bytes of fed records stored at a time (~20,000 of bigmem's pages)
+FED_PIECE = 1 << 20  # bytes of fed records stored at a time (~17,000 of bigmem's pages)
 
 
 class Storer:
