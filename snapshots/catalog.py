@@ -66,8 +66,8 @@ sqlite_utils = _import_sqlite_utils()
 
 from cpu import pagetree  # noqa: E402  (after sqlite-utils: neither imports the other)
 from cpu.pagemap import PAGE
-from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, content_hash,
-                                pack_content, pack_map, unpack_map, tree_of)
+from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, check_content,
+                                content_hash, pack_content, pack_map, unpack_map, tree_of)
 
 FORMAT_VERSION = 2
 KINDS = ("initial", "named", "periodic")
@@ -427,8 +427,7 @@ class Catalog:
         for h, data in blobs.items():
             if h in present:
                 continue
-            if content_hash(data) != h:
-                raise CatalogError(f"content given for page {h.hex()} does not match that hash")
+            check_content(h, data)
             new.append((h, len(data), pack_content(data)))
         return self._store_packed(new)
 

@@ -102,6 +102,12 @@ def content_hash(data: bytes) -> bytes:
     return page_digest(data)
 
 
+def check_content(h: bytes, data: bytes) -> None:
+    """Refuse content that is not what the hash `h` names (given to the catalog, or fed)."""
+    if content_hash(data) != h:
+        raise CatalogError(f"content given for page {h.hex()} does not match that hash")
+
+
 def pack_content(data: bytes) -> bytes:
     """Content as the catalog stores it: an lz4 block without a size header (the row keeps the
     raw size)."""

@@ -44,7 +44,7 @@ from typing import Iterable, Optional
 
 from cpu.pagemap import PAGE
 from snapshots.catalog import CatalogError, Snapshot
-from snapshots.snapshot import content_hash, pack_content
+from snapshots.snapshot import check_content, pack_content
 from snapshots.channel import LENGTH, PIPE_BYTES, RECORD, Request, Ring
 from snapshots.state import Capture
 from snapshots.storing import serve
@@ -235,8 +235,7 @@ class CatalogWriter:
                 os.nice(FEEDER_NICE)
                 with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
                     for h, data in cap.all_blobs().items():
-                        if content_hash(data) != h:  # the child reports it missing
-                            raise CatalogError(f"page content does not match its hash {h.hex()}")
+                        check_content(h, data)  # raises: the child reports the rest missing
                         packed = pack_content(data)
                         pipe.write(RECORD.pack(h, len(data), len(packed)))
                         pipe.write(packed)

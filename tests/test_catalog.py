@@ -700,7 +700,8 @@ def test_a_feeder_that_finds_content_unlike_its_hash_leaves_the_capture_unstored
     (the writer no longer sees the raw page): on a mismatch it stops, and the capture is
     reported as missing content rather than stored with the wrong bytes."""
     monkeypatch.setattr(writer_module, "FEED_ABOVE", 2 * 4096)
-    monkeypatch.setattr(writer_module, "content_hash", lambda data: bytes(16))
+    from snapshots import snapshot as snapshot_module
+    monkeypatch.setattr(snapshot_module, "content_hash", lambda data: bytes(16))
     writer = CatalogWriter(db, REC)
     tree, hashes = pagetree.PageTree(4096), {}
     writer.submit_capture(_capture("bad", 0, {n: page(n) for n in range(4)}, tree, hashes, full=True))
