@@ -86,7 +86,9 @@ def _replay_session(path: str, ram: str, rr: str) -> Session:
     gc.collect()  # the runs before it freed (bench.run.run_urr_timed says why)
     opts = parse_args(["-kernel", path, "-m", ram, "-serial", "none", "-icount",
                        f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE])
-    return Session(opts, out=io.BytesIO(), stdin_fd=None)
+    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
+    session.snapshots.expect_restores()  # as a debugger's Timeline does: these time its restores
+    return session
 
 
 def _restore_ms(path: str, ram: str, rr: str, samples: int = 25) -> float:

@@ -85,6 +85,8 @@ class Timeline(StateView):
         super().__init__(machine, replaying)
         self.snapshots = snapshots
         self.can_reverse = replaying and snapshots is not None
+        if replaying and snapshots is not None:
+            snapshots.expect_restores()
         self.start = machine.icount
         self.session: Optional[Session] = None  # the replay underneath, when for_replay made it
         self.points = StopPoints(machine, self.read_register, self.read_memory)

@@ -249,6 +249,29 @@ def test_named_snapshot_taken_in_replay_starts_a_later_replay(guests, tmp_path):
                for line in listing.stdout.splitlines()), listing.stdout
 
 
+def test_a_replay_keeps_recent_content_only_once_a_debugger_will_restore(guests, tmp_path, monkeypatch):
+    """A replay nobody debugs never restores, so it keeps no copies of what it captures; a
+    Timeline over it says it will, and a reverse step near where it works then reads no page
+    from the catalog."""
+    from debugger.timeline import Timeline
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr, "-snapshots", "off")
+    session = replay_session(guests["cpuloop"], rr)
+    session.run(1_000_000)
+    snaps = session.snapshots
+    assert len(snaps.infos) > 5 and not snaps.recent and not snaps.recent_nodes
+    timeline = Timeline(session.machine, snaps, True)
+    timeline.seek(1_500_000)
+    assert snaps.recent and snaps.recent_nodes
+    read = []
+    for name in ("get_blob", "get_blobs"):
+        real = getattr(snaps.catalog, name)
+        monkeypatch.setattr(snaps.catalog, name, lambda h, real=real: read.append(h) or real(h))
+    timeline.reverse_stepi()
+    assert timeline.machine.icount == 1_499_999 and read == []
+    session.close(None, "test")
+
+
 def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guests, tmp_path):
     """Seeks and reverse scans replay stretches again, stopping at other places: the snapshots
     they meet are reused, not taken twice a few instructions apart."""
