@@ -13,9 +13,15 @@ Figures (targets in docs/replay.md):
   reverse_stepi_ms_median_bigmem           reverse-stepi at random positions of its replay
   snapshot_overhead_record_busy_neighbour  cpuloop, default policy / off, another process
                                            spinning throughout (a median of at least 7 pairs)
+  snapshot_overhead_bigmem_pairs           the first and third quartiles of the ratios of the
+  snapshot_overhead_record_busy_neighbour_pairs  single interleaved pairs behind the three
+                                           overheads above (record_default, record_dense,
+                                           replay_dense) and the busy neighbour's: how far one
+                                           pair strays on this machine
   bigmem_growth                            per size touched (16M, 256M, 1G): the record and
                                            replay overheads (wall, and _cpu: the emulator's own
-                                           CPU time), bytes per snapshot, restore ms
+                                           CPU time; _pairs as above), bytes per snapshot,
+                                           restore ms
 
 The overheads and the busy neighbour's runs each run in a process of their own, as users run
 urr (bench.run.run_urr_fresh); restores and reverse steps in this one.
@@ -32,9 +38,9 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
-from bench.run import DENSE, guest, medians, run_urr_fresh
+from bench.run import DENSE, guest, interleaved, pair_quartiles, run_urr_fresh
 from urr.options import parse_args
 from urr.session import Session
 
@@ -45,7 +51,7 @@ HEADLINE_RUNS = 7  # the fewest runs per timing for the 256 MiB guest (its figur
 SIZES = (("256M", "bigmem", "512M"), ("16M", "bigmem16", "64M"), ("1G", "bigmem1g", "1G"))
 
 
-def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
+def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, Any]:
     rec = ["-m", ram, "-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
     rep = ["-m", ram, "-icount", f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init"]
     cpu: dict[str, list[float]] = {}
@@ -59,15 +65,17 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
             cpu.setdefault(name, []).append(used)
             return wall
         return run
-    record = medians(runs, off=timed("record_off", *rec, "-snapshots", "off"),
-                     default=timed("record_default", *rec),
-                     dense=timed("record_dense", *rec, "-snapshots", DENSE_RECORD))
+    record_runs = interleaved(runs, off=timed("record_off", *rec, "-snapshots", "off"),
+                              default=timed("record_default", *rec),
+                              dense=timed("record_dense", *rec, "-snapshots", DENSE_RECORD))
     replay_dense = timed("replay_dense", *rep, "-snapshots", DENSE)
 
     def dense_replay() -> float:
         run_urr_fresh(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
         return replay_dense()
-    replay = medians(runs, off=timed("replay_off", *rep, "-snapshots", "off"), dense=dense_replay)
+    replay_runs = interleaved(runs, off=timed("replay_off", *rep, "-snapshots", "off"), dense=dense_replay)
+    record = {name: statistics.median(t) for name, t in record_runs.items()}
+    replay = {name: statistics.median(t) for name, t in replay_runs.items()}
     cpu_median = {name: statistics.median(times) for name, times in cpu.items()}
     db = sqlite3.connect(f"{rr}.db")  # the dense replay's catalog: every 10 ms snapshot kept
     added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
@@ -78,6 +86,9 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, float]:
             "record_default_cpu": cpu_median["record_default"] / cpu_median["record_off"],
             "record_dense_cpu": cpu_median["record_dense"] / cpu_median["record_off"],
             "replay_dense_cpu": cpu_median["replay_dense"] / cpu_median["replay_off"],
+            "record_default_pairs": pair_quartiles(record_runs["off"], record_runs["default"]),
+            "record_dense_pairs": pair_quartiles(record_runs["off"], record_runs["dense"]),
+            "replay_dense_pairs": pair_quartiles(replay_runs["off"], replay_runs["dense"]),
             "bytes_per_snapshot": statistics.median(added) if added else 0,
             "snapshots": len(added)}
 
@@ -129,40 +140,44 @@ def _reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> float:
     return statistics.median(times)
 
 
-def _busy_neighbour(runs: int, tmp: str) -> float:
-    """A median of at least NEIGHBOUR_PAIRS interleaved pairs: single pairs gave 0.96 and 1.31 in
-    two runs of the same code, medians of 3 1.04-1.14 (a run is ~1.2 s)."""
+def _busy_neighbour(runs: int, tmp: str) -> tuple[float, list[float]]:
+    """The ratio of medians of at least NEIGHBOUR_PAIRS interleaved pairs, and the quartiles of
+    the pairs' ratios: single pairs gave 0.96 and 1.31 in two runs of the same code, medians of 3
+    1.04-1.14 (a run is ~1.2 s)."""
     runs = max(runs, NEIGHBOUR_PAIRS)
     path = guest("cpuloop")
     rr = os.path.join(tmp, "neighbour.rr")
     rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        t = medians(runs, off=lambda: run_urr_fresh(path, *rec, "-snapshots", "off")[0],
-                    default=lambda: run_urr_fresh(path, *rec)[0])
+        t = interleaved(runs, off=lambda: run_urr_fresh(path, *rec, "-snapshots", "off")[0],
+                        default=lambda: run_urr_fresh(path, *rec)[0])
     finally:
         spinner.kill()
         spinner.wait()
-    return t["default"] / t["off"]
+    return statistics.median(t["default"]) / statistics.median(t["off"]), pair_quartiles(t["off"], t["default"])
 
 
 def bench(runs: int, tmp: str) -> dict:
     """The figures; each part is also printed to stderr as it is done (the part takes long)."""
     result: dict = {}
     growth: dict = {}
-    result["snapshot_overhead_record_busy_neighbour"] = round(_busy_neighbour(runs, tmp), 3)
+    neighbour, spread = _busy_neighbour(runs, tmp)
+    result["snapshot_overhead_record_busy_neighbour"] = round(neighbour, 3)
+    result["snapshot_overhead_record_busy_neighbour_pairs"] = spread
     print(json.dumps(result), file=sys.stderr, flush=True)
     for touched, name, ram in SIZES:
         path = guest(name)
         rr = os.path.join(tmp, f"{name}.rr")
         o = _overheads(max(runs, HEADLINE_RUNS) if name == "bigmem" else runs, path, ram, rr)
         o["restore_ms"] = _restore_ms(path, ram, rr)
-        growth[touched] = {k: round(v, 3) for k, v in o.items()}
+        growth[touched] = {k: v if isinstance(v, list) else round(v, 3) for k, v in o.items()}
         if name == "bigmem":
             result.update({
                 "snapshot_overhead_record_bigmem": round(o["record_default"], 3),
                 "snapshot_overhead_record_bigmem_dense": round(o["record_dense"], 3),
                 "snapshot_overhead_replay_bigmem": round(o["replay_dense"], 3),
+                "snapshot_overhead_bigmem_pairs": {k: o[f"{k}_pairs"] for k in ("record_default", "record_dense", "replay_dense")},
                 "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
                 "restore_ms_median_bigmem": round(o["restore_ms"], 3),
                 "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})

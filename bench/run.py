@@ -129,14 +129,27 @@ def run_urr_fresh(path: str, *options: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def medians(runs: int, **timings: Callable[[], float]) -> dict[str, float]:
-    """The median time of each timing, their runs interleaved (a, b, a, b, ...) so that drift in
-    a shared machine's speed falls on all of them alike, not on whichever ran last."""
+def interleaved(runs: int, **timings: Callable[[], float]) -> dict[str, list[float]]:
+    """Each timing's times, their runs interleaved (a, b, a, b, ...) so that drift in a shared
+    machine's speed falls on all of them alike, not on whichever ran last."""
     times: dict[str, list[float]] = {name: [] for name in timings}
     for _ in range(runs):
         for name, fn in timings.items():
             times[name].append(fn())
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def medians(runs: int, **timings: Callable[[], float]) -> dict[str, float]:
+    """The median time of each timing, their runs interleaved (`interleaved`)."""
+    return {name: statistics.median(t) for name, t in interleaved(runs, **timings).items()}
+
+
+def pair_quartiles(base: list[float], other: list[float]) -> list[float]:
+    """The first and third quartiles of other[i] / base[i] over interleaved runs: how far the
+    ratio of one pair of runs strays on this machine, beside the ratio of the medians."""
+    ratios = [o / b for b, o in zip(base, other)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return [round(q1, 3), round(q3, 3)]
 
 
 def bench_cpu(runs: int) -> dict:
