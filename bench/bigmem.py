@@ -96,10 +96,9 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, Any]:
 def _replay_session(path: str, ram: str, rr: str) -> Session:
     gc.collect()  # the runs before it freed (bench.run.run_urr_timed says why)
     opts = parse_args(["-kernel", path, "-m", ram, "-serial", "none", "-icount",
-                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE])
-    session = Session(opts, out=io.BytesIO(), stdin_fd=None)
-    session.snapshots.expect_restores()  # as a debugger's Timeline does: these time its restores
-    return session
+                       f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE,
+                       "-debugger"])  # restores as a debugger's: what it restores is kept (SnapshotManager.expect_restores)
+    return Session(opts, out=io.BytesIO(), stdin_fd=None)
 
 
 def _restore_ms(path: str, ram: str, rr: str, samples: int = 25) -> float:

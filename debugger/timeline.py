@@ -128,7 +128,7 @@ class Timeline(StateView):
 
         config = LogReader(rrfile).config
         opts = Options(kernel=kernel, ram_size=config["ram_size"], shift=config["shift"], rr="replay",
-                       rrfile=rrfile, rrsnapshot=snapshot)
+                       rrfile=rrfile, rrsnapshot=snapshot, debugger=True)
         session = Session(opts, out=out if out is not None else io.BytesIO(), stdin_fd=None)
         timeline = cls(session.machine, session.snapshots, True)
         timeline.session = session

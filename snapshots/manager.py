@@ -80,8 +80,9 @@ class SnapshotManager:
         self._by_icount: Optional[tuple[list[SnapshotInfo], list[int]]] = None
         self.recent: OrderedDict[bytes, bytes] = OrderedDict()  # content captured lately, oldest first
         self.recent_nodes: OrderedDict[bytes, bytes] = OrderedDict()  # tree nodes made lately, oldest first
-        # Off until a debugger says it will restore (`expect_restores`): a recording never
-        # restores, nor does a replay nobody debugs.
+        # Off until a debugger says it will restore (`expect_restores`; the session says so
+        # before its first restore when a debugger was asked for): a recording never restores,
+        # nor does a replay nobody debugs.
         self.recent_limit = 0
         self.loaded: OrderedDict[str, Snapshot] = OrderedDict()
         # Snapshots taken lately, without content: restorable before the writer stores them.

@@ -270,6 +270,10 @@ def test_a_replay_keeps_recent_content_only_once_a_debugger_will_restore(guests,
     timeline.reverse_stepi()
     assert timeline.machine.icount == 1_499_999 and read == []
     session.close(None, "test")
+    debugged = replay_session(guests["cpuloop"], rr, "-debugger")  # told before it restores "init"
+    debugged.run(2_500_000)  # past where the first replay went: snapshots of its own
+    assert debugged.snapshots.recent and debugged.snapshots.recent_nodes
+    debugged.close(None, "test")
 
 
 def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guests, tmp_path):

@@ -268,6 +268,8 @@ class Session:
                                              self.tiers)
         except CatalogError as e:
             raise SessionError(str(e)) from None
+        if opts.gdb or opts.debugger:  # from the start: what the first restore reads is kept too
+            self.snapshots.expect_restores()
         try:
             if recording:
                 if opts.rrsnapshot:
