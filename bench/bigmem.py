@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench.run import DENSE, guest, interleaved, pair_quartiles, run_urr_fresh
+from bench.run import DENSE, guest, interleaved, medians_of, pair_quartiles, run_urr_fresh
 from urr.options import parse_args
 from urr.session import Session
 
@@ -74,9 +74,7 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, Any]:
         run_urr_fresh(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
         return replay_dense()
     replay_runs = interleaved(runs, off=timed("replay_off", *rep, "-snapshots", "off"), dense=dense_replay)
-    record = {name: statistics.median(t) for name, t in record_runs.items()}
-    replay = {name: statistics.median(t) for name, t in replay_runs.items()}
-    cpu_median = {name: statistics.median(times) for name, times in cpu.items()}
+    record, replay, cpu_median = medians_of(record_runs), medians_of(replay_runs), medians_of(cpu)
     db = sqlite3.connect(f"{rr}.db")  # the dense replay's catalog: every 10 ms snapshot kept
     added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
     db.close()
@@ -97,7 +95,7 @@ def _replay_session(path: str, ram: str, rr: str) -> Session:
     gc.collect()  # the runs before it freed (bench.run.run_urr_timed says why)
     opts = parse_args(["-kernel", path, "-m", ram, "-serial", "none", "-icount",
                        f"shift=7,rr=replay,rrfile={rr},rrsnapshot=init", "-snapshots", DENSE,
-                       "-debugger"])  # restores as a debugger's: what it restores is kept (SnapshotManager.expect_restores)
+                       "-debugger"])  # restores as a debugger's (SnapshotManager.expect_restores)
     return Session(opts, out=io.BytesIO(), stdin_fd=None)
 
 
@@ -154,7 +152,8 @@ def _busy_neighbour(runs: int, tmp: str) -> tuple[float, list[float]]:
     finally:
         spinner.kill()
         spinner.wait()
-    return statistics.median(t["default"]) / statistics.median(t["off"]), pair_quartiles(t["off"], t["default"])
+    m = medians_of(t)
+    return m["default"] / m["off"], pair_quartiles(t["off"], t["default"])
 
 
 def bench(runs: int, tmp: str) -> dict:
@@ -176,7 +175,8 @@ def bench(runs: int, tmp: str) -> dict:
                 "snapshot_overhead_record_bigmem": round(o["record_default"], 3),
                 "snapshot_overhead_record_bigmem_dense": round(o["record_dense"], 3),
                 "snapshot_overhead_replay_bigmem": round(o["replay_dense"], 3),
-                "snapshot_overhead_bigmem_pairs": {k: o[f"{k}_pairs"] for k in ("record_default", "record_dense", "replay_dense")},
+                "snapshot_overhead_bigmem_pairs": {k: o[f"{k}_pairs"] for k in
+                                                   ("record_default", "record_dense", "replay_dense")},
                 "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
                 "restore_ms_median_bigmem": round(o["restore_ms"], 3),
                 "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})

@@ -139,9 +139,14 @@ def interleaved(runs: int, **timings: Callable[[], float]) -> dict[str, list[flo
     return times
 
 
+def medians_of(times: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each timing's times."""
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def medians(runs: int, **timings: Callable[[], float]) -> dict[str, float]:
     """The median time of each timing, their runs interleaved (`interleaved`)."""
-    return {name: statistics.median(t) for name, t in interleaved(runs, **timings).items()}
+    return medians_of(interleaved(runs, **timings))
 
 
 def pair_quartiles(base: list[float], other: list[float]) -> list[float]:

@@ -252,7 +252,7 @@ def test_named_snapshot_taken_in_replay_starts_a_later_replay(guests, tmp_path):
 def test_a_replay_keeps_recent_content_only_once_a_debugger_will_restore(guests, tmp_path, monkeypatch):
     """A replay nobody debugs never restores, so it keeps no copies of what it captures; a
     Timeline over it says it will, and a reverse step near where it works then reads no page
-    from the catalog."""
+    from the catalog. A session started for a debugger (-debugger, -gdb) says so itself."""
     from debugger.timeline import Timeline
     rr = str(tmp_path / "c.rr")
     record(guests["cpuloop"], rr, "-snapshots", "off")
