@@ -212,9 +212,10 @@ class CatalogWriter:
     def _feed(self, cap: Capture) -> None:
         """Fork a copy of this process that checks and packs the capture's content and writes it
         down a pipe whose read end goes to the child (before the request that stores the
-        capture), as records of hash, sizes and packed bytes (`_fed`). The copy shares memory with this process copy-on-write, so it
-        sees RAM and the page hashes as they are now whatever the guest writes next; this process
-        pays page tables and a fault per page it writes while the copy lives."""
+        capture), as records of hash, sizes and packed bytes (`_fed`). The copy shares memory
+        with this process copy-on-write, so it sees RAM and the page hashes as they are now
+        whatever the guest writes next; this process pays page tables and a fault per page it
+        writes while the copy lives."""
         read_end, write_end = os.pipe()
         try:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
