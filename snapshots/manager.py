@@ -84,6 +84,9 @@ class SnapshotManager:
         # before its first restore when a debugger was asked for): a recording never restores,
         # nor does a replay nobody debugs.
         self.recent_limit = 0
+        # Where this run will stop, when nobody can stop it elsewhere (`stops_at`); None: unknown.
+        self.stop_at: Optional[int] = None
+        self.unneeded = 0  # periodic snapshots not taken because the policy would delete them by stop_at
         self.loaded: OrderedDict[str, Snapshot] = OrderedDict()
         # Snapshots taken lately, without content: restorable before the writer stores them.
         self.taken: OrderedDict[str, Capture] = OrderedDict()
@@ -127,6 +130,17 @@ class SnapshotManager:
         ~4% of a dense bigmem replay), which a replay nobody debugs need not pay."""
         if self.machine.seam.core.replaying:
             self.recent_limit = RECENT_PAGES
+        self.stop_at = None
+
+    def stops_at(self, icount: int) -> None:
+        """The run goes on to `icount` (a replay nobody debugs: the end of its log) and stops
+        nowhere before it, so a periodic snapshot the policy would delete on arriving there is
+        not taken: an unattended replay of bigmem took 613 dense snapshots to keep ~160 of them.
+        The catalog ends as it would have; a run cut short before `icount` has the coarse tier
+        where the dense one would have been. Ignored once restores are expected: a debugger
+        may stop the run anywhere."""
+        if not self.recent_limit:
+            self.stop_at = icount
 
     def arm(self) -> None:
         """Schedule the next periodic snapshot on the grid after the current icount."""
@@ -196,7 +210,9 @@ class SnapshotManager:
         # point at another boundary, and must not take a second snapshot for it. None while the
         # writer is behind: the emulator must not wait for it (the next one holds the changes).
         if self.machine.icount // self.interval not in self.grid:
-            if self.writer.behind() or self._big_while_feeding():
+            if not self._kept_at_stop():
+                self.unneeded += 1
+            elif self.writer.behind() or self._big_while_feeding():
                 self.skipped += 1
             else:
                 self.take(f"auto-{self.machine.icount:015d}", "periodic")
@@ -204,6 +220,14 @@ class SnapshotManager:
         if self.since_thin >= THIN_EVERY:
             self.thin()
         self.arm()
+
+    def _kept_at_stop(self) -> bool:
+        """Whether a periodic snapshot taken now would still be kept when the run reaches
+        `stop_at` (True when that is not known)."""
+        if self.stop_at is None or self.machine.icount >= self.stop_at:
+            return True
+        return policy.kept_at(self.machine.vtime_ns(), self.machine.vtime_ns(self.stop_at),
+                              self._ordered()[0], self.tiers)
 
     def _big_while_feeding(self) -> bool:
         """Whether a periodic snapshot now would be fed to the writer by a forked copy while
@@ -244,12 +268,16 @@ class SnapshotManager:
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
         """The latest snapshot at or before `icount` (of several there, the first listed)."""
-        if self._by_icount is None or len(self._by_icount[0]) != len(self.infos):
-            ordered = sorted(self.infos.values(), key=lambda i: i.icount)  # stable: listing order
-            self._by_icount = (ordered, [i.icount for i in ordered])
-        ordered, icounts = self._by_icount
+        ordered, icounts = self._ordered()
         at = bisect.bisect_right(icounts, icount) - 1
         return ordered[bisect.bisect_left(icounts, icounts[at])] if at >= 0 else None
+
+    def _ordered(self) -> tuple[list[SnapshotInfo], list[int]]:
+        """`infos` sorted by icount (stable: listing order), and their icounts."""
+        if self._by_icount is None or len(self._by_icount[0]) != len(self.infos):
+            ordered = sorted(self.infos.values(), key=lambda i: i.icount)
+            self._by_icount = (ordered, [i.icount for i in ordered])
+        return self._by_icount
 
     def flush(self) -> None:
         """Wait until the catalog holds every snapshot taken."""
@@ -325,6 +353,7 @@ class SnapshotManager:
     def restore(self, name: str) -> None:
         """Load a snapshot (from the catalog, or as loaded before) and put the machine there."""
         snap = self._load(name)
+        self.stop_at = None  # the run goes on from elsewhere: where it will stop is not known
         self.full_next = True  # until the writer is told where the RAM now comes from
         try:
             restore(self.machine, snap, self._blob, self.OWN_TIMERS, self._blobs)

@@ -7,7 +7,8 @@ snapshot at distance d = |position - vtime| belongs to the first tier whose hori
 d, and survives only if it is the earliest periodic snapshot of that tier in its bucket
 floor(vtime / interval): one per interval. Initial and named snapshots always stay.
 
-The functions are pure: the caller deletes what `to_delete` names.
+The functions are pure: the caller deletes what `to_delete` names, and does not take what
+`kept_at` says it would delete.
 
 By default a recording keeps only the coarsest tier (one snapshot per 100 ms, and its initial
 one): the dense tier is made where the user works, by replays and debugging sessions, which
@@ -16,6 +17,7 @@ add to the recording's catalog. Recording dense snapshots too cost a recording 1
 still asks for them."""
 from __future__ import annotations
 
+import bisect
 from typing import Optional, Protocol, Sequence
 
 Tiers = Sequence[tuple[Optional[int], int]]
@@ -58,3 +60,19 @@ def to_delete(snaps: Sequence[Info], position_ns: int, tiers: Tiers = DEFAULT_TI
         else:
             kept.add(bucket)
     return doomed
+
+
+def kept_at(vtime_ns: int, position_ns: int, snaps: Sequence[Info], tiers: Tiers = DEFAULT_TIERS) -> bool:
+    """Whether a periodic snapshot taken at `vtime_ns` beside `snaps` (sorted by vtime)
+    survives `to_delete` at `position_ns`: whether no periodic one of them before it shares
+    its bucket there. A run that knows where it will stop need not take a snapshot it would
+    delete on arriving (SnapshotManager.stops_at)."""
+    tier = tier_of(abs(position_ns - vtime_ns), tiers)
+    interval = tiers[tier][1]
+    i = bisect.bisect_left(snaps, vtime_ns - vtime_ns % interval, key=lambda s: s.vtime_ns)
+    while i < len(snaps) and snaps[i].vtime_ns < vtime_ns:
+        s = snaps[i]
+        i += 1
+        if s.kind == "periodic" and tier_of(abs(position_ns - s.vtime_ns), tiers) == tier:
+            return False
+    return True

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from snapshots.catalog import SnapshotInfo
-from snapshots.policy import DEFAULT_TIERS, tier_of, to_delete
+from snapshots.policy import DEFAULT_TIERS, kept_at, tier_of, to_delete
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -130,3 +130,15 @@ def _brute_force_doomed(snaps, position, tiers) -> set[str]:
 def test_matches_the_rule_pair_by_pair(entries, position):
     snaps = [snap(v, kind, f"{kind}-{v}") for v, kind in entries]
     assert set(to_delete(snaps, position)) == _brute_force_doomed(snaps, position, DEFAULT_TIERS)
+
+
+@given(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(["periodic", "periodic", "initial", "named"])),
+                max_size=60),
+       st.integers(0, 3000), st.integers(0, 4000), st.booleans())
+def test_kept_at_says_whether_to_delete_would_spare_a_new_snapshot(earlier, at, position, three):
+    """`kept_at` answers, for one snapshot more, what `to_delete` over all of them answers."""
+    tiers = [(100 * MS, MS), (S, 10 * MS), (None, 100 * MS)] if three else DEFAULT_TIERS
+    snaps = sorted((snap(t * MS, kind, f"{kind}-{i}") for i, (t, kind) in enumerate(earlier)
+                    if t != at), key=lambda s: s.vtime_ns)
+    new = snap(at * MS, "periodic", "new")
+    assert kept_at(new.vtime_ns, position * MS, snaps, tiers) == ("new" not in to_delete(snaps + [new], position * MS, tiers))

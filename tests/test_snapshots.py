@@ -276,6 +276,30 @@ def test_a_replay_keeps_recent_content_only_once_a_debugger_will_restore(guests,
     debugged.close(None, "test")
 
 
+def test_a_replay_nobody_debugs_takes_only_the_snapshots_it_keeps(guests, tmp_path, monkeypatch):
+    """A replay runs to its log's end unless a debugger stops it, so it does not take the dense
+    snapshots the policy deletes by then; its catalog ends as that of a replay that took them
+    all (one a debugger could stop anywhere)."""
+    from snapshots.writer import CatalogWriter
+    monkeypatch.setattr(CatalogWriter, "behind", lambda self: False)  # the host's pace: not compared
+    rr = str(tmp_path / "c.rr")
+    record(guests["cpuloop"], rr, "-snapshots", "off")
+    shutil.copy(rr, tmp_path / "d.rr")
+    shutil.copy(rr + ".db", tmp_path / "d.rr.db")
+    taken, kept = [], []
+    for path, debugged in ((rr, False), (str(tmp_path / "d.rr"), True)):
+        session = replay_session(guests["cpuloop"], path)
+        if debugged:
+            session.snapshots.expect_restores()
+        assert session.run().reason == "exit"
+        taken.append(session.snapshots.writer.submitted)
+        session.close(None, "test")
+        with Catalog.open_existing(path + ".db") as c:
+            kept.append(sorted(i.icount for i in c.list() if i.kind == "periodic"))
+    assert kept[0] == kept[1] and len(kept[0]) > 100
+    assert taken[1] > 500 and taken[0] < len(kept[0]) + 5
+
+
 def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guests, tmp_path):
     """Seeks and reverse scans replay stretches again, stopping at other places: the snapshots
     they meet are reused, not taken twice a few instructions apart."""

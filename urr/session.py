@@ -326,6 +326,11 @@ class Session:
         self.flush_timer.arm(self.machine.icount + FLUSH_CHECK)
 
     def run(self, until: Optional[int] = None) -> Stop:
+        """Run the machine on (Machine.run). A replay stops at `until` or at its log's end, and
+        only a debugger could stop it elsewhere: its snapshots are told so (stops_at)."""
+        if self.snapshots is not None and self.player is not None:
+            end = self.player.end_icount
+            self.snapshots.stops_at(end if until is None else min(until, end))
         return self.machine.run(until)
 
     def state_hash(self) -> str:
