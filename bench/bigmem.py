@@ -7,6 +7,8 @@ Figures (targets in docs/replay.md):
   snapshot_overhead_record_bigmem          record, default policy (100 ms) / -snapshots off
   snapshot_overhead_record_bigmem_dense    record, -snapshots 10ms:1s,100ms / off
   snapshot_overhead_replay_bigmem          replay keeping every 10 ms snapshot / off
+  snapshot_overhead_replay_bigmem_default_policy  a plain replay (default policy, 10ms:1s,100ms:
+                                           the dense tier kept in its last second) / off
   catalog_bytes_per_snapshot_bigmem        median catalog growth per periodic snapshot (dense)
   restore_ms_median_bigmem                 restoring the snapshot a seek to a random place starts
                                            from, at that place
@@ -14,10 +16,10 @@ Figures (targets in docs/replay.md):
   snapshot_overhead_record_busy_neighbour  cpuloop, default policy / off, another process
                                            spinning throughout (a median of at least 7 pairs)
   snapshot_overhead_bigmem_pairs           the first and third quartiles of the ratios of the
-  snapshot_overhead_record_busy_neighbour_pairs  single interleaved pairs behind the three
+  snapshot_overhead_record_busy_neighbour_pairs  single interleaved pairs behind the four
                                            overheads above (record_default, record_dense,
-                                           replay_dense) and the busy neighbour's: how far one
-                                           pair strays on this machine
+                                           replay_dense, replay_default) and the busy
+                                           neighbour's: how far one pair strays on this machine
   bigmem_growth                            per size touched (16M, 256M, 1G): the record and
                                            replay overheads (wall, and _cpu: the emulator's own
                                            CPU time; _pairs as above), bytes per snapshot,
@@ -68,12 +70,16 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, Any]:
     record_runs = interleaved(runs, off=timed("record_off", *rec, "-snapshots", "off"),
                               default=timed("record_default", *rec),
                               dense=timed("record_dense", *rec, "-snapshots", DENSE_RECORD))
-    replay_dense = timed("replay_dense", *rep, "-snapshots", DENSE)
 
-    def dense_replay() -> float:
-        run_urr_fresh(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
-        return replay_dense()
-    replay_runs = interleaved(runs, off=timed("replay_off", *rep, "-snapshots", "off"), dense=dense_replay)
+    def over_fresh_catalog(replay: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            run_urr_fresh(path, *rec, "-snapshots", "off")  # a catalog holding only the initial snapshot
+            return replay()
+        return run
+    # The dense replay last: the bytes per snapshot are read from its catalog.
+    replay_runs = interleaved(runs, off=timed("replay_off", *rep, "-snapshots", "off"),
+                              default=over_fresh_catalog(timed("replay_default", *rep)),
+                              dense=over_fresh_catalog(timed("replay_dense", *rep, "-snapshots", DENSE)))
     record, replay, cpu_median = medians_of(record_runs), medians_of(replay_runs), medians_of(cpu)
     db = sqlite3.connect(f"{rr}.db")  # the dense replay's catalog: every 10 ms snapshot kept
     added = [r[0] for r in db.execute("SELECT bytes FROM snapshots WHERE kind = 'periodic'")]
@@ -81,12 +87,15 @@ def _overheads(runs: int, path: str, ram: str, rr: str) -> dict[str, Any]:
     return {"record_default": record["default"] / record["off"],
             "record_dense": record["dense"] / record["off"],
             "replay_dense": replay["dense"] / replay["off"],
+            "replay_default": replay["default"] / replay["off"],
             "record_default_cpu": cpu_median["record_default"] / cpu_median["record_off"],
             "record_dense_cpu": cpu_median["record_dense"] / cpu_median["record_off"],
             "replay_dense_cpu": cpu_median["replay_dense"] / cpu_median["replay_off"],
+            "replay_default_cpu": cpu_median["replay_default"] / cpu_median["replay_off"],
             "record_default_pairs": pair_quartiles(record_runs["off"], record_runs["default"]),
             "record_dense_pairs": pair_quartiles(record_runs["off"], record_runs["dense"]),
             "replay_dense_pairs": pair_quartiles(replay_runs["off"], replay_runs["dense"]),
+            "replay_default_pairs": pair_quartiles(replay_runs["off"], replay_runs["default"]),
             "bytes_per_snapshot": statistics.median(added) if added else 0,
             "snapshots": len(added)}
 
@@ -175,8 +184,10 @@ def bench(runs: int, tmp: str) -> dict:
                 "snapshot_overhead_record_bigmem": round(o["record_default"], 3),
                 "snapshot_overhead_record_bigmem_dense": round(o["record_dense"], 3),
                 "snapshot_overhead_replay_bigmem": round(o["replay_dense"], 3),
+                "snapshot_overhead_replay_bigmem_default_policy": round(o["replay_default"], 3),
                 "snapshot_overhead_bigmem_pairs": {k: o[f"{k}_pairs"] for k in
-                                                   ("record_default", "record_dense", "replay_dense")},
+                                                   ("record_default", "record_dense", "replay_dense",
+                                                    "replay_default")},
                 "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
                 "restore_ms_median_bigmem": round(o["restore_ms"], 3),
                 "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})
