@@ -179,8 +179,7 @@ class SnapshotManager:
             self.taken.popitem(last=False)
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
                             pages=self.machine.pages.count, bytes=0)
-        self.infos[name] = info
-        self._by_icount = None
+        self._add_info(info)
         if kind == "periodic" and self.interval:
             self.grid.add(cap.icount // self.interval)
         return info
@@ -271,6 +270,20 @@ class SnapshotManager:
         ordered, icounts = self._ordered()
         at = bisect.bisect_right(icounts, icount) - 1
         return ordered[bisect.bisect_left(icounts, icounts[at])] if at >= 0 else None
+
+    def _add_info(self, info: SnapshotInfo) -> None:
+        """List a snapshot just taken, in `infos` and in order (`_ordered`) without sorting
+        them all again: a run's periodic snapshots come in icount order, one per grid point,
+        and a run that knows where it stops looks at that order at every grid point."""
+        replaced = info.name in self.infos
+        self.infos[info.name] = info
+        if replaced or self._by_icount is None:
+            self._by_icount = None
+            return
+        ordered, icounts = self._by_icount
+        at = bisect.bisect_right(icounts, info.icount)
+        ordered.insert(at, info)
+        icounts.insert(at, info.icount)
 
     def _ordered(self) -> tuple[list[SnapshotInfo], list[int]]:
         """`infos` sorted by icount (stable: listing order), and their icounts."""

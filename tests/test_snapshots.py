@@ -287,17 +287,21 @@ def test_a_replay_nobody_debugs_takes_only_the_snapshots_it_keeps(guests, tmp_pa
     shutil.copy(rr, tmp_path / "d.rr")
     shutil.copy(rr + ".db", tmp_path / "d.rr.db")
     taken, kept = [], []
-    for path, debugged in ((rr, False), (str(tmp_path / "d.rr"), True)):
+    for path, attended in ((rr, False), (str(tmp_path / "d.rr"), True)):
         session = replay_session(guests["cpuloop"], path)
-        if debugged:
+        if attended:
             session.snapshots.expect_restores()
         assert session.run().reason == "exit"
-        taken.append(session.snapshots.writer.submitted)
+        snaps = session.snapshots
+        taken.append((snaps.writer.submitted, snaps.unneeded))
+        assert snaps._ordered()[0] == sorted(snaps.infos.values(), key=lambda i: i.icount)  # kept in order
         session.close(None, "test")
         with Catalog.open_existing(path + ".db") as c:
             kept.append(sorted(i.icount for i in c.list() if i.kind == "periodic"))
     assert kept[0] == kept[1] and len(kept[0]) > 100
-    assert taken[1] > 500 and taken[0] < len(kept[0]) + 5
+    (unattended, unneeded), (debugged, none) = taken
+    assert debugged > 500 and none == 0
+    assert unattended < len(kept[0]) + 5 and unattended + unneeded == debugged
 
 
 def test_replaying_a_stretch_again_takes_no_second_snapshot_per_grid_point(guests, tmp_path):
