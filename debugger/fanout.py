@@ -15,12 +15,12 @@ from typing import Callable, Optional
 from debugger.agentexpr import Condition
 from debugger.search import Hit
 from history.queries import Executions
-from history.runner import Backend, SegmentFailed, execute
+from history.runner import Backend, Cancelled, SegmentFailed, execute
 from history.segments import MIN_SEGMENT, FileSource, Interval, plan, snapshot_pairs
 from snapshots.manager import SnapshotManager
 
 BATCH_PER_WORKER = 1 << 25  # the first batch's icounts per worker; each next batch twice as many,
-BATCH_PER_WORKER_MAX = 1 << 27  # up to this (the search checks for Ctrl-C between batches)
+BATCH_PER_WORKER_MAX = 1 << 27  # up to this
 
 
 class FanOut:
@@ -34,8 +34,9 @@ class FanOut:
     def last_hit(self, breaks: dict[int, Optional[Condition]], first: int, last: int,
                  take_interrupt: Callable[[], bool]) -> Optional[Hit]:
         """The last execution in [first, last) (`last` a snapshot's icount) of an instruction at
-        a key of `breaks` whose condition (or None) holds there; a Hit "interrupt" if asked to
-        stop between batches."""
+        a key of `breaks` whose condition (or None) holds there; a Hit "interrupt" (at the
+        earliest icount searched) as soon as `take_interrupt()` says so, the workers stopped
+        wherever they are: a batch is up to ~9 s of replay, too long to wait for a Ctrl-C."""
         self.snapshots.flush()  # the workers read the catalog: it must hold every snapshot
         catalog = self.snapshots.catalog
         source = FileSource(self.rrfile, catalog.path, None, catalog.recording_id)
@@ -52,7 +53,9 @@ class FanOut:
                 size += batch[0].length
             try:
                 found, _ = execute(Executions(breaks), source, plan(batch, self.jobs, MIN_SEGMENT),
-                                   Backend(jobs=self.jobs))
+                                   Backend(jobs=self.jobs), cancelled=take_interrupt)
+            except Cancelled:
+                return Hit(last, "interrupt")
             except SegmentFailed as e:
                 raise ValueError(f"reverse search: {e}") from None
             hits = [(icount, addr) for icount, addr in found if first <= icount < last]

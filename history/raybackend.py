@@ -18,7 +18,7 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
-from history.runner import RETRIES, Done, SegmentFailed, default_jobs, run_segment
+from history.runner import CANCEL_POLL_S, RETRIES, Cancel, Cancelled, Done, SegmentFailed, default_jobs, run_segment
 from history.segments import FileSource, Progress, Query, Segment, ShippedSource, ship
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def run_on_ray(query: Query, source: FileSource, segments: list[Segment], address: str,
-               progress: Progress) -> dict[int, Done]:
+               progress: Progress, cancelled: Cancel) -> dict[int, Done]:
     started = connect(address)
     import ray
 
@@ -97,7 +97,9 @@ def run_on_ray(query: Query, source: FileSource, segments: list[Segment], addres
                     seg = queue.popleft()
                     restored, compared = query.snapshots_used(seg)
                     running[task.remote(query, seg, ship(source, seg, restored, compared, kernel))] = seg
-                done, _ = ray.wait(list(running), num_returns=1)
+                if cancelled():
+                    raise Cancelled()
+                done, _ = ray.wait(list(running), num_returns=1, timeout=CANCEL_POLL_S)
                 for ref in done:
                     seg = running.pop(ref)
                     try:

@@ -4,7 +4,9 @@ Every backend hands each segment to `run_segment` and concatenates the results i
 order, so they are the serial run's, whatever ran where and finished when. A segment whose
 replay fails (a divergence, a corrupt snapshot) fails the query at once: replaying it again would
 fail the same way. A worker that dies while replaying a segment (killed, out of memory) is
-replaced and the segment retried once; a second death fails the query, naming the segment."""
+replaced and the segment retried once; a second death fails the query, naming the segment.
+A caller that may be asked to stop (a reverse search's Ctrl-C) gives `cancelled`, which every
+backend asks at least every CANCEL_POLL_S while it waits: the workers stop at once."""
 from __future__ import annotations
 
 import multiprocessing
@@ -13,15 +15,25 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from history.segments import FileSource, Progress, Query, Replayer, Segment, Source
 
 RETRIES = 1  # a segment whose worker died is given to another worker this many times
+CANCEL_POLL_S = 0.05  # the longest a backend waits for results before asking `cancelled`
+Cancel = Callable[[], bool]
 
 
 class SegmentFailed(Exception):
     """A segment could not be replayed; the message is one line naming it."""
+
+
+class Cancelled(Exception):
+    """The caller's `cancelled()` said to stop: the segments still running were abandoned."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -70,24 +82,28 @@ def run_segment(source: Source, query: Query, segment: Segment) -> tuple[bool, o
 
 
 def execute(query: Query, source: FileSource, segments: list[Segment], backend: Backend,
-            progress: Progress = lambda n: None) -> tuple[list, list[Done]]:
-    """Every segment's results, concatenated in segment (icount) order; each segment's Done."""
+            progress: Progress = lambda n: None, cancelled: Cancel = _never) -> tuple[list, list[Done]]:
+    """Every segment's results, concatenated in segment (icount) order; each segment's Done.
+    Raises Cancelled as soon as `cancelled()` says so (asked while waiting for results)."""
     if backend.ray is not None:
         from history.raybackend import run_on_ray
 
-        done = run_on_ray(query, source, segments, backend.ray, progress)
+        done = run_on_ray(query, source, segments, backend.ray, progress, cancelled)
     elif backend.jobs <= 1 or len(segments) <= 1:
-        done = _serial(query, source, segments, progress)
+        done = _serial(query, source, segments, progress, cancelled)
     else:
-        done = ProcessPool(source, min(backend.jobs, len(segments))).run(query, segments, progress)
+        done = ProcessPool(source, min(backend.jobs, len(segments))).run(query, segments, progress, cancelled)
     return ([item for seg in segments for item in done[seg.index].results],
             [done[seg.index]._replace(results=[]) for seg in segments])
 
 
-def _serial(query: Query, source: FileSource, segments: list[Segment], progress: Progress) -> dict[int, Done]:
+def _serial(query: Query, source: FileSource, segments: list[Segment], progress: Progress,
+            cancelled: Cancel) -> dict[int, Done]:
     done = {}
     try:
         for seg in segments:
+            if cancelled():
+                raise Cancelled()
             ok, value = run_segment(source, query, seg)
             if not ok:
                 raise SegmentFailed(value)
@@ -132,7 +148,8 @@ class ProcessPool:
         theirs.close()
         return proc, ours
 
-    def run(self, query: Query, segments: list[Segment], progress: Progress) -> dict[int, Done]:
+    def run(self, query: Query, segments: list[Segment], progress: Progress,
+            cancelled: Cancel = _never) -> dict[int, Done]:
         pending = deque(segments)
         deaths: dict[int, int] = {}
         results: dict[int, Done] = {}
@@ -149,8 +166,10 @@ class ProcessPool:
             for w in workers:
                 give(w)
             while len(results) < len(segments):
+                if cancelled():
+                    raise Cancelled()
                 busy = [w for w in workers if held.get(w[0].pid) is not None]
-                ready = wait([w[1] for w in busy] + [w[0].sentinel for w in busy])
+                ready = wait([w[1] for w in busy] + [w[0].sentinel for w in busy], timeout=CANCEL_POLL_S)
                 for w in list(busy):
                     proc, conn = w
                     segment = held[proc.pid]

@@ -496,6 +496,26 @@ def test_reverse_continue_fanned_out_over_workers_finds_what_the_forward_run_fin
     assert len(fanned) >= 2  # searches went to the workers (one may find its hit before)
 
 
+def test_an_interrupted_fanned_out_search_stops_its_workers_at_once(open_timeline):
+    """Ctrl-C during a reverse search spread over workers is answered while they replay, not
+    after their batch (up to ~9 s of replay): the search ends where it began, having searched
+    nothing, and no worker is left running."""
+    import multiprocessing
+    tl, rec = open_timeline("corrupt")
+    tl.cont()
+    last = max(i.icount for i in tl.snapshots.infos.values())
+    before = len(multiprocessing.active_children())  # the catalog writer's
+    asked: list[int] = []
+
+    def interrupted() -> bool:
+        asked.append(len(multiprocessing.active_children()))
+        return True
+    hit = FanOut(tl.snapshots, rec.rrfile, 2).last_hit({0x10: None}, tl.start, last, interrupted)
+    assert (hit.reason, hit.icount) == ("interrupt", last)  # not a batch's start: none finished
+    assert asked == [before + 2]  # asked once, while both workers ran
+    assert len(multiprocessing.active_children()) == before  # and they are gone
+
+
 def test_a_fanned_out_search_evaluates_gdbs_conditions_in_the_workers(open_timeline):
     """A breakpoint whose condition is GDB's bytecode (here `($rdi & 1) != 0`) is searched for
     in the worker processes too, which evaluate the condition against their own machine: the
