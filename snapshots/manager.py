@@ -135,7 +135,7 @@ class SnapshotManager:
     def stops_at(self, icount: int) -> None:
         """The run goes on to `icount` (a replay nobody debugs: the end of its log) and stops
         nowhere before it, so a periodic snapshot the policy would delete on arriving there is
-        not taken: an unattended replay of bigmem took 613 dense snapshots to keep ~160 of them.
+        not taken: an unattended replay of bigmem took 613 dense snapshots to keep ~150 of them.
         The catalog ends as it would have; a run cut short before `icount` has the coarse tier
         where the dense one would have been. Ignored once restores are expected: a debugger
         may stop the run anywhere."""

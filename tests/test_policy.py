@@ -141,4 +141,5 @@ def test_kept_at_says_whether_to_delete_would_spare_a_new_snapshot(earlier, at, 
     snaps = sorted((snap(t * MS, kind, f"{kind}-{i}") for i, (t, kind) in enumerate(earlier)
                     if t != at), key=lambda s: s.vtime_ns)
     new = snap(at * MS, "periodic", "new")
-    assert kept_at(new.vtime_ns, position * MS, snaps, tiers) == ("new" not in to_delete(snaps + [new], position * MS, tiers))
+    spared = "new" not in to_delete(snaps + [new], position * MS, tiers)
+    assert kept_at(new.vtime_ns, position * MS, snaps, tiers) == spared
