@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from cpu.pagetree import EMPTY, entries
+from cpu.pagetree import EMPTY, HASH, NodeSource, entries
 from snapshots.snapshot import Snapshot
 
 DEFER_MAX = 256  # captures after a held one before it is stored anyway (2.56 s at 10 ms)
@@ -88,12 +88,14 @@ class HeldCaptures:
     def numbers(self) -> list[int]:
         return [h.number for h in self.captures.values()]
 
-    def reached(self, root: bytes, base: Optional[bytes],
-                given: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    def reached(self, root: bytes, base: Optional[bytes], given: dict[bytes, bytes],
+                stored: NodeSource) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
         """The pool's nodes and content that the tree `root` reaches, through the pool's nodes
         and the `given` ones (the capture's own), apart from what it shares with the stored tree
-        `base` at the same place. A node in neither is in the file with all below it (or the
-        store's check reports it missing)."""
+        `base` at the same place, middle nodes and leaves alike (`stored` gives the base's
+        nodes): storing the held captures in a row, each differs from the one before in a few
+        leaves of a few middle nodes. A node in neither is in the file with all below it (or
+        the store's check reports it missing)."""
         nodes: dict[bytes, bytes] = {}
         blobs: dict[bytes, bytes] = {}
         pages: set[bytes] = set()  # the hashes the leaves reached name
@@ -108,14 +110,16 @@ class HeldCaptures:
                 return None
             nodes[h] = entry[1]
             return entry[1]
-        base_mids = entries(base) if base is not None and len(base) == len(root) else None
-        for m, mid in enumerate(entries(root)):
-            if mid == EMPTY or (base_mids is not None and base_mids[m] == mid):
+        base_mids = entries(base) if base is not None and len(base) == len(root) else [EMPTY] * (len(root) // HASH)
+        for mid, base_mid in zip(entries(root), base_mids):
+            if mid == base_mid or (mid_bytes := node(mid)) is None:
                 continue
-            mid_bytes = node(mid)
-            for leaf in entries(mid_bytes) if mid_bytes is not None else ():
-                leaf_bytes = node(leaf) if leaf != EMPTY else None
-                if leaf_bytes is not None:
+            # A leaf the base's middle node names is stored with all below it: set operations,
+            # not a Python comparison per leaf.
+            leaves = set(entries(mid_bytes)).difference(entries(stored(base_mid)) if base_mid != EMPTY else ())
+            leaves.discard(EMPTY)
+            for leaf in leaves:
+                if (leaf_bytes := node(leaf)) is not None:
                     pages.update(entries(leaf_bytes))
         for h in (pages & self._blobs.keys()) - self._in_file:
             blobs[h] = self._blobs[h][1]

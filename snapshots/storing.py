@@ -88,7 +88,7 @@ class Storer:
             return
         base = self.stored_root if chained else None
         if chained:
-            pool_nodes, pool_blobs = self.held.reached(snap.pages.root, base, nodes or {})
+            pool_nodes, pool_blobs = self.held.reached(snap.pages.root, base, nodes or {}, self._node)
             nodes = {**pool_nodes, **(nodes or {})}
             blobs = {**pool_blobs, **self.held.sector_blobs(snap.disk), **blobs}
         try:
@@ -100,6 +100,10 @@ class Storer:
                 self.held.stored(number, [*nodes, *blobs])
         except Exception as e:  # kept for the next flush
             self.error = str(e)
+
+    def _node(self, h: bytes) -> bytes:
+        """A tree node, held or in the file."""
+        return self.held.node(h) or self.catalog.get_node(h)
 
     def _store_held(self, name: str) -> None:
         held = self.held.captures[name]
@@ -162,8 +166,7 @@ class Storer:
                 # trees are still to be stored
                 roots = [r for r in (self.root, self.stored_root) if r is not None]
                 self.catalog.gc(args[0] | set(self.disk.values()) | self.held.sectors(),
-                                roots + self.held.roots(),
-                                lambda h: self.held.node(h) or self.catalog.get_node(h))
+                                roots + self.held.roots(), self._node)
                 self.held.lost()
                 self.deleted_stored = 0
         except Exception as e:  # kept for the next flush
