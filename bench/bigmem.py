@@ -14,7 +14,7 @@ Figures (targets in docs/replay.md):
                                            from, at that place
   reverse_stepi_ms_median_bigmem           reverse-stepi at random positions of its replay
   snapshot_overhead_record_busy_neighbour  cpuloop, default policy / off, another process
-                                           spinning throughout (a median of at least 7 pairs)
+                                           spinning throughout (a median of at least 11 pairs)
   snapshot_overhead_bigmem_pairs           the first and third quartiles of the ratios of the
   snapshot_overhead_record_busy_neighbour_pairs  single interleaved pairs behind the four
                                            overheads above (record_default, record_dense,
@@ -42,14 +42,11 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench.run import DENSE, guest, interleaved, medians_of, pair_quartiles, run_urr_fresh
+from bench.run import DENSE, HEADLINE_RUNS, guest, interleaved, medians_of, pair_quartiles, run_urr_fresh
 from urr.options import parse_args
 from urr.session import Session
 
 DENSE_RECORD = "10ms:1s,100ms"
-NEIGHBOUR_PAIRS = 7  # the fewest interleaved pairs the busy-neighbour ratio is a median of
-HEADLINE_RUNS = 7  # the fewest runs per timing for the 256 MiB guest (its figures have targets;
-# medians of 3 of the same code spread 1.07-1.19 on this machine)
 SIZES = (("256M", "bigmem", "512M"), ("16M", "bigmem16", "64M"), ("1G", "bigmem1g", "1G"))
 
 
@@ -147,10 +144,10 @@ def _reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> float:
 
 
 def _busy_neighbour(runs: int, tmp: str) -> tuple[float, list[float]]:
-    """The ratio of medians of at least NEIGHBOUR_PAIRS interleaved pairs, and the quartiles of
+    """The ratio of medians of at least HEADLINE_RUNS interleaved pairs, and the quartiles of
     the pairs' ratios: single pairs gave 0.96 and 1.31 in two runs of the same code, medians of 3
     1.04-1.14 (a run is ~1.2 s)."""
-    runs = max(runs, NEIGHBOUR_PAIRS)
+    runs = max(runs, HEADLINE_RUNS)
     path = guest("cpuloop")
     rr = os.path.join(tmp, "neighbour.rr")
     rec = ["-icount", f"shift=7,rr=record,rrfile={rr},rrsnapshot=init"]
