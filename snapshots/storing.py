@@ -87,11 +87,11 @@ class Storer:
         if self.error is not None:
             return
         base = self.stored_root if chained else None
-        if chained:
-            pool_nodes, pool_blobs = self.held.reached(snap.pages.root, base, nodes or {}, self._node)
-            nodes = {**pool_nodes, **(nodes or {})}
-            blobs = {**pool_blobs, **self.held.sector_blobs(snap.disk), **blobs}
-        try:
+        try:  # the walk of the held pool reads the stored tree's nodes from the file
+            if chained:
+                pool_nodes, pool_blobs = self.held.reached(snap.pages.root, base, nodes or {}, self._node)
+                nodes = {**pool_nodes, **(nodes or {})}
+                blobs = {**pool_blobs, **self.held.sector_blobs(snap.disk), **blobs}
             if not self.catalog.in_batch:
                 self.catalog.begin()
             self.catalog.save(snap, blobs, nodes, base, ahead)
