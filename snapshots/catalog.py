@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterable, Iterator, Optional, Sequence
 
-import lz4.block
-
 
 def _import_sqlite_utils() -> ModuleType:
     """sqlite-utils without numpy and pandas, which it imports when they are installed (for
@@ -67,7 +65,7 @@ sqlite_utils = _import_sqlite_utils()
 from cpu import pagetree  # noqa: E402  (after sqlite-utils: neither imports the other)
 from cpu.pagemap import PAGE
 from snapshots.snapshot import (CatalogError, Snapshot, SnapshotInfo, TreePages, check_content,
-                                content_hash, pack_content, pack_map, unpack_map, tree_of)
+                                content_hash, pack_content, pack_map, unpack_content, unpack_map, tree_of)
 
 FORMAT_VERSION = 2
 KINDS = ("initial", "named", "periodic")
@@ -124,13 +122,6 @@ class CatalogStats:
     def tree_sharing(self) -> float:
         """Node references per stored node: how many snapshots share a node, on average."""
         return self.node_references / self.nodes if self.nodes else 1.0
-
-
-def _decompress(size: int, data: bytes) -> Optional[bytes]:
-    try:
-        return lz4.block.decompress(data, uncompressed_size=size)
-    except (lz4.block.LZ4BlockError, TypeError, ValueError):
-        return None
 
 
 def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
@@ -542,7 +533,7 @@ class Catalog:
         rows = self._rows("SELECT data FROM nodes WHERE hash = ?", (h,))
         if not rows:
             raise CatalogError(f"page tree node {h.hex()} is missing from {self.path}")
-        data = _decompress(pagetree.NODE_BYTES, rows[0][0])
+        data = unpack_content(pagetree.NODE_BYTES, rows[0][0])
         if data is None or pagetree.node_hash(data) != h:
             raise CatalogError(f"page tree node {h.hex()} in {self.path} is corrupt (its content "
                                "does not match its hash)")
@@ -573,7 +564,7 @@ class Catalog:
         if not wanted:
             return out
         for h, size, stored in self._blob_rows("hash, size, data", wanted):
-            data = _decompress(size, stored)
+            data = unpack_content(size, stored)
             if data is None or content_hash(data) != h:
                 raise CatalogError(f"page {h.hex()} in {self.path} is corrupt (its content does not match its hash)")
             out[h] = data

@@ -114,6 +114,15 @@ def pack_content(data: bytes) -> bytes:
     return lz4.block.compress(data, store_size=False)
 
 
+def unpack_content(size: int, data: bytes) -> Optional[bytes]:
+    """Content as `pack_content` packed it, `size` bytes raw; None if it is not such a block
+    (the caller names what is damaged)."""
+    try:
+        return lz4.block.decompress(data, uncompressed_size=size)
+    except (lz4.block.LZ4BlockError, TypeError, ValueError):
+        return None
+
+
 def pack_map(entries: dict[int, bytes]) -> bytes:
     """A sector (or, in format 1, page) map as stored: lz4 of sorted (u32 number, hash) pairs."""
     keys = sorted(entries)
