@@ -40,7 +40,7 @@ class FanOut:
         self.snapshots.flush()  # the workers read the catalog: it must hold every snapshot
         catalog = self.snapshots.catalog
         source = FileSource(self.rrfile, catalog.path, None, catalog.recording_id)
-        ordered = sorted(self.snapshots.infos.values(), key=lambda i: i.icount)
+        ordered, _ = self.snapshots.by_icount()
         origin = self.snapshots.nearest(first)
         assert origin is not None
         intervals = [i for i in snapshot_pairs(ordered) if origin.icount <= i.start_icount and i.end_icount <= last]

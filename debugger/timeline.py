@@ -588,7 +588,7 @@ class Timeline(StateView):
     def snapshots_text(self) -> str:
         if self.snapshots is None:
             return "no snapshot catalog\n"
-        infos = sorted(self.snapshots.infos.values(), key=lambda i: i.icount)
+        infos, _ = self.snapshots.by_icount()
         lines = [f"{len(infos)} snapshots; position icount {self.icount}"]
         for i in infos:
             lines.append(f"  {i.name:<24} icount {i.icount:>14}  {i.vtime_ns / 1e9:10.6f} s  {i.kind}")

@@ -226,7 +226,7 @@ class SnapshotManager:
         if self.stop_at is None or self.machine.icount >= self.stop_at:
             return True
         return policy.kept_at(self.machine.vtime_ns(), self.machine.vtime_ns(self.stop_at),
-                              self._ordered()[0], self.tiers)
+                              self.by_icount()[0], self.tiers)
 
     def _big_while_feeding(self) -> bool:
         """Whether a periodic snapshot now would be fed to the writer by a forked copy while
@@ -267,12 +267,12 @@ class SnapshotManager:
 
     def nearest(self, icount: int) -> Optional[SnapshotInfo]:
         """The latest snapshot at or before `icount` (of several there, the first listed)."""
-        ordered, icounts = self._ordered()
+        ordered, icounts = self.by_icount()
         at = bisect.bisect_right(icounts, icount) - 1
         return ordered[bisect.bisect_left(icounts, icounts[at])] if at >= 0 else None
 
     def _add_info(self, info: SnapshotInfo) -> None:
-        """List a snapshot just taken, in `infos` and in order (`_ordered`) without sorting
+        """List a snapshot just taken, in `infos` and in order (`by_icount`) without sorting
         them all again: a run's periodic snapshots come in icount order, one per grid point,
         and a run that knows where it stops looks at that order at every grid point."""
         replaced = info.name in self.infos
@@ -285,8 +285,9 @@ class SnapshotManager:
         ordered.insert(at, info)
         icounts.insert(at, info.icount)
 
-    def _ordered(self) -> tuple[list[SnapshotInfo], list[int]]:
-        """`infos` sorted by icount (stable: listing order), and their icounts."""
+    def by_icount(self) -> tuple[list[SnapshotInfo], list[int]]:
+        """`infos` sorted by icount (stable: listing order), and their icounts: kept as snapshots
+        are taken, not sorted again for each caller. Read only."""
         if self._by_icount is None or len(self._by_icount[0]) != len(self.infos):
             ordered = sorted(self.infos.values(), key=lambda i: i.icount)
             self._by_icount = (ordered, [i.icount for i in ordered])

@@ -294,7 +294,7 @@ def test_a_replay_nobody_debugs_takes_only_the_snapshots_it_keeps(guests, tmp_pa
         assert session.run().reason == "exit"
         snaps = session.snapshots
         taken.append((snaps.writer.submitted, snaps.unneeded))
-        assert snaps._ordered()[0] == sorted(snaps.infos.values(), key=lambda i: i.icount)  # kept in order
+        assert snaps.by_icount()[0] == sorted(snaps.infos.values(), key=lambda i: i.icount)  # kept in order
         session.close(None, "test")
         with Catalog.open_existing(path + ".db") as c:
             kept.append(sorted(i.icount for i in c.list() if i.kind == "periodic"))
