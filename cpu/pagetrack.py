@@ -94,10 +94,14 @@ class PageTracker:
         self._ram_hash = h
         return h, b"".join(listed)
 
-    def take_snapshot_changes(self) -> tuple[PageContent, bytes, dict[bytes, bytes]]:
+    def take_snapshot_changes(self, tree: bool = True) -> tuple[PageContent, Optional[bytes], dict[bytes, bytes]]:
         """The content of the pages changed since the last call (as of the last update); the
-        tree's root and the tree nodes made since the last call."""
+        tree's root and the tree nodes made since the tree was last brought up to date, or
+        (not `tree`) None and none: whoever keeps a copy of the tree makes them from
+        `PageContent.changes`, and this one catches up when next asked for its root."""
         changed, self.since_snapshot = self.since_snapshot, set()
+        if not tree:
+            return PageContent(self, changed, len(changed)), None, {}
         made = self.tree.refresh()
         return PageContent(self, changed, len(changed)), self.tree.root(), made
 
@@ -169,6 +173,15 @@ class PageContent:
         """The content of the pages that are not zero, by hash, as views of the live RAM."""
         view = self._tracker.ram.view
         return {h: view[index * PAGE:(index + 1) * PAGE] for index, h in self._hashes()}
+
+    def changes(self) -> tuple[list[int], bytes]:
+        """The changed pages and their hashes (EMPTY: zero), HASH bytes each in one string: what
+        a copy of the page tree needs to follow RAM (`PageTree.set_many`)."""
+        if self._pages is None:
+            raise ValueError("a whole capture gives its tree, not changes")
+        table = self._tracker.table
+        pages = list(self._pages)
+        return pages, b"".join([table[index * HASH:(index + 1) * HASH] for index in pages])
 
     def _hashes(self) -> Iterator[tuple[int, bytes]]:
         if self._pages is None:

@@ -76,6 +76,15 @@ class PageTree:
         self.table[page * HASH:(page + 1) * HASH] = h
         self.dirty.add(page)
 
+    def set_many(self, pages: list[int], hashes: bytes) -> None:
+        """`set` for each page, its hash the next HASH bytes of `hashes` (`PageContent.changes`)."""
+        if len(hashes) != len(pages) * HASH or (pages and not 0 <= min(pages) <= max(pages) < self.pages):
+            raise ValueError(f"{len(hashes)} bytes of hashes for {len(pages)} pages, or a page outside RAM")
+        table = self.table
+        for at, page in enumerate(pages):
+            table[page * HASH:(page + 1) * HASH] = hashes[at * HASH:(at + 1) * HASH]
+        self.dirty.update(pages)
+
     def refresh(self) -> dict[bytes, bytes]:
         """Rehash the leaves and middle nodes above the dirty pages; the nodes made (hash ->
         bytes), EMPTY ones left out."""

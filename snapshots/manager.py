@@ -154,7 +154,8 @@ class SnapshotManager:
         self.next_due = None
 
     def take(self, name: str, kind: str) -> SnapshotInfo:
-        cap = capture(self.machine, name, kind, full=self.full_next)
+        # The writer makes the page tree unless restores are expected (they need it here).
+        cap = capture(self.machine, name, kind, full=self.full_next, tree=bool(self.recent_limit))
         self.full_next = False
         if kind == "periodic" and self.hold_interval:
             bucket = cap.icount // self.hold_interval
@@ -172,11 +173,12 @@ class SnapshotManager:
         if cap.full:
             self.disk_map.clear()
         self.disk_map.update(cap.disk)
-        self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, content=None,
-                                               disk=dict(self.disk_map), full=True)
-        self.taken.move_to_end(name)
-        if len(self.taken) > TAKEN:
-            self.taken.popitem(last=False)
+        if cap.root is not None:  # else a restore of it reads it from the file
+            self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, content=None, changes=None,
+                                                   disk=dict(self.disk_map), full=True)
+            self.taken.move_to_end(name)
+            if len(self.taken) > TAKEN:
+                self.taken.popitem(last=False)
         info = SnapshotInfo(name=name, kind=kind, icount=cap.icount, vtime_ns=cap.vtime_ns,
                             pages=self.machine.pages.count, bytes=0)
         self._add_info(info)

@@ -1,10 +1,11 @@
 """Catalog writes in a forked child process (snapshots.storing), so SQLite, compression and
 the turning of captures into whole snapshots run beside Unicorn, not in its way.
 
-Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: its page
-tree's root with the tree nodes and page contents changed since the previous one. The child
-makes the whole snapshot and stores it: the emulator's cost of a snapshot, and the bytes it
-adds, follow what changed. Dense snapshots the policy thins a second later are held back by the
+Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: the pages
+changed since the previous one, by hash, with their content (and, where a debugger expects
+restores, its page tree's root and new nodes; else the child's copy of the tree makes them:
+snapshots.storing). The child makes the whole snapshot and stores it: the emulator's cost of a
+snapshot, and the bytes it adds, follow what changed. Dense snapshots the policy thins a second later are held back by the
 child until then and never stored (snapshots.held); the others are stored at once, which keeps
 the end of a run cheap (little is left to write) and a killed run complete.
 

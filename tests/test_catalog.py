@@ -651,6 +651,84 @@ def test_bytes_a_snapshot_adds_follow_the_pages_changed_not_the_ram_size(db, ram
     assert added["base"] > 3000 * 4096 / 4  # the base stored its content (compressible pages)
 
 
+def _tracked_capture(tracker, ram, name: str, i: int, full: bool, tree: bool) -> Capture:
+    """A capture of the tracker's RAM as snapshots.state makes one (RAM only)."""
+    tracker.update()
+    content, root, nodes = tracker.take_snapshot_changes(tree or full)
+    if full:
+        content = tracker.whole_content()
+        root, nodes = tracker.whole_tree()
+    return Capture(name=name, kind="periodic", icount=i, vtime_ns=i * 128,
+                   registers=bytes(cpustate.RAW_SIZE),
+                   devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
+                   log_pos={"chunk": 0, "index": i}, root=root, pages=tracker.count, nodes=nodes,
+                   disk={}, blobs={}, ram_size=ram.size, full=full, content=content,
+                   changes=content.changes() if root is None else None)
+
+
+def test_captures_given_as_changes_get_their_tree_from_the_writers_copy(db):
+    """A recording's captures come as the pages changed and their hashes (the emulator makes no
+    tree): the writer's copy of the page tree makes each root and its new nodes, so every
+    snapshot loads as the RAM it was taken from, also after a restore (a `base`), whatever mix
+    of captures with and without a tree came before."""
+    from cpu.pagetrack import PageTracker
+    from cpu.ram import Ram
+    rng = random.Random(5)
+    ram = Ram(16 << 20)
+    tracker = PageTracker(ram)
+    tracker.for_snapshots = True
+    writer = CatalogWriter(db, REC)
+    expected, roots = {}, {}
+    try:
+        for i in range(12):
+            for _ in range(rng.randrange(1, 40)):
+                n = rng.choice([rng.randrange(4096), rng.randrange(64)])
+                ram.write(n * 4096, page(rng.randrange(10**6)) if rng.random() < 0.9 else bytes(4096))
+            if i == 7:  # a restore of snapshot c3, then captures build on it
+                writer.flush()
+                with Catalog.open(db, REC, create=False) as c:
+                    snap = c.load("c3")
+                    tracker.load_tree(snap.pages.root, c.get_node, c.get_blob)
+                writer.submit_base("c3")
+                ram.write(5 * 4096, page(99))
+            cap = _tracked_capture(tracker, ram, f"c{i}", i, full=i == 0, tree=i in (4, 5))
+            writer.submit_capture(cap)
+            expected[cap.name] = ram.read(0, ram.size)
+            roots[cap.name] = tracker.root()
+        writer.close()
+        with Catalog.open(db, REC, create=False) as c:
+            for name, image in expected.items():
+                snap = c.load(name)
+                assert snap.pages.root == roots[name], name
+                got = bytearray(len(image))
+                for n, h in snap.pages.items():
+                    got[n * 4096:(n + 1) * 4096] = c.get_blob(h)
+                assert bytes(got) == image, name
+    finally:
+        ram.close()
+
+
+def test_a_capture_given_as_changes_with_no_tree_before_it_is_refused(db):
+    """Changes need a tree to apply to: without a capture before (a broken sender), the writer
+    stores nothing for it and says so at the next flush, in one line."""
+    from cpu.pagetrack import PageTracker
+    from cpu.ram import Ram
+    ram = Ram(1 << 20)
+    tracker = PageTracker(ram)
+    tracker.for_snapshots = True
+    writer = CatalogWriter(db, REC)
+    try:
+        ram.write(0, page(1))
+        writer.submit_capture(_tracked_capture(tracker, ram, "lone", 0, full=False, tree=False))
+        with pytest.raises(CatalogError, match="snapshot lone: .*none before it"):
+            writer.flush()
+        writer.close()
+    finally:
+        ram.close()
+    with Catalog.open(db, REC, create=False) as c:
+        assert [i.name for i in c.list()] == []
+
+
 def test_a_fed_capture_stores_ram_as_it_was_when_taken(db, monkeypatch):
     """A big capture's pages are read by the forked copy that feeds them, not by the emulator
     (PageContent): the copy must see RAM and the page hashes as they were at the capture while

@@ -89,6 +89,46 @@ def test_sync_reports_every_written_page_and_restores_rewrite_what_differs(progr
         ram.close()
 
 
+@settings(max_examples=40, deadline=None)
+@given(steps)
+def test_a_copy_of_the_tree_fed_the_changes_makes_the_trackers_roots_and_nodes(program):
+    """The catalog writer keeps a copy of the page tree and makes each snapshot's root and
+    new nodes from the pages changed and their hashes (`take_snapshot_changes(tree=False)`,
+    `PageContent.changes`): the roots are the tracker's own, the nodes all the new root names
+    beyond the last one's, also across restores (the copy brought to the restored tree)."""
+    ram = Ram(PAGES * PAGE)
+    tracker = PageTracker(ram)
+    tracker.for_snapshots = True
+    copy = pagetree.PageTree(PAGES)
+    known: dict[bytes, bytes] = {}  # every node made so far, by either
+    saved: list[tuple[bytes, bytes]] = []  # (root, RAM) of a save
+    contents: dict[bytes, bytes] = {}
+    try:
+        for writes, save, restore in program:
+            for page, offset, value in writes:
+                ram.mm[page * PAGE + offset] = value
+            tracker.update()
+            content, root, nodes = tracker.take_snapshot_changes(tree=False)
+            assert (root, nodes) == (None, {})
+            copy.set_many(*content.changes())
+            made = copy.refresh()
+            known.update(made)
+            mine, whole = tracker.whole_tree()
+            assert copy.root() == mine
+            assert set(whole) <= set(known)  # nothing the tree names was left unmade
+            image = ram.read(0, ram.size)
+            contents.update((h, page_of(image, i)) for i, h in hashes_of(image).items())
+            if save:
+                saved.append((mine, image))
+            if restore and saved:
+                root, image = saved[len(saved) // 2]
+                tracker.load_tree(root, known.__getitem__, contents.__getitem__)
+                copy.changed_pages(root, known.__getitem__)
+                assert copy.root() == root == tracker.root()
+    finally:
+        ram.close()
+
+
 def test_digest_lists_same_value_writes():
     """A store of the value a page already held is a write: the digest lists it (the reverse
     debugger's write index looks for writes there), though no snapshot stores the page anew."""
