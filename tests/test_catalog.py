@@ -748,16 +748,7 @@ def test_a_fed_capture_stores_ram_as_it_was_when_taken(db, monkeypatch):
         for i in range(6):
             for n in range(8):  # all of them, every time: big enough to be fed
                 ram.write(n * 4096, page(100 * i + n))
-            tracker.update()
-            content, root, nodes = tracker.take_snapshot_changes()
-            if i == 0:
-                content = tracker.whole_content()
-                root, nodes = tracker.whole_tree()
-            cap = Capture(name=f"f{i}", kind="periodic", icount=i, vtime_ns=i * 128,
-                          registers=bytes(cpustate.RAW_SIZE),
-                          devices={"board": {}, "timers": {}, "halted": False, "exit_status": None},
-                          log_pos={"chunk": 0, "index": i}, root=root, pages=tracker.count, nodes=nodes,
-                          disk={}, blobs={}, ram_size=ram.size, full=i == 0, content=content)
+            cap = _tracked_capture(tracker, ram, f"f{i}", i, full=i == 0, tree=True)
             writer.submit_capture(cap)
             expected[cap.name] = {n: page(100 * i + n) for n in range(8)}
             for n in range(8):  # the guest goes on at once
