@@ -86,14 +86,16 @@ def log_position(machine: Machine) -> dict:
     return {"chunk": pos.chunk, "index": pos.index}
 
 
-def capture(machine: Machine, name: str, kind: str, full: bool, tree: bool = True) -> Capture:
+def capture(machine: Machine, name: str, kind: str, full: bool,
+            tree: Optional[Callable[[int], bool]] = None) -> Capture:
     """The machine state now: RAM and disk changed since the previous capture, or all of them
-    (with all their content) if `full`. Not `tree`: RAM as the pages changed and their hashes,
-    the page tree left for the catalog writer to make (a root and ~400 nodes cost the emulator
-    ~0.6 ms of each of bigmem's 100 ms snapshots), unless `full`."""
+    (with all their content) if `full`. Where `tree(pages changed)` says no, RAM comes as the
+    pages changed and their hashes, the page tree left for the catalog writer to make (a root
+    and ~400 nodes cost the emulator ~0.6 ms of each of bigmem's 100 ms snapshots)."""
     tracker = machine.pages
     tracker.update()
-    pages, root, nodes = tracker.take_snapshot_changes(tree or full)
+    here = full or tree is None or tree(len(tracker.since_snapshot))
+    pages, root, nodes = tracker.take_snapshot_changes(here)
     changes = pages.changes() if root is None else None
     written = machine.disk.take_written() if machine.disk is not None else {}
     if full:
