@@ -173,7 +173,7 @@ class SnapshotManager:
             self.disk_map.clear()
         self.disk_map.update(cap.disk)
         if cap.root is not None:  # else a restore of it reads it from the file
-            self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, content=None, changes=None,
+            self.taken[name] = dataclasses.replace(cap, nodes={}, blobs={}, content=None,
                                                    disk=dict(self.disk_map), full=True)
             self.taken.move_to_end(name)
             if len(self.taken) > TAKEN:

@@ -3,12 +3,12 @@ the turning of captures into whole snapshots run beside Unicorn, not in its way.
 
 Every periodic snapshot goes to the child as soon as it is taken, as a `Capture`: the pages
 changed since the previous one, by hash, with their content (and, where a debugger expects
-restores, its page tree's root and new nodes; else the child's copy of the tree makes them:
-snapshots.storing). The child makes the whole snapshot and stores it: the emulator's cost of a
-snapshot, and the bytes it adds, follow what changed. Dense snapshots the policy thins a second
-later are held back by the child until then and never stored (snapshots.held); the others are
-stored at once, which keeps the end of a run cheap (little is left to write) and a killed run
-complete.
+restores or the capture is big, its page tree's root and new nodes; else the child's copy of
+the tree makes them: snapshots.storing). The child makes the whole snapshot and stores it: the
+emulator's cost of a snapshot, and the bytes it adds, follow what changed. Dense snapshots the
+policy thins a second later are held back by the child until then and never stored
+(snapshots.held); the others are stored at once, which keeps the end of a run cheap (little is
+left to write) and a killed run complete.
 
 Requests go down a pipe (snapshots.channel), gathered for PUSH_EVERY (the write and the child's
 wake-up cost more than a small request) and written without blocking: what the pipe cannot take
