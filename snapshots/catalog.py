@@ -597,6 +597,11 @@ class Catalog:
         of a run short."""
         self._rows(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
+    def page_cache(self, size: int) -> None:
+        """Let SQLite keep up to `size` bytes of the file's pages in memory (its default is
+        2 MB): a writer inserting content all over the hash index finds its pages there."""
+        self._rows(f"PRAGMA cache_size={-max(1, int(size) >> 10)}")
+
     def stream(self) -> None:
         """Stop syncing writes to the disk until `close`, which syncs the whole file.
 

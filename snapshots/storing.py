@@ -31,6 +31,10 @@ _WHOLE = ("flush", "base", "close")  # requests after which the file must hold e
 COMMIT_EVERY = 0.02  # seconds a stored snapshot may wait for others to share its commit
 MAX_GROUP = 256  # snapshots in one commit at most
 CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done as it goes
+# SQLite's page cache here: the content index of a 4 GiB guest's pages (~30 MB) fits. With the
+# default 2 MB, storing bigmem1g's first pass (245,760 pages) kept the end of its recording
+# waiting ~1.3 s against ~1.0 s.
+PAGE_CACHE = 64 << 20
 FED_PIECE = 1 << 20  # bytes of fed records stored at a time (~17,000 of bigmem's pages)
 
 
@@ -277,6 +281,7 @@ def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: st
     try:
         catalog = Catalog.open(path, recording_id, create=True)
         catalog.checkpoint_every(CHECKPOINT_PAGES)
+        catalog.page_cache(PAGE_CACHE)
         if stream:
             catalog.stream()
     except Exception as e:  # raised by the parent's constructor

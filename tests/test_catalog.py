@@ -163,6 +163,13 @@ def test_gc_is_due_once_the_rows_stored_since_reach_half_of_what_it_left(catalog
     assert catalog.gc_due()
 
 
+def test_page_cache_is_given_in_bytes(catalog):
+    """The writer's page cache (storing.PAGE_CACHE) reaches SQLite as KiB, its sign negative."""
+    before = catalog.db.execute("PRAGMA cache_size").fetchone()[0]
+    catalog.page_cache(64 << 20)
+    assert catalog.db.execute("PRAGMA cache_size").fetchone()[0] == -(64 << 10) != before
+
+
 def test_gc_keeps_what_the_caller_still_holds(catalog):
     snap, blobs = snapshot("a", 1, {0: page(1), 1: page(2)})
     catalog.save(snap, blobs)
