@@ -17,12 +17,12 @@ import os
 import signal
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from cpu.pagemap import PAGE
 from cpu.pagetree import NodeSource, PageTree
 from snapshots.catalog import Catalog, CatalogError, Snapshot, StoredAhead
-from snapshots.channel import PIPE_BYTES, RECORD, Inbox, Ring
+from snapshots.channel import Inbox, Ring, read_fed
 from snapshots.held import HeldCaptures
 from snapshots.state import Capture
 
@@ -35,7 +35,6 @@ CHECKPOINT_PAGES = 256  # WAL pages (1 MiB) between checkpoints, done as it goes
 # default 2 MB, storing bigmem1g's first pass (245,760 pages) kept the end of its recording
 # waiting ~1.3 s against ~1.0 s.
 PAGE_CACHE = 64 << 20
-FED_PIECE = 1 << 20  # bytes of fed records stored at a time (~17,000 of bigmem's pages)
 
 
 class Storer:
@@ -235,37 +234,6 @@ def _all_out_of_ring(ring: Ring, named: list[dict[bytes, int]], end: int) -> lis
     return out
 
 
-def _fed(fd: int) -> Iterator[list[tuple[bytes, int, bytes]]]:
-    """Content written down the pipe `fd` by a feeder (`CatalogWriter._feed`) as records of
-    hash, raw size, packed size and packed bytes (`RECORD`) until the end of the pipe, as rows
-    of (hash, raw size, packed bytes), in pieces of about FED_PIECE packed bytes. Read a
-    pipeful at a time and parsed in place (two buffered reads a page cost the writer ~0.8 s of
-    bigmem's first pass). A feeder that died early leaves the rest missing, which the capture's
-    store then reports."""
-    buf = bytearray()
-    piece: list[tuple[bytes, int, bytes]] = []
-    size = 0
-    with open(fd, "rb", buffering=0) as pipe:
-        while chunk := pipe.read(PIPE_BYTES):
-            buf += chunk
-            pos = 0
-            with memoryview(buf) as view:
-                while len(buf) - pos >= RECORD.size:
-                    h, raw, n = RECORD.unpack_from(view, pos)
-                    end = pos + RECORD.size + n
-                    if end > len(buf):
-                        break
-                    piece.append((h, raw, bytes(view[pos + RECORD.size:end])))
-                    size += RECORD.size + n
-                    pos = end
-            del buf[:pos]
-            if size >= FED_PIECE:
-                yield piece
-                piece, size = [], 0
-    if piece:
-        yield piece
-
-
 def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: str,
            recording_id: str, stream: bool) -> None:
     """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
@@ -307,7 +275,7 @@ def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: st
                 args = Capture(*fields)
                 if end is None:  # fed down a pipe instead, stored ahead as it comes
                     fd = multiprocessing.reduction.recv_handle(conn)
-                    for piece in _fed(fd):
+                    for piece in read_fed(fd):
                         child.store_packed(piece)
                     args.blobs, args.provisional = {}, False  # its content is in the file
                 else:

@@ -46,8 +46,7 @@ from typing import Iterable, Optional
 
 from cpu.pagemap import PAGE
 from snapshots.catalog import CatalogError, Snapshot
-from snapshots.snapshot import check_content, pack_content
-from snapshots.channel import LENGTH, PIPE_BYTES, RECORD, Request, Ring
+from snapshots.channel import LENGTH, PIPE_BYTES, Request, Ring, write_fed
 from snapshots.state import Capture
 from snapshots.storing import serve
 
@@ -214,7 +213,7 @@ class CatalogWriter:
     def _feed(self, cap: Capture) -> None:
         """Fork a copy of this process that checks and packs the capture's content and writes it
         down a pipe whose read end goes to the child (before the request that stores the
-        capture), as records of hash, sizes and packed bytes (`_fed`). The copy shares memory
+        capture), in pieces of checked and packed content (`write_fed`). The copy shares memory
         with this process copy-on-write, so it sees RAM and the page hashes as they are now
         whatever the guest writes next; this process pays page tables and a fault per page it
         writes while the copy lives."""
@@ -237,11 +236,7 @@ class CatalogWriter:
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
                 os.nice(FEEDER_NICE)
                 with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
-                    for h, data in cap.all_blobs().items():
-                        check_content(h, data)  # raises: the child reports the rest missing
-                        packed = pack_content(data)
-                        pipe.write(RECORD.pack(h, len(data), len(packed)))
-                        pipe.write(packed)
+                    write_fed(pipe, cap.all_blobs().items())  # raises: the child reports the rest missing
             except BaseException:  # the child went away (it reports the missing content)
                 status = 1
             finally:

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from cpu import cpustate, pagetree
-from snapshots import writer as writer_module
+from snapshots import channel, writer as writer_module
 from snapshots.catalog import Catalog, CatalogError, Snapshot, content_hash
+from snapshots.snapshot import unpack_content
 from snapshots.state import Capture
 from snapshots.writer import CatalogWriter
 
@@ -769,6 +770,26 @@ def test_a_fed_capture_stores_ram_as_it_was_when_taken(db, monkeypatch):
         for name, pages in expected.items():
             snap = c.load(name)
             assert {n: c.get_blob(h) for n, h in snap.pages.items()} == pages, name
+
+
+def test_fed_content_reads_back_as_written_and_a_cut_piece_is_dropped(tmp_path, monkeypatch):
+    """A feeder's pieces (snapshots.channel) come out of the pipe as the rows the catalog
+    stores, in order, each packed page unpacking to its page; a feeder that died mid-piece
+    leaves the pieces before whole and the cut one out (the capture's store reports it)."""
+    monkeypatch.setattr(channel, "FED_PIECE", 3 * 2048)  # pieces of a few pages
+    pages = [page(n) for n in range(10)]
+    fed = tmp_path / "fed"
+    with open(fed, "wb") as pipe:
+        channel.write_fed(pipe, ((content_hash(d), d) for d in pages))
+    with open(fed, "rb") as f:
+        pieces = list(channel.read_fed(os.dup(f.fileno())))
+    assert len(pieces) > 2
+    rows = [row for piece in pieces for row in piece]
+    assert [(h, raw, unpack_content(raw, data)) for h, raw, data in rows] == \
+        [(content_hash(d), len(d), d) for d in pages]
+    os.truncate(fed, os.path.getsize(fed) - 1)
+    with open(fed, "rb") as f:
+        assert list(channel.read_fed(os.dup(f.fileno()))) == pieces[:-1]
 
 
 def test_a_feeder_that_finds_content_unlike_its_hash_leaves_the_capture_unstored(db, monkeypatch):
