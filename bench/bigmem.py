@@ -13,6 +13,11 @@ Figures (targets in docs/replay.md):
   restore_ms_median_bigmem                 restoring the snapshot a seek to a random place starts
                                            from, at that place
   reverse_stepi_ms_median_bigmem           reverse-stepi at random positions of its replay
+                                           (Timeline API)
+  gdb_reverse_stepi_ms_median_bigmem       the same as a GDB user steps: real GDB against
+                                           `urr -gdb` replaying it, the first reverse-stepi
+                                           after a `monitor replay_seek` to a random place
+                                           (bench.gdb_speed.REVERSE_STEPS; _p99: the largest)
   snapshot_overhead_record_busy_neighbour  cpuloop, default policy / off, another process
                                            spinning throughout (a median of at least 11 pairs)
   snapshot_overhead_bigmem_pairs           the first and third quartiles of the ratios of the
@@ -42,6 +47,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from bench.gdb_speed import REVERSE_STEPS, run_gdb_script
 from bench.run import DENSE, HEADLINE_RUNS, guest, interleaved, medians_of, pair_quartiles, run_urr_fresh
 from urr.options import parse_args
 from urr.session import Session
@@ -143,6 +149,13 @@ def _reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> float:
     return statistics.median(times)
 
 
+def _gdb_reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> tuple[float, float]:
+    """Reverse-stepi through real GDB at random places of the replay: (median, largest) ms."""
+    r = run_gdb_script(rr, path, REVERSE_STEPS.replace("SAMPLES", str(samples)), urr_options=("-m", ram))
+    steps = sorted(r["reverse_stepi_s"])
+    return statistics.median(steps) * 1000, steps[-1] * 1000
+
+
 def _busy_neighbour(runs: int, tmp: str) -> tuple[float, list[float]]:
     """The ratio of medians of at least HEADLINE_RUNS interleaved pairs, and the quartiles of
     the pairs' ratios: single pairs gave 0.96 and 1.31 in two runs of the same code, medians of 3
@@ -188,6 +201,9 @@ def bench(runs: int, tmp: str) -> dict:
                 "catalog_bytes_per_snapshot_bigmem": int(o["bytes_per_snapshot"]),
                 "restore_ms_median_bigmem": round(o["restore_ms"], 3),
                 "reverse_stepi_ms_median_bigmem": round(_reverse_stepi_ms(path, ram, rr), 2)})
+            gdb_median, gdb_largest = _gdb_reverse_stepi_ms(path, ram, rr)
+            result["gdb_reverse_stepi_ms_median_bigmem"] = round(gdb_median, 2)
+            result["gdb_reverse_stepi_ms_p99_bigmem"] = round(gdb_largest, 2)
         print(json.dumps({touched: growth[touched], **result}), file=sys.stderr, flush=True)
     result["bigmem_growth"] = growth
     return result

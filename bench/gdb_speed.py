@@ -43,6 +43,29 @@ def timed(command):
 def position():
     return int(re.search(r"icount (\\d+)", run("monitor info replay")).group(1))
 """
+# A script's start for reverse-stepi at random places (bench.reverse_speed, bench.bigmem): run to
+# the end of the replay, then SAMPLES times seek to a random place past the first tenth, flush
+# GDB's register cache and time the first reverse-stepi there (GDB then reads the registers and
+# the stack around the new pc). Defines `go(icount)` and `end`; times in result["reverse_stepi_s"].
+REVERSE_STEPS = """
+import random
+rng = random.Random(11)
+t0 = time.perf_counter()
+run("continue")                       # to the end of the replay
+forward_all = time.perf_counter() - t0
+end = position()
+result["end"], result["forward_all_s"] = end, forward_all
+
+def go(icount):
+    run("monitor replay_seek %d" % icount)
+    run("maintenance flush register-cache")
+
+steps = []
+for _ in range(SAMPLES):
+    go(rng.randrange(end // 10, end))
+    steps.append(timed("reverse-stepi"))
+result["reverse_stepi_s"] = steps
+"""
 _EPILOGUE = f"""
 gdb.write({RESULT_TAG!r} + json.dumps(result) + "\\n")
 gdb.execute("kill")
@@ -71,9 +94,11 @@ def start_urr(rrfile: str, kernel: str, *extra: str) -> tuple[subprocess.Popen, 
         raise RuntimeError(f"urr did not start listening:\n{f.read()}")
 
 
-def run_gdb_script(rrfile: str, kernel: str, python_body: str, timeout: float = 1800) -> dict:
-    """Run `python_body` inside GDB connected to urr replaying `rrfile`; the script's `result`."""
-    proc, port, err_path = start_urr(rrfile, kernel)
+def run_gdb_script(rrfile: str, kernel: str, python_body: str, timeout: float = 1800,
+                   urr_options: tuple[str, ...] = ()) -> dict:
+    """Run `python_body` inside GDB connected to urr replaying `rrfile` (with `urr_options`, such
+    as the recording's -m); the script's `result`."""
+    proc, port, err_path = start_urr(rrfile, kernel, *urr_options)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
         script.write(_PRELUDE + textwrap.dedent(python_body) + _EPILOGUE)
     try:

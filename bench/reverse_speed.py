@@ -31,29 +31,11 @@ sys.path.insert(0, ROOT)
 
 import subprocess  # noqa: E402
 
-from bench.gdb_speed import run_gdb_script  # noqa: E402
+from bench.gdb_speed import REVERSE_STEPS, run_gdb_script  # noqa: E402
 
 SEEK_AHEAD = 80_000_000
 
-_SESSION = """
-import random
-rng = random.Random(11)
-t0 = time.perf_counter()
-run("continue")                       # to the end of the replay
-forward_all = time.perf_counter() - t0
-end = position()
-result["end"], result["forward_all_s"] = end, forward_all
-
-def go(icount):
-    run("monitor replay_seek %d" % icount)
-    run("maintenance flush register-cache")
-
-steps = []
-for _ in range(SAMPLES):
-    go(rng.randrange(end // 10, end))
-    steps.append(timed("reverse-stepi"))
-result["reverse_stepi_s"] = steps
-
+_SESSION = REVERSE_STEPS + """
 seeks = []
 for start in (end // 10, end // 4, end // 2):
     go(start)
