@@ -151,7 +151,8 @@ def _reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> float:
 
 def _gdb_reverse_stepi_ms(path: str, ram: str, rr: str, samples: int = 20) -> tuple[float, float]:
     """Reverse-stepi through real GDB at random places of the replay: (median, largest) ms."""
-    r = run_gdb_script(rr, path, REVERSE_STEPS.replace("SAMPLES", str(samples)), urr_options=("-m", ram))
+    r = run_gdb_script(rr, path, REVERSE_STEPS.replace("SAMPLES", str(samples)),
+                       urr_options=("-m", ram))
     steps = sorted(r["reverse_stepi_s"])
     return statistics.median(steps) * 1000, steps[-1] * 1000
 

@@ -236,7 +236,8 @@ class CatalogWriter:
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
                 os.nice(FEEDER_NICE)
                 with open(write_end, "wb", buffering=PIPE_BYTES) as pipe:
-                    write_fed(pipe, cap.all_blobs().items())  # raises: the child reports the rest missing
+                    # raises on content unlike its hash: the child reports the rest missing
+                    write_fed(pipe, cap.all_blobs().items())
             except BaseException:  # the child went away (it reports the missing content)
                 status = 1
             finally:
