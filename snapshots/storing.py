@@ -234,10 +234,25 @@ def _all_out_of_ring(ring: Ring, named: list[dict[bytes, int]], end: int) -> lis
     return out
 
 
-def serve(conn: Connection, requests: int, parent_end: int, ring: Ring, path: str,
-           recording_id: str, stream: bool) -> None:
-    """The child: open the catalog (reporting the outcome), then apply requests until "close"."""
-    os.close(parent_end)  # so that the parent's exit is an end of file here
+def _close_inherited(inherited: dict[int, tuple[int, int]]) -> None:
+    """Close each descriptor that still names what it named in the parent: one the parent closed
+    before the fork may have been reused since, for multiprocessing's own pipes among others."""
+    for fd, ident in inherited.items():
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == ident:
+            os.close(fd)
+
+
+def serve(conn: Connection, requests: int, inherited: dict[int, tuple[int, int]], ring: Ring,
+          path: str, recording_id: str, stream: bool) -> None:
+    """The child: close the parent's pipes, sockets and terminals (`inherited`: descriptor ->
+    device and inode; the request pipe's write end among them, so that the parent's exit is an
+    end of file here), open the catalog (reporting the outcome), then apply requests until
+    "close"."""
+    _close_inherited(inherited)
     # Ctrl-C and a terminal's hangup reach the whole process group: the parent handles them
     # and closes the catalog through this child, which must still be there to do it. SIGTERM
     # keeps its default (not the parent's handler, inherited by the fork): it is how

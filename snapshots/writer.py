@@ -41,6 +41,7 @@ import os
 import pickle
 import select
 import signal
+import stat
 import time
 from typing import Iterable, Optional
 
@@ -59,6 +60,21 @@ FEEDER_NICE = 10  # a feeder's CPU share beside the emulator: ~10% (weights 110 
 FORK_PAGES_PER_COPY = 16  # a fork costs about what copying one page per 16 mapped ones does
 
 
+def _streams() -> dict[int, tuple[int, int]]:
+    """This process's descriptors of pipes, sockets and terminals, those whose closing others
+    see (an end of file, a hangup), with what each names (device, inode). Not regular files:
+    SQLite keeps its files' descriptors per process, an open connection's copy in a fork too."""
+    streams = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            streams[int(name)] = (st.st_dev, st.st_ino)
+    return streams
+
+
 class CatalogWriter:
     """`submit_*` return at once; `flush()` waits until everything submitted is in the file."""
 
@@ -73,8 +89,12 @@ class CatalogWriter:
         except OSError:  # over the system's limit: the default size works, only more slowly
             pass
         self._ring = Ring(RING_BYTES)
+        # The child closes the pipes, sockets and terminals it inherits but its own two pipe ends
+        # (and multiprocessing's, made later by start()): those urr closes are closed for good.
+        inherited = {fd: ident for fd, ident in _streams().items()
+                     if fd not in (child_end.fileno(), read_end, 0, 1, 2)}
         self._process = ctx.Process(target=serve, name="urr-catalog-writer", daemon=True,
-                                    args=(child_end, read_end, self._fd, self._ring, path, recording_id, stream))
+                                    args=(child_end, read_end, inherited, self._ring, path, recording_id, stream))
         self._process.start()
         child_end.close()
         os.close(read_end)

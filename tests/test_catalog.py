@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -790,6 +791,22 @@ def test_fed_content_reads_back_as_written_and_a_cut_piece_is_dropped(tmp_path, 
     os.truncate(fed, os.path.getsize(fed) - 1)
     with open(fed, "rb") as f:
         assert list(channel.read_fed(os.dup(f.fileno()))) == pieces[:-1]
+
+
+def test_the_writer_holds_none_of_the_emulators_pipes_or_sockets(db):
+    """What urr closes is closed, though the writer's process lives on: a pipe's write end
+    open when the writer started (as a GDB socket or a serial pipe would be) reaches its
+    reader as an end of file once urr closes it."""
+    r, w = os.pipe()
+    writer = CatalogWriter(db, REC)
+    try:
+        os.close(w)
+        readable, _, _ = select.select([r], [], [], 5)
+        assert readable and os.read(r, 1) == b""
+        assert writer._process.is_alive()
+    finally:
+        os.close(r)
+        writer.close()
 
 
 def test_a_feeder_that_finds_content_unlike_its_hash_leaves_the_capture_unstored(db, monkeypatch):
