@@ -164,7 +164,7 @@ class Storer:
         """The snapshot a capture makes with the captures before it, its content and new nodes."""
         if cap.root is None:
             self._grow(cap)
-        elif self.tree is not None:  # made by the emulator (a debugged replay, a big one): follow it
+        elif self.tree is not None:  # made by the emulator (debugged, or big): follow it
             self._follow(cap.root, lambda h: cap.nodes.get(h) or self._node(h))
         self.root = cap.root
         return cap.snapshot(self.disk, self.catalog.get_node), cap.blobs, cap.nodes

@@ -94,7 +94,8 @@ class CatalogWriter:
         inherited = {fd: ident for fd, ident in _streams().items()
                      if fd not in (child_end.fileno(), read_end, 0, 1, 2)}
         self._process = ctx.Process(target=serve, name="urr-catalog-writer", daemon=True,
-                                    args=(child_end, read_end, inherited, self._ring, path, recording_id, stream))
+                                    args=(child_end, read_end, inherited, self._ring, path,
+                                          recording_id, stream))
         self._process.start()
         child_end.close()
         os.close(read_end)

@@ -164,7 +164,8 @@ def _peak_rss_mib(args: list[str]) -> tuple[int, float]:
     """Run urr; its exit status and the peak resident memory of it and its children (MiB).
     Started by a fresh, small interpreter: a process's peak counts the memory of the process
     it was started from, up to its exec (pytest's, 400 MiB late in a run)."""
-    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, "-display", "none", "-serial", "none", *args],
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, "-display", "none", "-serial", "none",
+                          *args],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     status, kib = out.stdout.split()
     return int(status), int(kib) / 1024
